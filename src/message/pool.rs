@@ -1,0 +1,328 @@
+//! The bounded message pool (SPEC §5.1, §5.7).
+//!
+//! Free messages sit in a lock-free bounded queue ([`crossbeam_queue::ArrayQueue`]):
+//! `get` and the return path are a single CAS each, and no lock is ever held while
+//! memory is allocated or freed. Messages handed out carry a reference to the pool
+//! and come back to it when dropped; the pool holds their buffers only (never a
+//! reference to itself), so there are no cycles.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crossbeam_queue::ArrayQueue;
+
+use super::{MAX_SECTION_LEN, Message};
+
+/// How [`Pool::get`] (and `Engine::get`) behaves when the pool is empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Allocation {
+    /// Return `None` when the pool is empty.
+    PoolOnly,
+    /// Allocate a new message when the pool is empty; never `None`.
+    Always,
+}
+
+pub(crate) type PoolRef = Arc<PoolInner>;
+
+/// Buffers larger than this are shrunk when they come back, so one huge message
+/// does not pin memory in the pool forever.
+const KEEP_CAPACITY: usize = 2 * MAX_SECTION_LEN;
+
+struct Buffers {
+    text: String,
+    body: Vec<u8>,
+}
+
+pub(crate) struct PoolInner {
+    free: ArrayQueue<Buffers>,
+    closed: AtomicBool,
+    /// Set by the engine when it found the pool empty; the next return wakes it.
+    starved: AtomicBool,
+    notify: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    outstanding: AtomicUsize,
+    allocated: AtomicUsize,
+}
+
+/// A thread-safe, bounded pool of reusable messages.
+///
+/// Every engine owns one (reach it through `Engine::get`/`Engine::put`); a
+/// standalone pool is useful on its own too. `initial` messages are allocated up
+/// front; at most `max` free messages are kept.
+///
+/// # Examples
+///
+/// ```
+/// use tofu::{Allocation, Message, Pool};
+///
+/// let pool = Pool::new(2, 4);
+/// let a = pool.get(Allocation::PoolOnly).unwrap();
+/// let b = pool.get(Allocation::PoolOnly).unwrap();
+/// assert!(pool.get(Allocation::PoolOnly).is_none());
+/// drop(a); // back into the pool
+/// assert_eq!(pool.len(), 1);
+/// pool.put(Message::new()); // adopted
+/// assert_eq!(pool.len(), 2);
+/// # drop(b);
+/// ```
+#[derive(Clone)]
+pub struct Pool {
+    inner: PoolRef,
+}
+
+impl Pool {
+    /// A pool pre-filled with `initial` messages that keeps at most `max` free
+    /// ones (`max` is raised to `initial` if lower, and to 1 if 0).
+    pub fn new(initial: usize, max: usize) -> Pool {
+        let max = max.max(initial).max(1);
+        let inner = Arc::new(PoolInner {
+            free: ArrayQueue::new(max),
+            closed: AtomicBool::new(false),
+            starved: AtomicBool::new(false),
+            notify: OnceLock::new(),
+            outstanding: AtomicUsize::new(0),
+            allocated: AtomicUsize::new(initial),
+        });
+        for _ in 0..initial {
+            let _ = inner.free.push(Buffers {
+                text: String::new(),
+                body: Vec::new(),
+            });
+        }
+        Pool { inner }
+    }
+
+    /// Takes a cleared message (default header, no text headers, empty body).
+    ///
+    /// With [`Allocation::PoolOnly`] returns `None` when the pool is empty; with
+    /// [`Allocation::Always`] allocates a new message instead (it joins the pool
+    /// when dropped, if there is room).
+    pub fn get(&self, how: Allocation) -> Option<Message> {
+        match self.inner.free.pop() {
+            Some(b) => Some(self.wrap(b)),
+            None if how == Allocation::Always => {
+                self.inner.allocated.fetch_add(1, Ordering::Relaxed);
+                Some(self.wrap(Buffers {
+                    text: String::new(),
+                    body: Vec::new(),
+                }))
+            }
+            None => None,
+        }
+    }
+
+    fn wrap(&self, b: Buffers) -> Message {
+        self.inner.outstanding.fetch_add(1, Ordering::Relaxed);
+        Message::from_parts(b.text, b.body, Some(self.inner.clone()))
+    }
+
+    /// Gives a message to the pool: one from this pool returns (as on drop), one
+    /// from elsewhere is adopted. It is freed instead when the pool is full or
+    /// closed.
+    pub fn put(&self, mut msg: Message) {
+        if msg.pool().is_some_and(|p| Arc::ptr_eq(p, &self.inner)) {
+            drop(msg);
+            return;
+        }
+        // Detach from a foreign pool (or none) and adopt the buffers here.
+        msg.set_pool(None);
+        let text = msg.text_headers.take_buf();
+        let body = std::mem::take(&mut msg.body);
+        self.inner.store(text, body);
+    }
+
+    /// Free messages in the pool right now.
+    pub fn len(&self) -> usize {
+        self.inner.free.len()
+    }
+
+    /// `true` when no free message is in the pool.
+    pub fn is_empty(&self) -> bool {
+        self.inner.free.is_empty()
+    }
+
+    /// The most free messages the pool keeps.
+    pub fn capacity(&self) -> usize {
+        self.inner.free.capacity()
+    }
+
+    /// Messages taken from this pool and not yet returned.
+    pub fn outstanding(&self) -> usize {
+        self.inner.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Messages this pool has allocated in total.
+    pub fn allocated(&self) -> usize {
+        self.inner.allocated.load(Ordering::Relaxed)
+    }
+
+    /// Frees every free message and makes the pool free (not keep) anything
+    /// returned from now on. Used at engine shutdown.
+    pub(crate) fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        while self.inner.free.pop().is_some() {}
+    }
+
+    /// Installs the callback run when a message returns to a starved pool.
+    pub(crate) fn set_notify(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.inner.notify.set(f);
+    }
+
+    /// Takes a message without allocating, and if there is none, arms the notify
+    /// callback for the next return. The re-check after arming closes the race
+    /// with a concurrent return.
+    pub(crate) fn get_or_arm(&self) -> Option<Message> {
+        if let Some(m) = self.get(Allocation::PoolOnly) {
+            return Some(m);
+        }
+        self.inner.starved.store(true, Ordering::SeqCst);
+        self.get(Allocation::PoolOnly)
+    }
+
+    /// Arms the notify callback for the next return (see [`Pool::get_or_arm`]).
+    pub(crate) fn arm(&self) {
+        self.inner.starved.store(true, Ordering::SeqCst);
+    }
+}
+
+impl PoolInner {
+    pub(crate) fn recycle(&self, text: String, body: Vec<u8>) {
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.store(text, body);
+    }
+
+    fn store(&self, mut text: String, mut body: Vec<u8>) {
+        if !self.closed.load(Ordering::Relaxed) {
+            text.clear();
+            body.clear();
+            if text.capacity() > KEEP_CAPACITY {
+                text.shrink_to(MAX_SECTION_LEN);
+            }
+            if body.capacity() > KEEP_CAPACITY {
+                body.shrink_to(MAX_SECTION_LEN);
+            }
+            // A full pool frees the message (the Err drops it).
+            let _ = self.free.push(Buffers { text, body });
+        }
+        if self.starved.load(Ordering::SeqCst) && self.starved.swap(false, Ordering::SeqCst) {
+            if let Some(f) = self.notify.get() {
+                f();
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("free", &self.len())
+            .field("capacity", &self.capacity())
+            .field("outstanding", &self.outstanding())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn initial_and_max() {
+        let pool = Pool::new(3, 5);
+        assert_eq!(pool.len(), 3);
+        assert_eq!(pool.capacity(), 5);
+        let raised = Pool::new(8, 2);
+        assert_eq!(raised.capacity(), 8);
+    }
+
+    #[test]
+    fn pool_only_and_always() {
+        let pool = Pool::new(1, 2);
+        let a = pool.get(Allocation::PoolOnly).unwrap();
+        assert!(pool.get(Allocation::PoolOnly).is_none());
+        let b = pool.get(Allocation::Always).unwrap();
+        let c = pool.get(Allocation::Always).unwrap();
+        assert_eq!(pool.outstanding(), 3);
+        drop((a, b, c));
+        assert_eq!(pool.outstanding(), 0);
+        assert_eq!(pool.len(), 2, "keeps at most max");
+    }
+
+    #[test]
+    fn comes_back_cleared_with_capacity() {
+        let pool = Pool::new(1, 1);
+        let mut m = pool.get(Allocation::PoolOnly).unwrap();
+        m.header.message_id = 9;
+        m.text_headers.append("a", "b").unwrap();
+        m.body.extend_from_slice(&[1; 1000]);
+        drop(m);
+        let m = pool.get(Allocation::PoolOnly).unwrap();
+        assert_eq!(m.header, Default::default());
+        assert!(m.text_headers.is_empty() && m.body.is_empty());
+        assert!(m.body.capacity() >= 1000);
+        assert!(m.text_headers.capacity() >= 5);
+    }
+
+    #[test]
+    fn put_adopts_standalone_messages() {
+        let pool = Pool::new(0, 4);
+        pool.put(Message::new());
+        assert_eq!(pool.len(), 1);
+        let m = pool.get(Allocation::PoolOnly).unwrap();
+        assert!(m.is_pooled());
+        pool.put(m);
+        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.outstanding(), 0);
+        // A message from another pool is adopted, not returned there.
+        let other = Pool::new(1, 1);
+        let foreign = other.get(Allocation::PoolOnly).unwrap();
+        pool.put(foreign);
+        assert_eq!(pool.len(), 2);
+        assert_eq!(other.len(), 0);
+    }
+
+    #[test]
+    fn closed_pool_frees() {
+        let pool = Pool::new(2, 2);
+        let m = pool.get(Allocation::PoolOnly).unwrap();
+        pool.close();
+        assert_eq!(pool.len(), 0);
+        drop(m);
+        assert_eq!(pool.len(), 0);
+    }
+
+    #[test]
+    fn starved_pool_notifies_once() {
+        let pool = Pool::new(1, 1);
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        pool.set_notify(Box::new(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+        }));
+        let m = pool.get_or_arm().unwrap();
+        assert!(pool.get_or_arm().is_none());
+        drop(m);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        let m = pool.get(Allocation::PoolOnly).unwrap();
+        drop(m);
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "not armed again");
+    }
+
+    #[test]
+    fn threads_share_a_pool() {
+        let pool = Pool::new(8, 8);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        let m = pool.get(Allocation::Always).unwrap();
+                        drop(m);
+                    }
+                });
+            }
+        });
+        assert_eq!(pool.outstanding(), 0);
+        assert!(pool.len() <= 8);
+    }
+}
