@@ -23,12 +23,17 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod address;
+mod engine;
 mod error;
 mod message;
+mod sys;
 pub mod testing;
 pub mod wire;
 
 pub use address::Address;
+pub use engine::{
+    ChannelGroup, DEFAULT_INITIAL_POOL_MSGS, DEFAULT_MAX_POOL_MSGS, Engine, Options, Stats,
+};
 pub use error::{Error, PostError, Status};
 pub use message::{
     Allocation, BinaryHeader, ENGINE_CHANNEL, MAX_SECTION_LEN, Message, MessageKind, More, OpCode,

@@ -146,6 +146,7 @@ impl TextHeaders {
         Ok(())
     }
 
+    #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
         self.buf.capacity()
     }

@@ -168,18 +168,9 @@ impl Pool {
         let _ = self.inner.notify.set(f);
     }
 
-    /// Takes a message without allocating, and if there is none, arms the notify
-    /// callback for the next return. The re-check after arming closes the race
-    /// with a concurrent return.
-    pub(crate) fn get_or_arm(&self) -> Option<Message> {
-        if let Some(m) = self.get(Allocation::PoolOnly) {
-            return Some(m);
-        }
-        self.inner.starved.store(true, Ordering::SeqCst);
-        self.get(Allocation::PoolOnly)
-    }
-
-    /// Arms the notify callback for the next return (see [`Pool::get_or_arm`]).
+    /// Arms the notify callback: the next message returned to the pool runs it.
+    /// Callers re-check the pool after arming, which closes the race with a
+    /// concurrent return.
     pub(crate) fn arm(&self) {
         self.inner.starved.store(true, Ordering::SeqCst);
     }
@@ -300,8 +291,9 @@ mod tests {
         pool.set_notify(Box::new(move || {
             h.fetch_add(1, Ordering::SeqCst);
         }));
-        let m = pool.get_or_arm().unwrap();
-        assert!(pool.get_or_arm().is_none());
+        let m = pool.get(Allocation::PoolOnly).unwrap();
+        pool.arm();
+        assert!(pool.get(Allocation::PoolOnly).is_none());
         drop(m);
         assert_eq!(hits.load(Ordering::SeqCst), 1);
         let m = pool.get(Allocation::PoolOnly).unwrap();

@@ -1,0 +1,130 @@
+//! Channel numbers (SPEC §1): who owns which number, and which numbers are free.
+//!
+//! The owner table is read by application threads (`post` validates the channel
+//! synchronously) and written by the I/O thread, so it is an array of atomics:
+//! no lock is shared with application threads. Numbers are assigned by the I/O
+//! thread only ([`Numbers`]); `post` on channel 0 takes one from a small
+//! lock-free reserve that the I/O thread keeps topped up.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crossbeam_queue::ArrayQueue;
+
+/// Highest real channel number; 65535 is reserved for the engine.
+pub(crate) const MAX_CHANNEL: u16 = u16::MAX - 1;
+/// A closed number stays out of use until this many newer channels have closed.
+pub(crate) const REUSE_DISTANCE: u64 = 1024;
+/// Numbers kept ready for `post` on channel 0.
+pub(crate) const RESERVE: usize = 64;
+
+pub(crate) struct Directory {
+    owners: Box<[AtomicU32]>,
+    pub(crate) reserve: ArrayQueue<u16>,
+}
+
+impl Directory {
+    pub(crate) fn new() -> Directory {
+        Directory {
+            owners: (0..=u16::MAX as usize).map(|_| AtomicU32::new(0)).collect(),
+            reserve: ArrayQueue::new(RESERVE),
+        }
+    }
+
+    /// The group owning `number`, 0 when the channel is not open.
+    pub(crate) fn owner(&self, number: u16) -> u32 {
+        self.owners[number as usize].load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_owner(&self, number: u16, group: u32) {
+        self.owners[number as usize].store(group, Ordering::Release);
+    }
+}
+
+/// The I/O thread's allocator: never-used numbers first, then closed ones in the
+/// order they closed, each only after [`REUSE_DISTANCE`] newer closes — unless
+/// the number space is exhausted.
+pub(crate) struct Numbers {
+    next_fresh: u32,
+    recycled: VecDeque<(u16, u64)>,
+    closes: u64,
+}
+
+impl Numbers {
+    pub(crate) fn new() -> Numbers {
+        Numbers {
+            next_fresh: 1,
+            recycled: VecDeque::new(),
+            closes: 0,
+        }
+    }
+
+    pub(crate) fn alloc(&mut self) -> Option<u16> {
+        if let Some(&(n, seq)) = self.recycled.front() {
+            if self.closes - seq >= REUSE_DISTANCE {
+                self.recycled.pop_front();
+                return Some(n);
+            }
+        }
+        if self.next_fresh <= MAX_CHANNEL as u32 {
+            let n = self.next_fresh as u16;
+            self.next_fresh += 1;
+            return Some(n);
+        }
+        self.recycled.pop_front().map(|(n, _)| n)
+    }
+
+    pub(crate) fn release(&mut self, number: u16) {
+        self.closes += 1;
+        self.recycled.push_back((number, self.closes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_quick_reuse() {
+        let mut n = Numbers::new();
+        let first = n.alloc().unwrap();
+        assert_eq!(first, 1);
+        n.release(first);
+        // Fresh numbers are preferred while the closed one is too young.
+        let mut seen = vec![];
+        for _ in 0..2000 {
+            let x = n.alloc().unwrap();
+            assert_ne!(x, first);
+            seen.push(x);
+        }
+        // 1023 more closes: still too young.
+        for &x in &seen[..1023] {
+            n.release(x);
+        }
+        assert_ne!(n.alloc().unwrap(), first);
+        n.release(seen[1023]);
+        n.release(seen[1024]);
+        assert_eq!(n.alloc().unwrap(), first, "reused after 1024 newer closes");
+    }
+
+    #[test]
+    fn exhaustion_reuses_anything_free() {
+        let mut n = Numbers::new();
+        for _ in 0..MAX_CHANNEL {
+            n.alloc().unwrap();
+        }
+        assert_eq!(n.alloc(), None);
+        n.release(77);
+        assert_eq!(n.alloc(), Some(77));
+        assert_eq!(n.alloc(), None);
+    }
+
+    #[test]
+    fn owners() {
+        let d = Directory::new();
+        assert_eq!(d.owner(5), 0);
+        d.set_owner(5, 3);
+        assert_eq!(d.owner(5), 3);
+        assert_eq!(d.owner(u16::MAX), 0);
+    }
+}

@@ -1,0 +1,294 @@
+//! [`ChannelGroup`]: post messages in, receive messages out (SPEC §5.2, §5.8, §5.9).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+
+use super::{Command, Engine, GroupShared};
+use crate::address::Address;
+use crate::error::{Error, PostError, Status};
+use crate::message::{
+    BinaryHeader, ENGINE_CHANNEL, MAX_SECTION_LEN, Message, More, OpCode, Origin, Role,
+    next_message_id,
+};
+
+/// How long `post` on channel 0 waits for the I/O thread to refill the reserve
+/// of channel numbers (only in a burst of more than 64 opens at once).
+const RESERVE_WAIT: Duration = Duration::from_secs(2);
+
+/// The application's handle to a set of channels: [`post`](Self::post) messages
+/// in, [`wait_receive`](Self::wait_receive) messages (and engine reports) out.
+///
+/// Every channel belongs to exactly one group: the one that opened it, or for
+/// accepted connections, the group of the listener. Dropping the group (or
+/// [`destroy`](Self::destroy)) closes all its channels abortively.
+pub struct ChannelGroup {
+    engine: Engine,
+    shared: Arc<GroupShared>,
+    released: AtomicBool,
+}
+
+impl ChannelGroup {
+    pub(super) fn new(engine: Engine, shared: Arc<GroupShared>) -> ChannelGroup {
+        ChannelGroup {
+            engine,
+            shared,
+            released: AtomicBool::new(false),
+        }
+    }
+
+    /// Validates `msg` and hands it to the I/O thread.
+    ///
+    /// On success returns the final binary header: `origin = Application`,
+    /// `status = 0`, the assigned `message_id` (when 0 was posted) and, for a
+    /// WelcomeRequest/HelloRequest on channel 0, the new channel's number.
+    ///
+    /// # Errors
+    ///
+    /// A [`PostError`] holding the message and the reason (SPEC §5.2):
+    /// `InvalidMessageId` (response role with id 0), `InvalidMoreUsage`,
+    /// `InvalidOpCode` (WelcomeResponse, which only the engine sends),
+    /// `InvalidChannelNumber`, `InvalidChannelGroup`, `WrongAddress` (Welcome/Hello
+    /// without text headers), `InvalidHeadersLen`/`InvalidBodyLen` (over 65535
+    /// bytes), `AllocationFailed` (no channel number free) and `ShutdownStarted`.
+    pub fn post(&self, mut msg: Message) -> Result<BinaryHeader, PostError> {
+        if let Err(error) = self.validate(&msg) {
+            return Err(PostError {
+                error,
+                message: msg,
+            });
+        }
+        let engine = self.engine.shared();
+        msg.header.proto.origin = Origin::Application;
+        msg.header.status = Status::Success as u8;
+        if msg.header.message_id == 0 {
+            msg.header.message_id = next_message_id();
+        }
+        let group = self.shared.id;
+        let opcode = msg.header.proto.opcode;
+        let cmd = if msg.header.channel_number == 0 {
+            let number = match self.reserve_number() {
+                Some(n) => n,
+                None => {
+                    return Err(PostError {
+                        error: Error::AllocationFailed,
+                        message: msg,
+                    });
+                }
+            };
+            engine.directory.set_owner(number, group);
+            msg.header.channel_number = number;
+            let addr = Address::parse(&msg);
+            if opcode == OpCode::WelcomeRequest {
+                Command::Listen { group, msg, addr }
+            } else {
+                Command::Connect { group, msg, addr }
+            }
+        } else {
+            Command::Send { group, msg }
+        };
+        let header = match &cmd {
+            Command::Listen { msg, .. }
+            | Command::Connect { msg, .. }
+            | Command::Send { msg, .. } => msg.header,
+            _ => unreachable!("post builds message commands only"),
+        };
+        engine.push(cmd);
+        Ok(header)
+    }
+
+    fn validate(&self, msg: &Message) -> Result<(), Error> {
+        let engine = self.engine.shared();
+        if engine.is_shut_down() {
+            return Err(Error::ShutdownStarted);
+        }
+        let h = &msg.header;
+        let op = h.proto.opcode;
+        if op == OpCode::WelcomeResponse {
+            return Err(Error::InvalidOpCode);
+        }
+        if op.role() == Role::Response && h.message_id == 0 {
+            return Err(Error::InvalidMessageId);
+        }
+        if h.proto.more == More::More && !op.is_regular() {
+            return Err(Error::InvalidMoreUsage);
+        }
+        if msg.text_headers.byte_len() > MAX_SECTION_LEN {
+            return Err(Error::InvalidHeadersLen);
+        }
+        if msg.body.len() > MAX_SECTION_LEN {
+            return Err(Error::InvalidBodyLen);
+        }
+        let opens = matches!(op, OpCode::WelcomeRequest | OpCode::HelloRequest);
+        if h.channel_number == 0 || opens {
+            if h.channel_number != 0 || !opens {
+                return Err(Error::InvalidChannelNumber);
+            }
+            if msg.text_headers.is_empty() {
+                return Err(Error::WrongAddress);
+            }
+            return Ok(());
+        }
+        if h.channel_number == ENGINE_CHANNEL {
+            return Err(Error::InvalidChannelNumber);
+        }
+        match engine.directory.owner(h.channel_number) {
+            0 => Err(Error::InvalidChannelNumber),
+            g if g != self.shared.id => Err(Error::InvalidChannelGroup),
+            _ => Ok(()),
+        }
+    }
+
+    /// A channel number from the I/O thread's reserve; in a burst that drains the
+    /// reserve, waits (bounded) for the I/O thread to refill it.
+    fn reserve_number(&self) -> Option<u16> {
+        let engine = self.engine.shared();
+        if let Some(n) = engine.directory.reserve.pop() {
+            return Some(n);
+        }
+        let deadline = Instant::now() + RESERVE_WAIT;
+        while Instant::now() < deadline && !engine.is_shut_down() {
+            engine.wake.wake_always();
+            std::thread::yield_now();
+            if let Some(n) = engine.directory.reserve.pop() {
+                return Some(n);
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        None
+    }
+
+    /// Waits for the next message (or engine report) for this group.
+    ///
+    /// `None` waits forever, `Some(Duration::ZERO)` polls. Returns `Ok(None)` when
+    /// the timeout expires.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutdownStarted`] once the engine shuts down, including for a
+    /// thread blocked here at that moment.
+    pub fn wait_receive(&self, timeout: Option<Duration>) -> Result<Option<Message>, Error> {
+        if self.engine.shared().is_shut_down() {
+            self.wake_other_waiters();
+            return Err(Error::ShutdownStarted);
+        }
+        let rx = &self.shared.rx;
+        let got = match timeout {
+            None => rx.recv().ok(),
+            Some(t) if t.is_zero() => match rx.try_recv() {
+                Ok(d) => Some(d),
+                Err(TryRecvError::Empty) => return Ok(None),
+                Err(TryRecvError::Disconnected) => None,
+            },
+            Some(t) => match rx.recv_timeout(t) {
+                Ok(d) => Some(d),
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Disconnected) => None,
+            },
+        };
+        match got {
+            Some(Some(msg)) => Ok(Some(msg)),
+            // The shutdown sentinel: pass it on to the next waiter.
+            _ => {
+                self.wake_other_waiters();
+                Err(Error::ShutdownStarted)
+            }
+        }
+    }
+
+    fn wake_other_waiters(&self) {
+        let _ = self.shared.tx.send(None);
+    }
+
+    /// Puts a `receiver_update` message into this group's receive queue (FIFO
+    /// with everything else): `None` puts a Signal with `origin = Engine`,
+    /// `Some(msg)` puts `msg` with `origin = Application`. Wakes a thread blocked
+    /// in [`wait_receive`](Self::wait_receive) or passes it work.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutdownStarted`] after shutdown.
+    pub fn update_receiver(&self, msg: Option<Message>) -> Result<(), Error> {
+        if self.engine.shared().is_shut_down() {
+            return Err(Error::ShutdownStarted);
+        }
+        let msg = match msg {
+            Some(mut m) => {
+                m.header.status = Status::ReceiverUpdate as u8;
+                m.header.proto.origin = Origin::Application;
+                m
+            }
+            None => Message::report(ENGINE_CHANNEL, Status::ReceiverUpdate, 0),
+        };
+        self.shared
+            .tx
+            .send(Some(msg))
+            .map_err(|_| Error::ShutdownStarted)
+    }
+
+    /// The engine this group belongs to.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Closes all the group's channels abortively, frees their queued messages,
+    /// drains the receive queue into the pool, and returns once the I/O thread
+    /// is done with the group. Dropping the group does the same.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutdownStarted`] when the engine had already shut down (the
+    /// group is released all the same).
+    pub fn destroy(self) -> Result<(), Error> {
+        self.release()
+    }
+
+    fn release(&self) -> Result<(), Error> {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let engine = self.engine.shared();
+        let result = if engine.is_shut_down() || engine.io_exited.load(Ordering::Acquire) {
+            Err(Error::ShutdownStarted)
+        } else {
+            let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+            engine.push(Command::DestroyGroup {
+                group: self.shared.id,
+                done: done_tx,
+            });
+            loop {
+                match done_rx.recv_timeout(Duration::from_millis(50)) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        if engine.io_exited.load(Ordering::Acquire) {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            Ok(())
+        };
+        while let Ok(d) = self.shared.rx.try_recv() {
+            drop(d);
+        }
+        result
+    }
+}
+
+impl Drop for ChannelGroup {
+    fn drop(&mut self) {
+        let _ = self.release();
+    }
+}
+
+impl fmt::Debug for ChannelGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelGroup")
+            .field("id", &self.shared.id)
+            .field("queued", &self.shared.rx.len())
+            .finish()
+    }
+}

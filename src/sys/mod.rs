@@ -1,0 +1,227 @@
+//! Platform sockets: the only module with `cfg(unix)`/`cfg(windows)` code.
+//!
+//! Each platform provides, on top of `std::net`, `socket2` and `mio`:
+//! * [`Stream`]: a non-blocking connected stream (TCP everywhere, Unix-domain
+//!   where the platform and mio support it) that is a [`mio::event::Source`];
+//! * [`Listener`]: the listening counterpart;
+//! * [`listen_tcp`], [`listen_uds`], [`connect_tcp`], [`connect_uds`]: socket
+//!   creation with the options SPEC §5 requires — SO_REUSEADDR on listeners,
+//!   TCP_NODELAY and SO_LINGER 0 on TCP streams, stale UDS socket files removed
+//!   before bind;
+//! * [`is_disconnect`]: which I/O errors mean "the peer went away".
+//!
+//! On Windows, Unix-domain sockets are not driven yet (mio has no AF_UNIX source
+//! there): opening one reports [`Error::NotImplementedYet`].
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::error::Error;
+
+/// Backlog for listening sockets.
+const BACKLOG: i32 = 1024;
+
+/// A connected (or connecting) non-blocking stream.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(mio::net::TcpStream),
+    #[cfg(unix)]
+    Unix(mio::net::UnixStream),
+}
+
+/// A listening socket.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Tcp(mio::net::TcpListener),
+    #[cfg(unix)]
+    Unix(mio::net::UnixListener),
+}
+
+impl Stream {
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+
+    pub(crate) fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    /// The pending socket error, if any (SO_ERROR).
+    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Stream::Tcp(s) => s.take_error(),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.take_error(),
+        }
+    }
+
+    /// `Ok(true)` once a non-blocking connect has completed.
+    pub(crate) fn is_connected(&self) -> io::Result<bool> {
+        let r = match self {
+            Stream::Tcp(s) => s.peer_addr().map(|_| ()),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.peer_addr().map(|_| ()),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            // getpeername on a socket whose connect is still in progress (BSDs).
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Listener {
+    /// Accepts one connection, configured and non-blocking.
+    pub(crate) fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                configure_tcp(&s);
+                Ok(Stream::Tcp(s))
+            }
+            #[cfg(unix)]
+            Listener::Unix(l) => Ok(Stream::Unix(l.accept()?.0)),
+        }
+    }
+
+    /// The bound TCP address (for listeners on port 0).
+    pub(crate) fn local_tcp_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            #[cfg(unix)]
+            Listener::Unix(_) => None,
+        }
+    }
+}
+
+macro_rules! delegate_source {
+    ($ty:ident) => {
+        impl Source for $ty {
+            fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+                match self {
+                    $ty::Tcp(s) => s.register(r, t, i),
+                    #[cfg(unix)]
+                    $ty::Unix(s) => s.register(r, t, i),
+                }
+            }
+            fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+                match self {
+                    $ty::Tcp(s) => s.reregister(r, t, i),
+                    #[cfg(unix)]
+                    $ty::Unix(s) => s.reregister(r, t, i),
+                }
+            }
+            fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+                match self {
+                    $ty::Tcp(s) => s.deregister(r),
+                    #[cfg(unix)]
+                    $ty::Unix(s) => s.deregister(r),
+                }
+            }
+        }
+    };
+}
+delegate_source!(Stream);
+delegate_source!(Listener);
+
+/// TCP_NODELAY, and SO_LINGER 0 so that closing never leaves TIME_WAIT behind
+/// (graceful closing is the Bye handshake's job, SPEC §5.5). Failures are not
+/// fatal: the stream works without them.
+fn configure_tcp(s: &mio::net::TcpStream) {
+    let _ = s.set_nodelay(true);
+    let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
+}
+
+/// Binds and listens on TCP with SO_REUSEADDR.
+pub(crate) fn listen_tcp(addr: SocketAddr) -> io::Result<Listener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(true);
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    let std_listener: std::net::TcpListener = socket.into();
+    Ok(Listener::Tcp(mio::net::TcpListener::from_std(std_listener)))
+}
+
+/// Starts a non-blocking TCP connect.
+pub(crate) fn connect_tcp(addr: SocketAddr) -> io::Result<Stream> {
+    let s = mio::net::TcpStream::connect(addr)?;
+    configure_tcp(&s);
+    Ok(Stream::Tcp(s))
+}
+
+/// Binds and listens on a Unix-domain socket, removing a stale socket file first.
+/// A path that exists and is not a socket is left alone (the bind then fails).
+#[cfg(unix)]
+pub(crate) fn listen_uds(path: &Path) -> io::Result<Listener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(Listener::Unix(mio::net::UnixListener::bind(path)?))
+}
+
+/// Starts a non-blocking Unix-domain connect.
+#[cfg(unix)]
+pub(crate) fn connect_uds(path: &Path) -> Result<Stream, (Error, io::Error)> {
+    match mio::net::UnixStream::connect(path) {
+        Ok(s) => Ok(Stream::Unix(s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err((Error::UdsPathNotFound, e)),
+        Err(e) => Err((Error::ConnectFailed, e)),
+    }
+}
+
+/// Unix-domain sockets are not supported on this platform yet.
+#[cfg(not(unix))]
+pub(crate) fn listen_uds(_path: &Path) -> io::Result<Listener> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "AF_UNIX not supported here",
+    ))
+}
+
+/// Unix-domain sockets are not supported on this platform yet.
+#[cfg(not(unix))]
+pub(crate) fn connect_uds(_path: &Path) -> Result<Stream, (Error, io::Error)> {
+    Err((
+        Error::NotImplementedYet,
+        io::Error::new(io::ErrorKind::Unsupported, "AF_UNIX not supported here"),
+    ))
+}
+
+/// Removes a listener's socket file when it closes.
+pub(crate) fn remove_socket_file(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+/// `true` when the error means the peer went away (reset, broken pipe, aborted).
+pub(crate) fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
