@@ -200,7 +200,9 @@ impl ChannelGroup {
     }
 
     fn wake_other_waiters(&self) {
-        let _ = self.shared.tx.send(None);
+        if self.shared.rx.is_empty() {
+            let _ = self.shared.tx.send(None);
+        }
     }
 
     /// Puts a `receiver_update` message into this group's receive queue (FIFO

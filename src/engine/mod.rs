@@ -75,6 +75,12 @@ pub struct Stats {
     pub bytes_sent: u64,
     /// Bytes read from sockets.
     pub bytes_received: u64,
+    /// Vectored write system calls (messages_sent / write_calls = batching).
+    pub write_calls: u64,
+    /// Read system calls that returned data.
+    pub read_calls: u64,
+    /// Times the I/O thread returned from `poll` (wake-ups).
+    pub polls: u64,
     /// Gauge: open channels (listeners and I/O channels).
     pub open_channels: u64,
     /// Connections accepted by listeners.
@@ -99,6 +105,9 @@ pub(crate) struct Counters {
     pub(crate) messages_received: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
+    pub(crate) write_calls: AtomicU64,
+    pub(crate) read_calls: AtomicU64,
+    pub(crate) polls: AtomicU64,
     pub(crate) open_channels: AtomicU64,
     pub(crate) accepted: AtomicU64,
     pub(crate) pool_empty_events: AtomicU64,
@@ -340,6 +349,9 @@ impl Engine {
             messages_received: get(&c.messages_received),
             bytes_sent: get(&c.bytes_sent),
             bytes_received: get(&c.bytes_received),
+            write_calls: get(&c.write_calls),
+            read_calls: get(&c.read_calls),
+            polls: get(&c.polls),
             open_channels: get(&c.open_channels),
             accepted: get(&c.accepted),
             pool_free: pool.len() as u64,

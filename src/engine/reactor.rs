@@ -31,6 +31,8 @@ use crate::wire::{Decoded, Decoder, FrameHeader, HEADER_LEN};
 
 /// Slices per vectored write (three per frame at most).
 const MAX_IOV: usize = 192;
+/// Commands handled per loop iteration before sockets get a turn.
+const COMMAND_BATCH: usize = 4096;
 /// Reads per channel before other channels get a turn.
 const READ_BUDGET: usize = 16;
 /// A send queue that grew beyond this many entries is shrunk once it drains, so
@@ -157,7 +159,11 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         debug!("tofu engine I/O thread started");
         'outer: loop {
-            while let Some(cmd) = self.shared.commands.pop() {
+            // Bounded, so a flood of posts cannot starve reading and writing.
+            for _ in 0..COMMAND_BATCH {
+                let Some(cmd) = self.shared.commands.pop() else {
+                    break;
+                };
                 if !self.command(cmd) {
                     break 'outer;
                 }
@@ -180,6 +186,7 @@ impl Reactor {
             };
             let polled = self.poll.poll(&mut events, timeout);
             self.shared.wake.awake();
+            Counters::add(&self.shared.counters.polls, 1);
             if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!("poll failed, engine stops: {e}");
@@ -629,6 +636,7 @@ impl Reactor {
     fn flush(&mut self, key: Key) -> Flow {
         let mut sent_msgs = 0u64;
         let mut sent_bytes = 0u64;
+        let mut writes = 0u64;
         let result = loop {
             let Some(s) = self.stream_mut(key) else {
                 return Flow::Closed;
@@ -674,6 +682,7 @@ impl Reactor {
                     break 'frames;
                 }
             }
+            writes += 1;
             match sock.write_vectored(&iov[..n]) {
                 Ok(0) => break Err(Status::SendFailed),
                 Ok(written) => {
@@ -716,6 +725,7 @@ impl Reactor {
         let c = &self.shared.counters;
         Counters::add(&c.messages_sent, sent_msgs);
         Counters::add(&c.bytes_sent, sent_bytes);
+        Counters::add(&c.write_calls, writes);
         match result {
             Ok(()) => Flow::Continue,
             Err(status) => {
@@ -775,6 +785,7 @@ impl Reactor {
             }
         }
         let mut received = 0u64;
+        let mut reads = 0u64;
         let mut budget = READ_BUDGET;
         let flow = loop {
             let Some(s) = stream_of(&mut self.slab, key) else {
@@ -793,7 +804,7 @@ impl Reactor {
             budget -= 1;
             // Read only into messages the pool can give (SPEC §5.7): with the
             // pool empty and no frame in progress, leave the data in the kernel.
-            if s.decoder.is_idle() && self.shared.pool.is_empty() {
+            if !s.decoder.has_message() && self.shared.pool.is_empty() {
                 self.shared.pool.arm();
                 if self.shared.pool.is_empty() {
                     self.starve(key);
@@ -808,6 +819,7 @@ impl Reactor {
                 }
                 Ok(n) => {
                     received += n as u64;
+                    reads += 1;
                     let flow = self.decode(key, &buf[..n]);
                     if flow != Flow::Continue {
                         break flow;
@@ -825,6 +837,7 @@ impl Reactor {
             }
         };
         Counters::add(&self.shared.counters.bytes_received, received);
+        Counters::add(&self.shared.counters.read_calls, reads);
         if flow == Flow::Continue {
             // Read to the end without running dry: the pool_empty episode is over.
             if let Some(group) = self.slab.get_mut(key).map(|c| c.group) {
@@ -856,13 +869,15 @@ impl Reactor {
                 }
                 Ok(Decoded::NeedBytes) => return Flow::Continue,
                 Ok(Decoded::NeedMessage) => {
-                    s.stash.clear();
-                    s.stash.extend_from_slice(input);
                     self.shared.pool.arm();
                     if self.shared.pool.is_empty() {
+                        // Keep the undecoded rest until messages come back.
+                        s.stash.clear();
+                        s.stash.extend_from_slice(input);
                         self.starve(key);
                         return Flow::Starved;
                     }
+                    // A message came back meanwhile: decode on.
                 }
                 Err(e) => {
                     let number = ch.number;

@@ -239,6 +239,12 @@ impl Decoder {
         self.header_len == 0 && self.partial.is_none() && self.pending.is_none()
     }
 
+    /// `true` while a frame's message is being filled (its header was complete
+    /// and a message was allocated for it).
+    pub fn has_message(&self) -> bool {
+        self.partial.is_some()
+    }
+
     /// Consumes bytes from the front of `input` until one frame is complete, the
     /// input is exhausted, or a message is needed and `alloc` has none.
     ///

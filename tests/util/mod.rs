@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: loopback addresses, bounded waits.
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use tofu::testing::{free_tcp_port, temp_uds_path};
@@ -141,4 +142,249 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+// ----- more helpers ------------------------------------------------------------
+
+/// A HelloRequest / WelcomeRequest for `addr` (depending on its kind).
+pub fn opening(engine: &Engine, addr: &Address) -> Message {
+    let mut m = engine.get(Allocation::Always).unwrap().unwrap();
+    addr.format(&mut m).unwrap();
+    m
+}
+
+/// The next message that is not a `pool_empty` report, counting the skipped ones.
+#[track_caller]
+pub fn recv_counting_pool_empty(group: &ChannelGroup, pool_empty: &mut u64) -> Message {
+    loop {
+        let m = recv(group);
+        if m.is_from_engine() && m.status() == Status::PoolEmpty {
+            assert_eq!(m.opcode(), OpCode::Signal, "{m:?}");
+            *pool_empty += 1;
+            continue;
+        }
+        return m;
+    }
+}
+
+/// Asserts `m` is a message of ours given back by the engine with `status`.
+#[track_caller]
+pub fn assert_returned(m: &Message, op: OpCode, channel: u16, status: Status) {
+    assert!(m.is_from_engine(), "expected a returned message, got {m:?}");
+    assert_eq!(m.opcode(), op, "{m:?}");
+    assert_eq!(m.header.channel_number, channel, "{m:?}");
+    assert_eq!(m.status(), status, "{m:?}");
+}
+
+/// Compile-time check that a type is `Send + Sync`.
+pub fn assert_send_sync<T: Send + Sync>() {}
+
+/// A sequence number in the first 8 bytes of a body, then `len - 8` filler bytes
+/// derived from it, so that a corrupted or misplaced body is detected.
+pub fn seq_body(seq: u64, len: usize) -> Vec<u8> {
+    assert!(len >= 8);
+    let mut b = Vec::with_capacity(len);
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend((8..len).map(|i| (seq as usize).wrapping_mul(31).wrapping_add(i) as u8));
+    b
+}
+
+/// Reads back the sequence number of a [`seq_body`], checking the filler.
+#[track_caller]
+pub fn check_seq_body(body: &[u8], len: usize) -> u64 {
+    assert_eq!(body.len(), len, "body length");
+    let seq = u64::from_be_bytes(body[..8].try_into().unwrap());
+    assert!(
+        body == seq_body(seq, len).as_slice(),
+        "body of #{seq} corrupted"
+    );
+    seq
+}
+
+// ----- raw sockets: the wire format by hand (SPEC §3) --------------------------------
+
+/// One frame built byte by byte: big-endian channel number, proto byte, status,
+/// message_id, text header length, body length, then the two sections.
+pub fn raw_frame(
+    channel: u16,
+    proto: u8,
+    status: u8,
+    message_id: u64,
+    headers: &[u8],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(16 + headers.len() + body.len());
+    f.push((channel >> 8) as u8);
+    f.push(channel as u8);
+    f.push(proto);
+    f.push(status);
+    for i in (0..8).rev() {
+        f.push((message_id >> (8 * i)) as u8);
+    }
+    f.push((headers.len() >> 8) as u8);
+    f.push(headers.len() as u8);
+    f.push((body.len() >> 8) as u8);
+    f.push(body.len() as u8);
+    f.extend_from_slice(headers);
+    f.extend_from_slice(body);
+    f
+}
+
+/// A frame read from a raw socket: the 16 header bytes, text headers, body.
+#[derive(Debug)]
+pub struct RawFrame {
+    pub header: [u8; 16],
+    pub headers: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+impl RawFrame {
+    pub fn channel(&self) -> u16 {
+        u16::from_be_bytes([self.header[0], self.header[1]])
+    }
+    pub fn message_id(&self) -> u64 {
+        u64::from_be_bytes(self.header[4..12].try_into().unwrap())
+    }
+}
+
+/// A blocking std socket talking to an engine: TCP or Unix-domain.
+pub enum RawStream {
+    Tcp(std::net::TcpStream),
+    #[cfg(unix)]
+    Uds(std::os::unix::net::UnixStream),
+}
+
+impl RawStream {
+    /// Connects to a client address, with [`TIMEOUT`] on reads and writes.
+    pub fn connect(addr: &Address) -> RawStream {
+        let s = match addr {
+            Address::TcpClient { host, port } => {
+                RawStream::Tcp(std::net::TcpStream::connect((host.as_str(), *port)).unwrap())
+            }
+            #[cfg(unix)]
+            Address::UdsClient { path } => {
+                RawStream::Uds(std::os::unix::net::UnixStream::connect(path).unwrap())
+            }
+            other => panic!("not a client address: {other}"),
+        };
+        s.set_timeouts();
+        s
+    }
+
+    fn set_timeouts(&self) {
+        match self {
+            RawStream::Tcp(s) => {
+                s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                s.set_write_timeout(Some(TIMEOUT)).unwrap();
+            }
+            #[cfg(unix)]
+            RawStream::Uds(s) => {
+                s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                s.set_write_timeout(Some(TIMEOUT)).unwrap();
+            }
+        }
+    }
+
+    /// Reads one whole frame.
+    #[track_caller]
+    pub fn read_frame(&mut self) -> RawFrame {
+        let mut header = [0u8; 16];
+        self.read_exact(&mut header).expect("frame header");
+        let thl = u16::from_be_bytes([header[12], header[13]]) as usize;
+        let bl = u16::from_be_bytes([header[14], header[15]]) as usize;
+        let mut headers = vec![0u8; thl];
+        self.read_exact(&mut headers).expect("frame text headers");
+        let mut body = vec![0u8; bl];
+        self.read_exact(&mut body).expect("frame body");
+        RawFrame {
+            header,
+            headers,
+            body,
+        }
+    }
+
+    /// Asserts the engine closed the connection: end of stream or reset, and no
+    /// more frames before it.
+    #[track_caller]
+    pub fn expect_closed(&mut self) {
+        let mut buf = [0u8; 256];
+        match self.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!("expected the connection closed, read {n} bytes"),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                ),
+                "expected end of stream or reset, got {e}"
+            ),
+        }
+    }
+}
+
+impl std::io::Read for RawStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            RawStream::Tcp(s) => s.read(buf),
+            #[cfg(unix)]
+            RawStream::Uds(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for RawStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            RawStream::Tcp(s) => s.write(buf),
+            #[cfg(unix)]
+            RawStream::Uds(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One Request from the client and its echoed Response, checked end to end.
+#[track_caller]
+pub fn round_trip(
+    engine: &Engine,
+    client: &ChannelGroup,
+    server: &ChannelGroup,
+    cch: u16,
+    sch: u16,
+    body: &[u8],
+) {
+    let h = client
+        .post(msg(engine, cch, OpCode::Request, body))
+        .expect("post request");
+    let req = recv(server);
+    assert_eq!(req.opcode(), OpCode::Request, "{req:?}");
+    assert!(req.is_from_application(), "{req:?}");
+    assert_eq!(req.header.channel_number, sch);
+    assert_eq!(req.header.message_id, h.message_id);
+    assert_eq!(req.body, body);
+    let mut resp = req;
+    resp.header.proto.opcode = OpCode::Response;
+    server.post(resp).expect("post response");
+    let r = recv(client);
+    assert_eq!(r.opcode(), OpCode::Response, "{r:?}");
+    assert!(r.is_from_application(), "{r:?}");
+    assert_eq!(r.header.channel_number, cch);
+    assert_eq!(r.header.message_id, h.message_id);
+    assert_eq!(r.body, body);
+}
+
+/// Aborts `ch` with a ByeSignal and checks the ByeSignal and the report come back.
+#[track_caller]
+pub fn abort(engine: &Engine, group: &ChannelGroup, ch: u16) {
+    let h = group
+        .post(msg(engine, ch, OpCode::ByeSignal, b""))
+        .expect("post ByeSignal");
+    let back = recv(group);
+    assert!(back.is_from_engine(), "{back:?}");
+    assert_eq!(back.opcode(), OpCode::ByeSignal, "{back:?}");
+    assert_eq!(back.status(), Status::ChannelClosed, "{back:?}");
+    assert_eq!(back.header.message_id, h.message_id);
+    assert_report(&recv(group), ch, Status::ChannelClosed);
 }
