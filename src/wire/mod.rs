@@ -319,4 +319,4 @@ impl Decoder {
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests;
