@@ -325,4 +325,4 @@ impl Decoder {
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests;
