@@ -297,7 +297,9 @@ impl Conn for std::os::unix::net::UnixStream {
 }
 
 /// A connected blocking pair: (client side, server side).
-fn std_pair(t: Transport) -> Result<(Box<dyn Conn>, Box<dyn Conn>), BoxError> {
+type ConnPair = (Box<dyn Conn>, Box<dyn Conn>);
+
+fn std_pair(t: Transport) -> Result<ConnPair, BoxError> {
     match t {
         Transport::Tcp => {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;

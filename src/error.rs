@@ -11,10 +11,11 @@ macro_rules! statuses {
         /// `0` is [`Status::Success`]; every other value names a condition. A non-zero
         /// status is not always a failure: [`Status::ChannelClosed`] after your own
         /// `ByeRequest` is the expected outcome.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[repr(u8)]
         pub enum Status {
             /// The operation succeeded.
+            #[default]
             Success = 0,
             $( $(#[$doc])* $name = $raw, )*
         }
@@ -141,12 +142,6 @@ impl Status {
     /// The raw byte of this status.
     pub const fn raw(self) -> u8 {
         self as u8
-    }
-}
-
-impl Default for Status {
-    fn default() -> Status {
-        Status::Success
     }
 }
 

@@ -19,6 +19,56 @@
 //!   the engine stops reading until messages come back.
 //! * Nothing posted is silently lost: every message is either written to the
 //!   socket or comes back with `origin = Engine` and a non-zero [`Status`].
+//!
+//! # Example: a server and a client in one engine
+//!
+//! ```
+//! use std::time::Duration;
+//! use tofu::{Address, Allocation, Engine, OpCode, Options, Status};
+//!
+//! let t = Some(Duration::from_secs(5));
+//! let engine = Engine::new(Options::default())?;
+//! let server = engine.create_group()?;
+//! let client = engine.create_group()?;
+//! let port = tofu::testing::free_tcp_port().unwrap();
+//!
+//! // Listen.
+//! let mut welcome = engine.get(Allocation::Always)?.unwrap();
+//! Address::tcp_server("127.0.0.1", port).format(&mut welcome)?;
+//! server.post(welcome)?;
+//! assert_eq!(server.wait_receive(t)?.unwrap().opcode(), OpCode::WelcomeResponse);
+//!
+//! // Connect; the server accepts by answering the HelloRequest.
+//! let mut hello = engine.get(Allocation::Always)?.unwrap();
+//! Address::tcp_client("127.0.0.1", port).format(&mut hello)?;
+//! let ch = client.post(hello)?.channel_number;
+//! let mut req = server.wait_receive(t)?.unwrap();
+//! assert_eq!(req.opcode(), OpCode::HelloRequest);
+//! req.header.proto.opcode = OpCode::HelloResponse;
+//! server.post(req)?;
+//! assert_eq!(client.wait_receive(t)?.unwrap().opcode(), OpCode::HelloResponse);
+//!
+//! // A request and its echo.
+//! let mut ping = engine.get(Allocation::Always)?.unwrap();
+//! ping.header.channel_number = ch;
+//! ping.body.extend_from_slice(b"ping");
+//! client.post(ping)?;
+//! let mut got = server.wait_receive(t)?.unwrap();
+//! got.header.proto.opcode = OpCode::Response;
+//! server.post(got)?;
+//! let pong = client.wait_receive(t)?.unwrap();
+//! assert_eq!((pong.opcode(), pong.body.as_slice()), (OpCode::Response, &b"ping"[..]));
+//!
+//! // Abort the channel: the ByeSignal comes back, then the channel_closed report.
+//! let mut bye = engine.get(Allocation::Always)?.unwrap();
+//! bye.header.channel_number = ch;
+//! bye.header.proto.opcode = OpCode::ByeSignal;
+//! client.post(bye)?;
+//! assert_eq!(client.wait_receive(t)?.unwrap().status(), Status::ChannelClosed);
+//! let report = client.wait_receive(t)?.unwrap();
+//! assert!(report.is_from_engine() && report.status() == Status::ChannelClosed);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 

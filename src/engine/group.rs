@@ -261,14 +261,12 @@ impl ChannelGroup {
                 group: self.shared.id,
                 done: done_tx,
             });
-            loop {
-                match done_rx.recv_timeout(Duration::from_millis(50)) {
-                    Err(RecvTimeoutError::Timeout) => {
-                        if engine.io_exited.load(Ordering::Acquire) {
-                            break;
-                        }
-                    }
-                    _ => break,
+            // Bounded waits: if the I/O thread exits meanwhile, stop waiting.
+            while let Err(RecvTimeoutError::Timeout) =
+                done_rx.recv_timeout(Duration::from_millis(50))
+            {
+                if engine.io_exited.load(Ordering::Acquire) {
+                    break;
                 }
             }
             Ok(())
