@@ -1124,3 +1124,22 @@ fn listen_error(addr: &Address, e: io::Error) -> Error {
     debug!("listen on {addr} failed: {e}");
     Error::ListenFailed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Idle per-connection memory: the slab slot plus the boxed stream state,
+    /// with empty queues (no heap behind them) — well under the 4 KiB target.
+    #[test]
+    fn idle_connection_is_small() {
+        let slot = std::mem::size_of::<Option<Channel>>() + 8;
+        let stream = std::mem::size_of::<StreamChannel>();
+        let total = slot + stream;
+        println!("idle connection: slot {slot} B + stream state {stream} B = {total} B");
+        assert!(total <= 1024, "idle connection takes {total} bytes");
+        let s = new_stream(Phase::Open, true);
+        assert_eq!(s.send.capacity(), 0);
+        assert_eq!(s.stash.capacity(), 0);
+    }
+}
