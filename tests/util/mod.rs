@@ -267,12 +267,12 @@ impl RawStream {
             }
             other => panic!("not a client address: {other}"),
         };
-        s.set_timeouts();
-        s
+        s.with_timeouts()
     }
 
-    fn set_timeouts(&self) {
-        match self {
+    /// Sets [`TIMEOUT`] on reads and writes.
+    pub fn with_timeouts(self) -> RawStream {
+        match &self {
             RawStream::Tcp(s) => {
                 s.set_read_timeout(Some(TIMEOUT)).unwrap();
                 s.set_write_timeout(Some(TIMEOUT)).unwrap();
@@ -283,6 +283,7 @@ impl RawStream {
                 s.set_write_timeout(Some(TIMEOUT)).unwrap();
             }
         }
+        self
     }
 
     /// Reads one whole frame.
@@ -387,4 +388,10 @@ pub fn abort(engine: &Engine, group: &ChannelGroup, ch: u16) {
     assert_eq!(back.status(), Status::ChannelClosed, "{back:?}");
     assert_eq!(back.header.message_id, h.message_id);
     assert_report(&recv(group), ch, Status::ChannelClosed);
+}
+
+/// Joins a thread, failing if it takes longer than [`TIMEOUT`].
+#[track_caller]
+pub fn join_within<T: Send + 'static>(h: std::thread::JoinHandle<T>) -> T {
+    within(TIMEOUT, move || h.join().expect("thread panicked"))
 }

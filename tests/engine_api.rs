@@ -1,0 +1,278 @@
+//! The engine and group handles across threads (SPEC §5.1, §5.8, §6):
+//! update_receiver waking a blocked receiver, shutdown waking it, every call
+//! failing after shutdown, and the handles' auto traits.
+
+mod util;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tofu::{
+    Address, Allocation, ChannelGroup, Engine, Error, Message, OpCode, Options, Origin, Status,
+};
+use util::*;
+
+#[test]
+fn handles_are_send_sync_clone_debug() {
+    assert_send_sync::<Engine>();
+    assert_send_sync::<ChannelGroup>();
+    fn clone_debug<T: Clone + std::fmt::Debug>() {}
+    clone_debug::<Engine>();
+    fn debug<T: std::fmt::Debug>() {}
+    debug::<ChannelGroup>();
+    let engine = engine();
+    let copy = engine.clone();
+    assert!(!format!("{copy:?}").is_empty());
+    let group = engine.create_group().unwrap();
+    assert!(!format!("{group:?}").is_empty());
+}
+
+/// Starts a thread blocked in `wait_receive(None)`; returns its join handle.
+fn blocked_receiver(
+    group: &Arc<ChannelGroup>,
+) -> std::thread::JoinHandle<Result<Option<Message>, Error>> {
+    let g = group.clone();
+    let h = std::thread::spawn(move || g.wait_receive(None));
+    // Give it time to block.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!h.is_finished(), "wait_receive(None) returned early");
+    h
+}
+
+#[test]
+fn update_receiver_none_wakes_a_blocked_receiver() {
+    let engine = engine();
+    let group = Arc::new(engine.create_group().unwrap());
+    let h = blocked_receiver(&group);
+    group.update_receiver(None).unwrap();
+    let m = join_within(h).unwrap().expect("a message, not a timeout");
+    assert_eq!(m.opcode(), OpCode::Signal);
+    assert_eq!(m.header.proto.origin, Origin::Engine);
+    assert_eq!(m.status(), Status::ReceiverUpdate);
+}
+
+#[test]
+fn update_receiver_some_passes_work_to_a_blocked_receiver() {
+    let engine = engine();
+    let group = Arc::new(engine.create_group().unwrap());
+    let h = blocked_receiver(&group);
+    let mut work = engine.get(Allocation::Always).unwrap().unwrap();
+    work.header.proto.opcode = OpCode::Request;
+    work.header.proto.origin = Origin::Engine; // forced back to Application
+    work.header.message_id = 77;
+    work.text_headers.append("job", "compress").unwrap();
+    work.body.extend_from_slice(b"payload");
+    group.update_receiver(Some(work)).unwrap();
+    let m = join_within(h).unwrap().expect("a message, not a timeout");
+    assert_eq!(m.header.proto.origin, Origin::Application);
+    assert_eq!(m.status(), Status::ReceiverUpdate);
+    assert_eq!(m.opcode(), OpCode::Request);
+    assert_eq!(m.header.message_id, 77);
+    assert_eq!(m.text_headers.get("job"), Some("compress"));
+    assert_eq!(m.body, b"payload");
+}
+
+#[test]
+fn update_receiver_is_fifo_with_other_messages() {
+    let engine = engine();
+    let server = engine.create_group().unwrap();
+    let client = engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(Transport::Uds);
+    listen(&engine, &server, &saddr);
+    let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
+    let before = engine.stats().messages_received;
+    for i in 0..3u8 {
+        server
+            .post(msg(&engine, sch, OpCode::Signal, &[i]))
+            .unwrap();
+    }
+    eventually("3 signals to reach the client", || {
+        engine.stats().messages_received >= before + 3
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let mut a = Message::new();
+    a.body.push(b'a');
+    client.update_receiver(Some(a)).unwrap();
+    client.update_receiver(None).unwrap();
+    server
+        .post(msg(&engine, sch, OpCode::Signal, &[3]))
+        .unwrap();
+    for i in 0..3u8 {
+        let m = recv(&client);
+        assert_eq!((m.opcode(), m.body.as_slice()), (OpCode::Signal, &[i][..]));
+        assert!(m.is_from_application() && m.status() == Status::Success);
+        assert_eq!(m.header.channel_number, cch);
+    }
+    let m = recv(&client);
+    assert_eq!(
+        (m.status(), m.body.as_slice()),
+        (Status::ReceiverUpdate, &b"a"[..])
+    );
+    let m = recv(&client);
+    assert!(
+        m.is_from_engine() && m.status() == Status::ReceiverUpdate,
+        "{m:?}"
+    );
+    let m = recv(&client);
+    assert_eq!(
+        (m.status(), m.body.as_slice()),
+        (Status::Success, &[3u8][..])
+    );
+}
+
+#[test]
+fn shutdown_wakes_blocked_receivers() {
+    let engine = engine();
+    let group = Arc::new(engine.create_group().unwrap());
+    let other = Arc::new(engine.create_group().unwrap());
+    let waiters = [
+        blocked_receiver(&group),
+        blocked_receiver(&group),
+        blocked_receiver(&other),
+    ];
+    let timed = {
+        let g = other.clone();
+        std::thread::spawn(move || g.wait_receive(Some(Duration::from_secs(60))))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let e2 = engine.clone();
+    within(TIMEOUT, move || e2.shutdown());
+    for h in waiters {
+        assert_eq!(join_within(h).unwrap_err(), Error::ShutdownStarted);
+    }
+    assert_eq!(join_within(timed).unwrap_err(), Error::ShutdownStarted);
+}
+
+#[test]
+fn every_call_fails_after_shutdown() {
+    let engine = engine();
+    let group = engine.create_group().unwrap();
+    let (saddr, _) = addresses(Transport::Tcp);
+    listen(&engine, &group, &saddr);
+    let spare = engine.get(Allocation::Always).unwrap().unwrap();
+    engine.shutdown();
+    assert!(engine.is_shut_down());
+    engine.shutdown(); // idempotent
+    engine.clone().shutdown();
+
+    let mut m = Message::new();
+    Address::tcp_client("127.0.0.1", 1).format(&mut m).unwrap();
+    let before = m.clone();
+    let e = group.post(m).unwrap_err();
+    assert_eq!(e.error, Error::ShutdownStarted);
+    assert_eq!(e.message, before, "the message is given back");
+    assert_eq!(
+        engine.get(Allocation::Always).unwrap_err(),
+        Error::ShutdownStarted
+    );
+    assert_eq!(
+        engine.get(Allocation::PoolOnly).unwrap_err(),
+        Error::ShutdownStarted
+    );
+    assert_eq!(engine.create_group().unwrap_err(), Error::ShutdownStarted);
+    assert_eq!(
+        group.update_receiver(None).unwrap_err(),
+        Error::ShutdownStarted
+    );
+    assert_eq!(
+        group.update_receiver(Some(Message::new())).unwrap_err(),
+        Error::ShutdownStarted
+    );
+    assert_eq!(
+        group.wait_receive(None).unwrap_err(),
+        Error::ShutdownStarted
+    );
+    assert_eq!(
+        group.wait_receive(Some(Duration::ZERO)).unwrap_err(),
+        Error::ShutdownStarted
+    );
+    engine.put(spare); // freed, not a panic
+    assert_eq!(group.destroy(), Err(Error::ShutdownStarted));
+}
+
+#[test]
+fn dropping_the_last_handle_shuts_down() {
+    let path = tofu::testing::temp_uds_path();
+    let port;
+    {
+        let engine = engine();
+        let group = engine.create_group().unwrap();
+        listen(&engine, &group, &Address::uds_server(&path));
+        let (saddr, _) = addresses(Transport::Tcp);
+        listen(&engine, &group, &saddr);
+        let Address::TcpServer { port: p, .. } = saddr else {
+            unreachable!()
+        };
+        port = p;
+        assert!(path.exists());
+        within(TIMEOUT, move || {
+            drop(group); // the engine lives on: the group held a handle
+            drop(engine);
+        });
+    }
+    assert!(!path.exists(), "the listener's socket file is gone");
+    // The port is free again at once.
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("port released");
+}
+
+#[test]
+fn wait_receive_timeouts() {
+    let engine = engine();
+    let group = engine.create_group().unwrap();
+    assert!(group.wait_receive(Some(Duration::ZERO)).unwrap().is_none());
+    let t = std::time::Instant::now();
+    assert!(
+        group
+            .wait_receive(Some(Duration::from_millis(100)))
+            .unwrap()
+            .is_none()
+    );
+    assert!(t.elapsed() >= Duration::from_millis(90));
+}
+
+#[test]
+fn engines_share_nothing() {
+    let a = engine();
+    let b = engine();
+    let ga = a.create_group().unwrap();
+    let gb = b.create_group().unwrap();
+    let (saddr, _) = addresses(Transport::Tcp);
+    let lch = listen(&a, &ga, &saddr);
+    // Channel numbers are per engine: b has no such channel.
+    let e = gb.post(msg(&b, lch, OpCode::Signal, b"")).unwrap_err();
+    assert_eq!(e.error, Error::InvalidChannelNumber);
+    a.shutdown();
+    assert!(!b.is_shut_down());
+    gb.update_receiver(None).unwrap();
+    assert!(recv(&gb).is_from_engine());
+}
+
+#[test]
+fn options_zero_means_default_and_max_is_raised() {
+    let engine = Engine::new(Options {
+        initial_pool_msgs: 0,
+        max_pool_msgs: 0,
+        ..Options::default()
+    })
+    .unwrap();
+    assert_eq!(engine.stats().pool_free, 16);
+    let engine = Engine::new(Options {
+        initial_pool_msgs: 10,
+        max_pool_msgs: 2,
+        ..Options::default()
+    })
+    .unwrap();
+    assert_eq!(engine.stats().pool_free, 10);
+    let msgs: Vec<_> = (0..10)
+        .map(|_| engine.get(Allocation::PoolOnly).unwrap().unwrap())
+        .collect();
+    assert!(engine.get(Allocation::PoolOnly).unwrap().is_none());
+    let extra = engine.get(Allocation::Always).unwrap().unwrap();
+    drop(msgs);
+    drop(extra);
+    assert_eq!(
+        engine.stats().pool_free,
+        10,
+        "max raised to the initial count"
+    );
+}
