@@ -253,6 +253,7 @@ fn starved_channel_resumes_after_a_stolen_return(t: Transport) {
     // thread is quicker anyway, it reads the next frame into the message (and
     // starves again): keep that frame and try again.
     let mut stolen = None;
+    let mut last_id = held.iter().map(|m| m.header.message_id).max().unwrap();
     for _ in 0..30 {
         let stop = Arc::new(AtomicBool::new(false));
         let stealer = {
@@ -275,10 +276,12 @@ fn starved_channel_resumes_after_a_stolen_return(t: Transport) {
             stolen = Some(m);
             break;
         }
-        held.push(recv_skip_pool_empty(&server));
+        let m = recv_skip_pool_empty(&server);
+        last_id = last_id.max(m.header.message_id);
+        held.push(m);
     }
     let stolen = stolen.expect("never managed to take the message back first");
-    let next_id = held.last().unwrap().header.message_id + 1;
+    let next_id = last_id + 1;
     std::thread::sleep(Duration::from_millis(50));
     // Now give everything back for good.
     drop(stolen);

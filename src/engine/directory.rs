@@ -2,12 +2,20 @@
 //!
 //! The owner table is read by application threads (`post` validates the channel
 //! synchronously) and written by the I/O thread, so it is an array of atomics:
-//! no lock is shared with application threads. Numbers are assigned by the I/O
+//! no lock is shared with application threads. Each entry packs the owning group
+//! (high 32 bits) and the number of posts on the channel that are still on their
+//! way to the I/O thread (low 32 bits). Closing a channel clears the group in
+//! the same atomic operation that reads the in-flight count, so the I/O thread
+//! knows exactly how many late messages it still has to give back before the
+//! `channel_closed` report — which is therefore always the last word about a
+//! channel. Numbers are assigned by the I/O
 //! thread only ([`Numbers`]); `post` on channel 0 takes one from a small
 //! lock-free reserve that the I/O thread keeps topped up.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::Error;
 
 use crossbeam_queue::ArrayQueue;
 
@@ -18,26 +26,61 @@ pub(crate) const REUSE_DISTANCE: u64 = 1024;
 /// Numbers kept ready for `post` on channel 0.
 pub(crate) const RESERVE: usize = 64;
 
+const COUNT_MASK: u64 = 0xffff_ffff;
+
 pub(crate) struct Directory {
-    owners: Box<[AtomicU32]>,
+    owners: Box<[AtomicU64]>,
     pub(crate) reserve: ArrayQueue<u16>,
 }
 
 impl Directory {
     pub(crate) fn new() -> Directory {
         Directory {
-            owners: (0..=u16::MAX as usize).map(|_| AtomicU32::new(0)).collect(),
+            owners: (0..=u16::MAX as usize).map(|_| AtomicU64::new(0)).collect(),
             reserve: ArrayQueue::new(RESERVE),
         }
     }
 
     /// The group owning `number`, 0 when the channel is not open.
+    #[cfg(test)]
     pub(crate) fn owner(&self, number: u16) -> u32 {
-        self.owners[number as usize].load(Ordering::Acquire)
+        (self.owners[number as usize].load(Ordering::Acquire) >> 32) as u32
     }
 
-    pub(crate) fn set_owner(&self, number: u16, group: u32) {
-        self.owners[number as usize].store(group, Ordering::Release);
+    /// Marks `number` open and owned by `group` (the in-flight count of a
+    /// closed number is always 0).
+    pub(crate) fn open(&self, number: u16, group: u32) {
+        self.owners[number as usize].fetch_or(u64::from(group) << 32, Ordering::AcqRel);
+    }
+
+    /// Application side of `post`: checks that `group` owns the open channel and
+    /// counts one more message on its way to the I/O thread.
+    pub(crate) fn acquire(&self, number: u16, group: u32) -> Result<(), Error> {
+        let entry = &self.owners[number as usize];
+        match (entry.load(Ordering::Acquire) >> 32) as u32 {
+            0 => return Err(Error::InvalidChannelNumber),
+            g if g != group => return Err(Error::InvalidChannelGroup),
+            _ => {}
+        }
+        let prev = entry.fetch_add(1, Ordering::AcqRel);
+        if (prev >> 32) as u32 != group {
+            // Closed in between: the I/O thread did not count this one.
+            entry.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::InvalidChannelNumber);
+        }
+        Ok(())
+    }
+
+    /// I/O side: one message counted by [`Directory::acquire`] has arrived.
+    pub(crate) fn arrived(&self, number: u16) {
+        self.owners[number as usize].fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// I/O side: closes `number` for new posts; returns how many messages
+    /// posted before that are still on their way.
+    pub(crate) fn close(&self, number: u16) -> u32 {
+        let prev = self.owners[number as usize].fetch_and(COUNT_MASK, Ordering::AcqRel);
+        (prev & COUNT_MASK) as u32
     }
 }
 
@@ -120,11 +163,21 @@ mod tests {
     }
 
     #[test]
-    fn owners() {
+    fn owners_and_in_flight_counts() {
         let d = Directory::new();
         assert_eq!(d.owner(5), 0);
-        d.set_owner(5, 3);
+        assert_eq!(d.acquire(5, 3), Err(Error::InvalidChannelNumber));
+        d.open(5, 3);
         assert_eq!(d.owner(5), 3);
+        assert_eq!(d.acquire(5, 4), Err(Error::InvalidChannelGroup));
+        d.acquire(5, 3).unwrap();
+        d.acquire(5, 3).unwrap();
+        d.arrived(5);
+        assert_eq!(d.close(5), 1, "one post still on its way");
+        assert_eq!(d.owner(5), 0);
+        assert_eq!(d.acquire(5, 3), Err(Error::InvalidChannelNumber));
+        d.arrived(5);
+        assert_eq!(d.close(5), 0);
         assert_eq!(d.owner(u16::MAX), 0);
     }
 }

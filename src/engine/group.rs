@@ -55,46 +55,44 @@ impl ChannelGroup {
     /// without text headers), `InvalidHeadersLen`/`InvalidBodyLen` (over 65535
     /// bytes), `AllocationFailed` (no channel number free) and `ShutdownStarted`.
     pub fn post(&self, mut msg: Message) -> Result<BinaryHeader, PostError> {
-        if let Err(error) = self.validate(&msg) {
-            return Err(PostError {
-                error,
-                message: msg,
-            });
-        }
         let engine = self.engine.shared();
+        let group = self.shared.id;
+        let reject = |error, message| Err(PostError { error, message });
+        if let Err(error) = self.validate(&msg) {
+            return reject(error, msg);
+        }
+        // Claim the channel before touching the message, so a rejection gives
+        // it back unchanged.
+        let number = match msg.header.channel_number {
+            0 => match self.reserve_number() {
+                Some(n) => n,
+                None => return reject(Error::AllocationFailed, msg),
+            },
+            n => match engine.directory.acquire(n, group) {
+                Ok(()) => n,
+                Err(error) => return reject(error, msg),
+            },
+        };
         msg.header.proto.origin = Origin::Application;
         msg.header.status = Status::Success as u8;
         if msg.header.message_id == 0 {
             msg.header.message_id = next_message_id();
         }
-        let group = self.shared.id;
-        let opcode = msg.header.proto.opcode;
+        let header = BinaryHeader {
+            channel_number: number,
+            ..msg.header
+        };
         let cmd = if msg.header.channel_number == 0 {
-            let number = match self.reserve_number() {
-                Some(n) => n,
-                None => {
-                    return Err(PostError {
-                        error: Error::AllocationFailed,
-                        message: msg,
-                    });
-                }
-            };
-            engine.directory.set_owner(number, group);
+            engine.directory.open(number, group);
             msg.header.channel_number = number;
             let addr = Address::parse(&msg);
-            if opcode == OpCode::WelcomeRequest {
+            if msg.header.proto.opcode == OpCode::WelcomeRequest {
                 Command::Listen { group, msg, addr }
             } else {
                 Command::Connect { group, msg, addr }
             }
         } else {
             Command::Send { group, msg }
-        };
-        let header = match &cmd {
-            Command::Listen { msg, .. }
-            | Command::Connect { msg, .. }
-            | Command::Send { msg, .. } => msg.header,
-            _ => unreachable!("post builds message commands only"),
         };
         engine.push(cmd);
         Ok(header)
@@ -135,11 +133,8 @@ impl ChannelGroup {
         if h.channel_number == ENGINE_CHANNEL {
             return Err(Error::InvalidChannelNumber);
         }
-        match engine.directory.owner(h.channel_number) {
-            0 => Err(Error::InvalidChannelNumber),
-            g if g != self.shared.id => Err(Error::InvalidChannelGroup),
-            _ => Ok(()),
-        }
+        // Ownership is checked (and the message counted) in `post` itself.
+        Ok(())
     }
 
     /// A channel number from the I/O thread's reserve; in a burst that drains the

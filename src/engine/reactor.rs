@@ -111,6 +111,16 @@ struct Channel {
     state: State,
 }
 
+/// A closed channel whose number still has posts on their way (see
+/// [`Reactor::retire`]).
+struct Zombie {
+    group: u32,
+    first_id: u64,
+    status: Status,
+    report: bool,
+    pending: u32,
+}
+
 struct GroupEntry {
     shared: Arc<GroupShared>,
     pool_empty_reported: bool,
@@ -131,6 +141,7 @@ pub(crate) struct Reactor {
     by_number: HashMap<u16, Key>,
     groups: HashMap<u32, GroupEntry>,
     numbers: Numbers,
+    zombies: HashMap<u16, Zombie>,
     read_buf: Box<[u8]>,
     dirty: Vec<Key>,
     again: Vec<Key>,
@@ -146,6 +157,7 @@ impl Reactor {
             by_number: HashMap::new(),
             groups: HashMap::new(),
             numbers: Numbers::new(),
+            zombies: HashMap::new(),
             read_buf: vec![0u8; read_chunk].into_boxed_slice(),
             dirty: Vec::new(),
             again: Vec::new(),
@@ -177,6 +189,12 @@ impl Reactor {
                 Some(Duration::ZERO)
             } else {
                 self.shared.wake.prepare_sleep();
+                if !self.starved.is_empty() {
+                    // The pool's notification is one-shot and a returned message
+                    // may have been taken again before we looked: re-arm it
+                    // before sleeping, then look once more.
+                    self.shared.pool.arm();
+                }
                 let pool_back = !self.starved.is_empty() && !self.shared.pool.is_empty();
                 if !self.shared.commands.is_empty() || pool_back {
                     Some(Duration::ZERO)
@@ -263,10 +281,11 @@ impl Reactor {
         let (mut sock, uds_path) = match bound {
             Ok(b) => b,
             Err(e) => {
-                self.release_number(number);
                 msg.header.proto.origin = Origin::Engine;
                 msg.header.status = e.status() as u8;
+                let first_id = msg.header.message_id;
                 self.deliver(group, msg);
+                self.retire(number, group, first_id, Status::ChannelClosed, false);
                 return;
             }
         };
@@ -294,13 +313,13 @@ impl Reactor {
             Ok(key) => key,
             Err(e) => {
                 debug!(channel = number, "register listener failed: {e}");
-                self.release_number(number);
                 if let Some(p) = &uds_path {
                     sys::remove_socket_file(p);
                 }
                 msg.header.proto.origin = Origin::Engine;
                 msg.header.status = Status::ListenFailed as u8;
                 self.deliver(group, msg);
+                self.retire(number, group, first_id, Status::ChannelClosed, false);
                 return;
             }
         };
@@ -330,8 +349,8 @@ impl Reactor {
             first_id,
             state: State::Stream(stream),
         }) else {
-            // Cannot happen with fewer channels than slots; returned all the same.
-            self.release_number(number);
+            // Cannot happen: there are more slots than channel numbers.
+            self.retire(number, group, first_id, Status::ConnectFailed, true);
             return;
         };
         self.by_number.insert(number, key);
@@ -425,10 +444,16 @@ impl Reactor {
 
     fn send(&mut self, group: u32, mut msg: Message) {
         let number = msg.header.channel_number;
+        self.shared.directory.arrived(number);
+        if self.zombies.contains_key(&number) {
+            self.late(number, msg);
+            return;
+        }
         let key = self.by_number.get(&number).copied();
         let ch = key.and_then(|k| self.slab.get_mut(k));
         let Some(ch) = ch.filter(|c| c.group == group) else {
-            // Closed after `post` validated it: give it back.
+            // Cannot happen (closed channels are zombies until their posts
+            // arrive); given back all the same.
             msg.header.proto.origin = Origin::Engine;
             msg.header.status = Status::ChannelClosed as u8;
             self.deliver(group, msg);
@@ -607,7 +632,7 @@ impl Reactor {
             if let Some(s) = self.stream_mut(key) {
                 s.sock = Some(sock);
             }
-            self.shared.directory.set_owner(number, group);
+            self.shared.directory.open(number, group);
             self.by_number.insert(number, key);
             Counters::add(&self.shared.counters.open_channels, 1);
             Counters::add(&self.shared.counters.accepted, 1);
@@ -778,7 +803,9 @@ impl Reactor {
         if s.starved || s.sock.is_none() {
             return;
         }
-        if !s.stash.is_empty() {
+        // Bytes (or a complete header) left over when the pool ran dry come
+        // first; the header may be all there is, with nothing left to read.
+        if !s.stash.is_empty() || s.decoder.needs_message() {
             let stash = std::mem::take(&mut s.stash);
             if self.decode(key, &stash) != Flow::Continue {
                 return;
@@ -998,7 +1025,6 @@ impl Reactor {
             return;
         };
         self.by_number.remove(&ch.number);
-        self.release_number(ch.number);
         Counters::sub_open(&self.shared.counters);
         match ch.state {
             State::Listener(mut l) => {
@@ -1022,17 +1048,55 @@ impl Reactor {
             }
         }
         debug!(channel = ch.number, %status, "channel closed");
-        if report {
-            self.deliver(
-                ch.group,
-                Message::report(ch.number, Status::ChannelClosed, ch.first_id),
+        self.retire(ch.number, ch.group, ch.first_id, status, report);
+    }
+
+    /// Closes `number` for new posts. Messages posted before that and still on
+    /// their way come back (with `status`) before the `channel_closed` report,
+    /// which is the last word about the channel; the number is released then.
+    fn retire(&mut self, number: u16, group: u32, first_id: u64, status: Status, report: bool) {
+        let pending = self.shared.directory.close(number);
+        if pending == 0 {
+            self.finish(number, group, first_id, report);
+        } else {
+            self.zombies.insert(
+                number,
+                Zombie {
+                    group,
+                    first_id,
+                    status,
+                    report,
+                    pending,
+                },
             );
         }
     }
 
-    fn release_number(&mut self, number: u16) {
-        self.shared.directory.set_owner(number, 0);
+    fn finish(&mut self, number: u16, group: u32, first_id: u64, report: bool) {
         self.numbers.release(number);
+        if report {
+            self.deliver(
+                group,
+                Message::report(number, Status::ChannelClosed, first_id),
+            );
+        }
+    }
+
+    /// A message posted before its channel closed: give it back.
+    fn late(&mut self, number: u16, mut msg: Message) {
+        let Some(z) = self.zombies.get_mut(&number) else {
+            return;
+        };
+        msg.header.proto.origin = Origin::Engine;
+        msg.header.status = z.status as u8;
+        let group = z.group;
+        z.pending -= 1;
+        let done = (z.pending == 0).then_some((z.first_id, z.report));
+        self.deliver(group, msg);
+        if let Some((first_id, report)) = done {
+            self.zombies.remove(&number);
+            self.finish(number, group, first_id, report);
+        }
     }
 
     fn refill_reserve(&mut self) {

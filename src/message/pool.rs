@@ -40,7 +40,9 @@ pub(crate) struct PoolInner {
     /// Set by the engine when it found the pool empty; the next return wakes it.
     starved: AtomicBool,
     notify: OnceLock<Box<dyn Fn() + Send + Sync>>,
-    outstanding: AtomicUsize,
+    /// Messages belonging to the pool: free ones plus those handed out. Only
+    /// allocation, adoption and freeing touch it, never the get/return path.
+    live: AtomicUsize,
     allocated: AtomicUsize,
 }
 
@@ -80,7 +82,7 @@ impl Pool {
             closed: AtomicBool::new(false),
             starved: AtomicBool::new(false),
             notify: OnceLock::new(),
-            outstanding: AtomicUsize::new(0),
+            live: AtomicUsize::new(initial),
             allocated: AtomicUsize::new(initial),
         });
         for _ in 0..initial {
@@ -102,6 +104,7 @@ impl Pool {
             Some(b) => Some(self.wrap(b)),
             None if how == Allocation::Always => {
                 self.inner.allocated.fetch_add(1, Ordering::Relaxed);
+                self.inner.live.fetch_add(1, Ordering::Relaxed);
                 Some(self.wrap(Buffers {
                     text: String::new(),
                     body: Vec::new(),
@@ -112,7 +115,6 @@ impl Pool {
     }
 
     fn wrap(&self, b: Buffers) -> Message {
-        self.inner.outstanding.fetch_add(1, Ordering::Relaxed);
         Message::from_parts(b.text, b.body, Some(self.inner.clone()))
     }
 
@@ -128,7 +130,9 @@ impl Pool {
         msg.set_pool(None);
         let text = msg.text_headers.take_buf();
         let body = std::mem::take(&mut msg.body);
-        self.inner.store(text, body);
+        if self.inner.store(text, body) {
+            self.inner.live.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Free messages in the pool right now.
@@ -146,9 +150,11 @@ impl Pool {
         self.inner.free.capacity()
     }
 
-    /// Messages taken from this pool and not yet returned.
+    /// Messages taken from this pool and not yet returned (a gauge: exact when
+    /// no other thread is taking or returning messages).
     pub fn outstanding(&self) -> usize {
-        self.inner.outstanding.load(Ordering::Relaxed)
+        let live = self.inner.live.load(Ordering::Relaxed);
+        live.saturating_sub(self.inner.free.len())
     }
 
     /// Messages this pool has allocated in total.
@@ -160,7 +166,9 @@ impl Pool {
     /// returned from now on. Used at engine shutdown.
     pub(crate) fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
-        while self.inner.free.pop().is_some() {}
+        while self.inner.free.pop().is_some() {
+            self.inner.live.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Installs the callback run when a message returns to a starved pool.
@@ -178,11 +186,15 @@ impl Pool {
 
 impl PoolInner {
     pub(crate) fn recycle(&self, text: String, body: Vec<u8>) {
-        self.outstanding.fetch_sub(1, Ordering::Relaxed);
-        self.store(text, body);
+        if !self.store(text, body) {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
-    fn store(&self, mut text: String, mut body: Vec<u8>) {
+    /// Keeps the buffers as a free message; `false` when they were freed
+    /// instead (pool full or closed).
+    fn store(&self, mut text: String, mut body: Vec<u8>) -> bool {
+        let mut kept = false;
         if !self.closed.load(Ordering::Relaxed) {
             text.clear();
             body.clear();
@@ -193,13 +205,14 @@ impl PoolInner {
                 body.shrink_to(MAX_SECTION_LEN);
             }
             // A full pool frees the message (the Err drops it).
-            let _ = self.free.push(Buffers { text, body });
+            kept = self.free.push(Buffers { text, body }).is_ok();
         }
         if self.starved.load(Ordering::SeqCst) && self.starved.swap(false, Ordering::SeqCst) {
             if let Some(f) = self.notify.get() {
                 f();
             }
         }
+        kept
     }
 }
 

@@ -170,12 +170,16 @@ pub(crate) fn connect_tcp(addr: SocketAddr) -> io::Result<Stream> {
 }
 
 /// Binds and listens on a Unix-domain socket, removing a stale socket file first.
-/// A path that exists and is not a socket is left alone (the bind then fails).
+/// A socket file with a live listener behind it is left alone (the bind then
+/// fails with "address in use"), and so is a path that is not a socket.
 #[cfg(unix)]
 pub(crate) fn listen_uds(path: &Path) -> io::Result<Listener> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() {
+        // Connecting to a Unix-domain socket never waits on the network: it is
+        // accepted into the backlog or refused at once.
+        let live = std::os::unix::net::UnixStream::connect(path).is_ok();
+        if meta.file_type().is_socket() && !live {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -239,6 +239,12 @@ impl Decoder {
         self.header_len == 0 && self.partial.is_none() && self.pending.is_none()
     }
 
+    /// `true` when a complete header waits for a message ([`Decoded::NeedMessage`]
+    /// was returned): call [`Decoder::decode`] again, even with no new input.
+    pub fn needs_message(&self) -> bool {
+        self.pending.is_some()
+    }
+
     /// `true` while a frame's message is being filled (its header was complete
     /// and a message was allocated for it).
     pub fn has_message(&self) -> bool {
