@@ -281,7 +281,7 @@ fn peer_engine_shutdown(t: Transport) {
     listen(&server_engine, &server, &saddr);
     let (cch, sch) = connect_pair(&client_engine, &client, &server, &caddr);
     round_trip(&client_engine, &client, &server, cch, sch, b"hi");
-    within(TIMEOUT, move || server_engine.shutdown());
+    within(timeout(), move || server_engine.shutdown());
     assert_report(&recv(&client), cch, Status::ChannelClosed);
     recv_nothing(&client, Duration::from_millis(50));
     let e = client
@@ -331,7 +331,7 @@ fn peer_disconnect_returns_queued_messages(t: Transport) {
         std::mem::replace(&mut last, sent) == sent
     });
     drop(server);
-    within(TIMEOUT, move || server_engine.shutdown());
+    within(timeout(), move || server_engine.shutdown());
 
     let mut returned = Vec::new();
     loop {

@@ -308,7 +308,7 @@ fn both_directions_at_once(t: Transport) {
     };
     let a = side(client.clone(), cch);
     let b = side(server.clone(), sch);
-    within(TIMEOUT * 2, move || {
+    within(timeout() * 2, move || {
         a.join().unwrap();
         b.join().unwrap();
     });

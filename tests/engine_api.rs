@@ -136,7 +136,7 @@ fn shutdown_wakes_blocked_receivers() {
     };
     std::thread::sleep(Duration::from_millis(20));
     let e2 = engine.clone();
-    within(TIMEOUT, move || e2.shutdown());
+    within(timeout(), move || e2.shutdown());
     for h in waiters {
         assert_eq!(join_within(h).unwrap_err(), Error::ShutdownStarted);
     }
@@ -205,7 +205,7 @@ fn dropping_the_last_handle_shuts_down() {
         };
         port = p;
         assert!(path.exists());
-        within(TIMEOUT, move || {
+        within(timeout(), move || {
             drop(group); // the engine lives on: the group held a handle
             drop(engine);
         });

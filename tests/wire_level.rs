@@ -212,7 +212,7 @@ fn engine_client_to_raw_server(t: Transport) {
     let sent_headers = hello.text_headers.as_bytes().to_vec();
     let h = client.post(hello).unwrap();
     let cch = h.channel_number;
-    let mut raw = within(TIMEOUT, accept);
+    let mut raw = within(timeout(), accept);
 
     let f = raw.read_frame();
     let mut expected = vec![(cch >> 8) as u8, cch as u8, 0x03, 0x00];
@@ -466,7 +466,7 @@ fn invalid_frame_on_client_channel(t: Transport) {
     let (accept, caddr) = raw_server(t);
     let h = client.post(opening(&engine, &caddr)).unwrap();
     let cch = h.channel_number;
-    let mut raw = within(TIMEOUT, accept);
+    let mut raw = within(timeout(), accept);
     raw.write_all(&raw_frame(9, 4, 0, h.message_id, b"", b""))
         .unwrap();
     assert_eq!(recv(&client).opcode(), OpCode::HelloResponse);

@@ -8,7 +8,16 @@ use tofu::testing::{free_tcp_port, temp_uds_path};
 use tofu::{Address, Allocation, ChannelGroup, Engine, Message, OpCode, Options, Status};
 
 /// Upper bound for any single wait in the tests.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub fn timeout() -> Duration {
+    static SECS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    // Slow runners (valgrind, sanitizers) may raise it: TOFU_TEST_TIMEOUT_SECS=120.
+    Duration::from_secs(*SECS.get_or_init(|| {
+        std::env::var("TOFU_TEST_TIMEOUT_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10)
+    }))
+}
 
 /// The two transports every behaviour is tested over.
 #[derive(Clone, Copy, Debug)]
@@ -40,10 +49,10 @@ pub fn engine() -> Engine {
     Engine::new(Options::default()).expect("engine")
 }
 
-/// Receives the next message or panics after [`TIMEOUT`].
+/// Receives the next message or panics after [`timeout()`].
 #[track_caller]
 pub fn recv(group: &ChannelGroup) -> Message {
-    match group.wait_receive(Some(TIMEOUT)) {
+    match group.wait_receive(Some(timeout())) {
         Ok(Some(m)) => m,
         Ok(None) => panic!("timed out waiting for a message"),
         Err(e) => panic!("wait_receive failed: {e}"),
@@ -134,10 +143,10 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
     rx.recv_timeout(limit).expect("operation took too long")
 }
 
-/// Polls `cond` until it holds or [`TIMEOUT`] passes.
+/// Polls `cond` until it holds or [`timeout()`] passes.
 #[track_caller]
 pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
+    let deadline = Instant::now() + timeout();
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(5));
@@ -255,7 +264,7 @@ pub enum RawStream {
 }
 
 impl RawStream {
-    /// Connects to a client address, with [`TIMEOUT`] on reads and writes.
+    /// Connects to a client address, with [`timeout()`] on reads and writes.
     pub fn connect(addr: &Address) -> RawStream {
         let s = match addr {
             Address::TcpClient { host, port } => {
@@ -270,17 +279,17 @@ impl RawStream {
         s.with_timeouts()
     }
 
-    /// Sets [`TIMEOUT`] on reads and writes.
+    /// Sets [`timeout()`] on reads and writes.
     pub fn with_timeouts(self) -> RawStream {
         match &self {
             RawStream::Tcp(s) => {
-                s.set_read_timeout(Some(TIMEOUT)).unwrap();
-                s.set_write_timeout(Some(TIMEOUT)).unwrap();
+                s.set_read_timeout(Some(timeout())).unwrap();
+                s.set_write_timeout(Some(timeout())).unwrap();
             }
             #[cfg(unix)]
             RawStream::Uds(s) => {
-                s.set_read_timeout(Some(TIMEOUT)).unwrap();
-                s.set_write_timeout(Some(TIMEOUT)).unwrap();
+                s.set_read_timeout(Some(timeout())).unwrap();
+                s.set_write_timeout(Some(timeout())).unwrap();
             }
         }
         self
@@ -390,8 +399,8 @@ pub fn abort(engine: &Engine, group: &ChannelGroup, ch: u16) {
     assert_report(&recv(group), ch, Status::ChannelClosed);
 }
 
-/// Joins a thread, failing if it takes longer than [`TIMEOUT`].
+/// Joins a thread, failing if it takes longer than [`timeout()`].
 #[track_caller]
 pub fn join_within<T: Send + 'static>(h: std::thread::JoinHandle<T>) -> T {
-    within(TIMEOUT, move || h.join().expect("thread panicked"))
+    within(timeout(), move || h.join().expect("thread panicked"))
 }
