@@ -9,18 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tofu::{Allocation, Engine, OpCode, Options, Status};
+use tofu::{Allocation, OpCode, Status};
 
 use util::*;
-
-fn tiny_pool_engine() -> Engine {
-    Engine::new(Options {
-        initial_pool_msgs: 4,
-        max_pool_msgs: 4,
-        ..Options::default()
-    })
-    .unwrap()
-}
 
 /// 3000 x 1 KiB posted in one burst to a server whose pool holds 4 messages.
 fn burst_into_tiny_pool(t: Transport) {

@@ -217,18 +217,14 @@ fn graceful_close_by_server_uds() {
 /// The client posts 300 messages then a ByeRequest at once; the server reads
 /// slowly (small pool): it still gets every message before the ByeRequest.
 fn graceful_close_delivers_everything(t: Transport) {
-    let server_engine = Engine::new(Options {
-        initial_pool_msgs: 4,
-        max_pool_msgs: 4,
-        ..Options::default()
-    })
-    .unwrap();
-    let client_engine = engine();
-    let server = server_engine.create_group().unwrap();
-    let client = client_engine.create_group().unwrap();
-    let (saddr, caddr) = addresses(t);
-    listen(&server_engine, &server, &saddr);
-    let (cch, sch) = connect_pair(&client_engine, &client, &server, &caddr);
+    let SlowServer {
+        server,
+        client,
+        server_engine: _server_engine,
+        client_engine,
+        cch,
+        sch,
+    } = slow_server(t);
     const N: u64 = 300;
     const LEN: usize = 8 * 1024;
     for i in 0..N {
@@ -304,18 +300,14 @@ fn peer_engine_shutdown_uds() {
 /// queue fills up, then the server goes away: the queued messages come back as
 /// an ordered suffix with a failure status, then one report.
 fn peer_disconnect_returns_queued_messages(t: Transport) {
-    let server_engine = Engine::new(Options {
-        initial_pool_msgs: 4,
-        max_pool_msgs: 4,
-        ..Options::default()
-    })
-    .unwrap();
-    let client_engine = engine();
-    let server = server_engine.create_group().unwrap();
-    let client = client_engine.create_group().unwrap();
-    let (saddr, caddr) = addresses(t);
-    listen(&server_engine, &server, &saddr);
-    let (cch, _) = connect_pair(&client_engine, &client, &server, &caddr);
+    let SlowServer {
+        server,
+        client,
+        server_engine,
+        client_engine,
+        cch,
+        ..
+    } = slow_server(t);
     const N: u64 = 300;
     const LEN: usize = 60 * 1024;
     for i in 0..N {

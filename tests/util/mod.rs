@@ -49,6 +49,47 @@ pub fn engine() -> Engine {
     Engine::new(Options::default()).expect("engine")
 }
 
+/// An engine whose pool holds 4 messages at most: it runs dry quickly.
+pub fn tiny_pool_engine() -> Engine {
+    Engine::new(Options {
+        initial_pool_msgs: 4,
+        max_pool_msgs: 4,
+        ..Options::default()
+    })
+    .expect("engine")
+}
+
+/// A connected pair across two engines; the server's pool is tiny, so a server
+/// that does not receive soon stops reading.
+pub struct SlowServer {
+    pub server: ChannelGroup,
+    pub client: ChannelGroup,
+    pub server_engine: Engine,
+    pub client_engine: Engine,
+    /// Client-side channel.
+    pub cch: u16,
+    /// Server-side channel.
+    pub sch: u16,
+}
+
+pub fn slow_server(t: Transport) -> SlowServer {
+    let server_engine = tiny_pool_engine();
+    let client_engine = engine();
+    let server = server_engine.create_group().unwrap();
+    let client = client_engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(t);
+    listen(&server_engine, &server, &saddr);
+    let (cch, sch) = connect_pair(&client_engine, &client, &server, &caddr);
+    SlowServer {
+        server,
+        client,
+        server_engine,
+        client_engine,
+        cch,
+        sch,
+    }
+}
+
 /// Receives the next message or panics after [`timeout()`].
 #[track_caller]
 pub fn recv(group: &ChannelGroup) -> Message {
