@@ -15,7 +15,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll};
 use tracing::{debug, trace};
@@ -31,6 +31,9 @@ use crate::wire::{Decoded, Decoder, FrameHeader, HEADER_LEN};
 
 /// Slices per vectored write (three per frame at most).
 const MAX_IOV: usize = 192;
+/// The longest a starved channel waits for the pool to refill past its
+/// low-water mark before it reads into what is there.
+const REFILL_WAIT: Duration = Duration::from_millis(1);
 /// Commands handled per loop iteration before sockets get a turn.
 const COMMAND_BATCH: usize = 4096;
 /// Reads per channel before other channels get a turn.
@@ -146,6 +149,8 @@ pub(crate) struct Reactor {
     dirty: Vec<Key>,
     again: Vec<Key>,
     starved: Vec<Key>,
+    /// While starved with a few free messages: when to stop waiting for more.
+    refill_deadline: Option<Instant>,
 }
 
 impl Reactor {
@@ -162,6 +167,7 @@ impl Reactor {
             dirty: Vec::new(),
             again: Vec::new(),
             starved: Vec::new(),
+            refill_deadline: None,
         };
         r.refill_reserve();
         r
@@ -189,17 +195,11 @@ impl Reactor {
                 Some(Duration::ZERO)
             } else {
                 self.shared.wake.prepare_sleep();
-                if !self.starved.is_empty() {
-                    // The pool's notification is one-shot and a returned message
-                    // may have been taken again before we looked: re-arm it
-                    // before sleeping, then look once more.
-                    self.shared.pool.arm();
-                }
-                let pool_back = !self.starved.is_empty() && !self.shared.pool.is_empty();
-                if !self.shared.commands.is_empty() || pool_back {
+                let refill = self.refill_timeout();
+                if !self.shared.commands.is_empty() {
                     Some(Duration::ZERO)
                 } else {
-                    None
+                    refill
                 }
             };
             let polled = self.poll.poll(&mut events, timeout);
@@ -775,16 +775,65 @@ impl Reactor {
         }
     }
 
+    /// Free messages that end a pool_empty episode at once; fewer are used only
+    /// after [`REFILL_WAIT`], so a slow consumer returning messages one by one
+    /// does not wake the I/O thread once per message.
+    fn refill_mark(&self) -> usize {
+        (self.shared.pool.capacity() / 4).clamp(1, 64)
+    }
+
     fn resume_starved(&mut self) {
-        if self.starved.is_empty() || self.shared.pool.is_empty() {
+        if self.starved.is_empty() {
             return;
         }
+        let free = self.shared.pool.len();
+        if free == 0 {
+            return;
+        }
+        if free < self.refill_mark() {
+            let now = Instant::now();
+            match self.refill_deadline {
+                None => {
+                    self.refill_deadline = Some(now + REFILL_WAIT);
+                    return;
+                }
+                Some(deadline) if now < deadline => return,
+                Some(_) => {}
+            }
+        }
+        self.refill_deadline = None;
         let starved = std::mem::take(&mut self.starved);
         for &key in &starved {
             if let Some(s) = self.stream_mut(key) {
                 s.starved = false;
                 self.read(key);
             }
+        }
+    }
+
+    /// How long to sleep while channels wait for pool messages (`None` = until
+    /// an event), with the pool's notification armed to match. Called after
+    /// `prepare_sleep`, so a message returned from now on wakes us.
+    fn refill_timeout(&mut self) -> Option<Duration> {
+        if self.starved.is_empty() {
+            return None;
+        }
+        let pool = &self.shared.pool;
+        let mark = self.refill_mark();
+        // The notification is one-shot and a returned message may have been
+        // taken again before we looked: re-arm it each time, then look again.
+        match self.refill_deadline {
+            None => pool.arm(),
+            Some(_) => pool.arm_at(mark),
+        }
+        let free = pool.len();
+        if free >= mark {
+            return Some(Duration::ZERO);
+        }
+        match self.refill_deadline {
+            _ if free == 0 => None,
+            None => Some(Duration::ZERO), // resume_starved starts the wait
+            Some(deadline) => Some(deadline.saturating_duration_since(Instant::now())),
         }
     }
 

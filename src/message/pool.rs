@@ -39,6 +39,8 @@ pub(crate) struct PoolInner {
     closed: AtomicBool,
     /// Set by the engine when it found the pool empty; the next return wakes it.
     starved: AtomicBool,
+    /// How many free messages make a return notify the starved engine.
+    wake_at: AtomicUsize,
     notify: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Messages belonging to the pool: free ones plus those handed out. Only
     /// allocation, adoption and freeing touch it, never the get/return path.
@@ -81,6 +83,7 @@ impl Pool {
             free: ArrayQueue::new(max),
             closed: AtomicBool::new(false),
             starved: AtomicBool::new(false),
+            wake_at: AtomicUsize::new(1),
             notify: OnceLock::new(),
             live: AtomicUsize::new(initial),
             allocated: AtomicUsize::new(initial),
@@ -180,6 +183,14 @@ impl Pool {
     /// Callers re-check the pool after arming, which closes the race with a
     /// concurrent return.
     pub(crate) fn arm(&self) {
+        self.arm_at(1);
+    }
+
+    /// Like [`Pool::arm`], but the callback runs only once `free` messages are
+    /// in the pool: an engine waiting for memory wakes once per batch, not once
+    /// per message.
+    pub(crate) fn arm_at(&self, free: usize) {
+        self.inner.wake_at.store(free.max(1), Ordering::Relaxed);
         self.inner.starved.store(true, Ordering::SeqCst);
     }
 }
@@ -207,7 +218,10 @@ impl PoolInner {
             // A full pool frees the message (the Err drops it).
             kept = self.free.push(Buffers { text, body }).is_ok();
         }
-        if self.starved.load(Ordering::SeqCst) && self.starved.swap(false, Ordering::SeqCst) {
+        if self.starved.load(Ordering::SeqCst)
+            && (self.free.len() >= self.wake_at.load(Ordering::Relaxed) || !kept)
+            && self.starved.swap(false, Ordering::SeqCst)
+        {
             if let Some(f) = self.notify.get() {
                 f();
             }
@@ -312,6 +326,28 @@ mod tests {
         let m = pool.get(Allocation::PoolOnly).unwrap();
         drop(m);
         assert_eq!(hits.load(Ordering::SeqCst), 1, "not armed again");
+    }
+
+    #[test]
+    fn starved_pool_notifies_at_the_low_water_mark() {
+        let pool = Pool::new(4, 4);
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        pool.set_notify(Box::new(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+        }));
+        let taken: Vec<_> = (0..4)
+            .map(|_| pool.get(Allocation::PoolOnly).unwrap())
+            .collect();
+        pool.arm_at(3);
+        let mut taken = taken.into_iter();
+        drop(taken.next());
+        drop(taken.next());
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "two free: below the mark");
+        drop(taken.next());
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "three free: notified");
+        drop(taken.next());
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
     }
 
     #[test]
