@@ -556,3 +556,52 @@ fn listener_bye_signal_leaves_accepted_channels_open() {
         Status::ConnectFailed,
     );
 }
+
+/// Both peers send a ByeRequest at once (neither may answer after its own
+/// ByeRequest): each receives everything the other sent before, then the other's
+/// ByeRequest, then its channel_closed report.
+fn simultaneous_bye_requests(t: Transport) {
+    let engine = engine();
+    let server = engine.create_group().unwrap();
+    let client = engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(t);
+    listen(&engine, &server, &saddr);
+    let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
+    const N: u64 = 20;
+    for i in 0..N {
+        client
+            .post(msg(&engine, cch, OpCode::Signal, &seq_body(i, 100)))
+            .unwrap();
+        server
+            .post(msg(&engine, sch, OpCode::Signal, &seq_body(i, 100)))
+            .unwrap();
+    }
+    client
+        .post(msg(&engine, cch, OpCode::ByeRequest, b""))
+        .unwrap();
+    server
+        .post(msg(&engine, sch, OpCode::ByeRequest, b""))
+        .unwrap();
+    for (group, ch) in [(&client, cch), (&server, sch)] {
+        for i in 0..N {
+            let m = recv_skip_pool_empty(group);
+            assert_eq!(m.opcode(), OpCode::Signal, "{m:?}");
+            assert_eq!(check_seq_body(&m.body, 100), i);
+        }
+        let bye = recv_skip_pool_empty(group);
+        assert_eq!(bye.opcode(), OpCode::ByeRequest, "{bye:?}");
+        assert!(bye.is_from_application());
+        assert_report(&recv_skip_pool_empty(group), ch, Status::ChannelClosed);
+        recv_nothing(group, Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn simultaneous_bye_requests_tcp() {
+    simultaneous_bye_requests(Transport::Tcp);
+}
+
+#[test]
+fn simultaneous_bye_requests_uds() {
+    simultaneous_bye_requests(Transport::Uds);
+}

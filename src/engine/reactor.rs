@@ -1024,11 +1024,15 @@ impl Reactor {
         msg.header.channel_number = ch.number;
         msg.header.proto.origin = Origin::Application;
         let group = ch.group;
-        let ends = op == OpCode::ByeResponse && s.bye == Bye::RequestWritten;
+        // The initiator read the ByeResponse: close (SPEC §5.5). Both peers
+        // sent a ByeRequest at once: neither may answer (nothing is sent after
+        // a ByeRequest), and each has everything the other sent before its
+        // request, so both close as after a completed handshake.
+        let ends =
+            s.bye == Bye::RequestWritten && matches!(op, OpCode::ByeResponse | OpCode::ByeRequest);
         Counters::add(&self.shared.counters.messages_received, 1);
         self.deliver(group, msg);
         if ends {
-            // The initiator read the ByeResponse: close (SPEC §5.5).
             self.close(key, Status::ChannelClosed, true);
             return Flow::Closed;
         }
