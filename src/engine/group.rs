@@ -25,6 +25,30 @@ const RESERVE_WAIT: Duration = Duration::from_secs(2);
 /// Every channel belongs to exactly one group: the one that opened it, or for
 /// accepted connections, the group of the listener. Dropping the group (or
 /// [`destroy`](Self::destroy)) closes all its channels abortively.
+///
+/// `ChannelGroup` is `Send + Sync`: several threads may post into one group, and
+/// a thread blocked in `wait_receive` can be woken from another.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use tofu::{Engine, Options, Status};
+///
+/// let engine = Engine::new(Options::default())?;
+/// let group = Arc::new(engine.create_group()?);
+/// let waiter = {
+///     let group = group.clone();
+///     std::thread::spawn(move || group.wait_receive(None))
+/// };
+/// group.update_receiver(None)?; // wakes the waiter
+/// let woken = waiter.join().unwrap()?.expect("a message");
+/// assert!(woken.is_from_engine());
+/// assert_eq!(woken.status(), Status::ReceiverUpdate);
+/// assert!(group.wait_receive(Some(Duration::ZERO))?.is_none());
+/// # Ok::<(), tofu::Error>(())
+/// ```
 pub struct ChannelGroup {
     engine: Engine,
     shared: Arc<GroupShared>,
@@ -54,6 +78,22 @@ impl ChannelGroup {
     /// `InvalidChannelNumber`, `InvalidChannelGroup`, `WrongAddress` (Welcome/Hello
     /// without text headers), `InvalidHeadersLen`/`InvalidBodyLen` (over 65535
     /// bytes), `AllocationFailed` (no channel number free) and `ShutdownStarted`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tofu::{Engine, Error, Message, OpCode, Options};
+    ///
+    /// let engine = Engine::new(Options::default())?;
+    /// let group = engine.create_group()?;
+    /// let mut msg = Message::new();
+    /// msg.header.channel_number = 42; // not open
+    /// msg.body.extend_from_slice(b"kept");
+    /// let rejected = group.post(msg).unwrap_err();
+    /// assert_eq!(rejected.error, Error::InvalidChannelNumber);
+    /// assert_eq!(rejected.message.body, b"kept"); // the message comes back
+    /// # Ok::<(), tofu::Error>(())
+    /// ```
     pub fn post(&self, mut msg: Message) -> Result<BinaryHeader, PostError> {
         let engine = self.engine.shared();
         let group = self.shared.id;
