@@ -99,6 +99,9 @@ struct StreamChannel {
 struct ListenerChannel {
     sock: Listener,
     uds_path: Option<PathBuf>,
+    /// Accepting failed (e.g. out of file descriptors) with connections left
+    /// in the backlog: retried whenever a channel closes.
+    blocked: bool,
 }
 
 enum State {
@@ -151,6 +154,9 @@ pub(crate) struct Reactor {
     starved: Vec<Key>,
     /// While starved with a few free messages: when to stop waiting for more.
     refill_deadline: Option<Instant>,
+    /// Listeners whose last accept failed, and whether to retry them now.
+    accept_blocked: Vec<Key>,
+    retry_accept: bool,
 }
 
 impl Reactor {
@@ -168,6 +174,8 @@ impl Reactor {
             again: Vec::new(),
             starved: Vec::new(),
             refill_deadline: None,
+            accept_blocked: Vec::new(),
+            retry_accept: false,
         };
         r.refill_reserve();
         r
@@ -187,6 +195,7 @@ impl Reactor {
                 }
             }
             self.flush_dirty();
+            self.retry_blocked_accepts();
             self.resume_starved();
             self.continue_reads();
             self.refill_reserve();
@@ -327,7 +336,11 @@ impl Reactor {
             number,
             group,
             first_id,
-            state: State::Listener(ListenerChannel { sock, uds_path }),
+            state: State::Listener(ListenerChannel {
+                sock,
+                uds_path,
+                blocked: false,
+            }),
         });
         debug_assert_eq!(inserted, Some(key));
         self.by_number.insert(number, key);
@@ -600,11 +613,22 @@ impl Reactor {
                     continue;
                 }
                 Err(e) => {
+                    // Typically out of descriptors: the connection stays in the
+                    // backlog, and edge-triggered readiness will not fire again
+                    // for it. Report once, retry when a channel closes.
                     debug!(channel = lnum, "accept failed: {e}");
-                    self.deliver(group, Message::report(lnum, Status::AcceptFailed, 0));
+                    let report = !l.blocked;
+                    l.blocked = true;
+                    if !self.accept_blocked.contains(&listener_key) {
+                        self.accept_blocked.push(listener_key);
+                    }
+                    if report {
+                        self.deliver(group, Message::report(lnum, Status::AcceptFailed, 0));
+                    }
                     return;
                 }
             };
+            l.blocked = false;
             let Some(number) = self.numbers.alloc() else {
                 debug!("no channel number free: connection dropped");
                 continue;
@@ -637,6 +661,16 @@ impl Reactor {
             Counters::add(&self.shared.counters.open_channels, 1);
             Counters::add(&self.shared.counters.accepted, 1);
             debug!(channel = number, listener = lnum, "accepted");
+        }
+    }
+
+    fn retry_blocked_accepts(&mut self) {
+        if !std::mem::take(&mut self.retry_accept) {
+            return;
+        }
+        // `accept` puts a listener back on the list if it fails again.
+        for key in std::mem::take(&mut self.accept_blocked) {
+            self.accept(key);
         }
     }
 
@@ -1101,6 +1135,8 @@ impl Reactor {
             }
         }
         debug!(channel = ch.number, %status, "channel closed");
+        // A descriptor was freed: listeners that ran out can try again.
+        self.retry_accept |= !self.accept_blocked.is_empty();
         self.retire(ch.number, ch.group, ch.first_id, status, report);
     }
 
