@@ -71,7 +71,7 @@ fn accept_resumes_after_running_out_of_descriptors() {
     let clients: Vec<Socket> = (0..CLIENTS)
         .map(|_| Socket::new(Domain::IPV4, Type::STREAM, None).unwrap())
         .collect();
-    let original = nofile().rlim_cur as u64;
+    let original = nofile().rlim_cur;
     set_soft_nofile(limit_leaving(2));
     let target: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
     for (i, c) in clients.iter().enumerate() {

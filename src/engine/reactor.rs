@@ -913,12 +913,31 @@ impl Reactor {
             }
             budget -= 1;
             // Read only into messages the pool can give (SPEC §5.7): with the
-            // pool empty and no frame in progress, leave the data in the kernel.
+            // pool empty and no frame in progress, leave the data in the kernel
+            // — but only report pool_empty if data really waits.
             if !s.decoder.has_message() && self.shared.pool.is_empty() {
                 self.shared.pool.arm();
                 if self.shared.pool.is_empty() {
-                    self.starve(key);
-                    break Flow::Starved;
+                    let sock = s.sock.as_ref().expect("connected stream");
+                    match sock.peek() {
+                        Ok(0) => {
+                            self.on_eof(key, None);
+                            break Flow::Closed;
+                        }
+                        Ok(_) => {
+                            self.starve(key);
+                            break Flow::Starved;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            s.readable = false;
+                            break Flow::Continue;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            self.on_eof(key, Some(e));
+                            break Flow::Closed;
+                        }
+                    }
                 }
             }
             let sock = s.sock.as_mut().expect("connected stream");

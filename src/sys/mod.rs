@@ -60,6 +60,19 @@ impl Stream {
         }
     }
 
+    /// Whether data (or the end of the stream) is waiting, without taking it:
+    /// `Ok(0)` at end of stream, `Ok(n > 0)` when bytes wait, `WouldBlock` when
+    /// nothing does. Lets the engine tell "needs memory" from "nothing to do"
+    /// while its pool is empty.
+    pub(crate) fn peek(&self) -> io::Result<usize> {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        match self {
+            Stream::Tcp(s) => SockRef::from(s).peek(&mut byte),
+            #[cfg(unix)]
+            Stream::Unix(s) => SockRef::from(s).peek(&mut byte),
+        }
+    }
+
     /// The pending socket error, if any (SO_ERROR).
     pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {
