@@ -292,3 +292,40 @@ fn starved_channel_resumes_after_a_stolen_return_tcp() {
 fn starved_channel_resumes_after_a_stolen_return_uds() {
     starved_channel_resumes_after_a_stolen_return(Transport::Uds);
 }
+
+/// With its pool empty, the engine still notices a peer that goes away (the end
+/// of the stream needs no message), and reports pool_empty only for data that
+/// really waits.
+fn disconnect_noticed_while_pool_is_empty(t: Transport) {
+    let SlowServer {
+        server,
+        client,
+        client_engine,
+        cch,
+        sch,
+        ..
+    } = slow_server(t);
+    // Four messages fill the server's pool; the server holds them all.
+    for i in 0..4 {
+        client
+            .post(msg(&client_engine, cch, OpCode::Signal, &seq_body(i, 10)))
+            .unwrap();
+    }
+    let held: Vec<_> = (0..4).map(|_| recv_skip_pool_empty(&server)).collect();
+    // The peer aborts: nothing more arrives, only the end of the stream.
+    abort(&client_engine, &client, cch);
+    let report = recv(&server);
+    assert_report(&report, sch, Status::ChannelClosed);
+    recv_nothing(&server, Duration::from_millis(50));
+    drop(held);
+}
+
+#[test]
+fn disconnect_noticed_while_pool_is_empty_tcp() {
+    disconnect_noticed_while_pool_is_empty(Transport::Tcp);
+}
+
+#[test]
+fn disconnect_noticed_while_pool_is_empty_uds() {
+    disconnect_noticed_while_pool_is_empty(Transport::Uds);
+}
