@@ -205,9 +205,18 @@ fn tofu_run(t: Transport, plan: &Plan) -> Result<Figures, BoxError> {
         }
     }
     echo.join().map_err(|_| "echo thread panicked")??;
+    let (cs, ss) = (client_engine.stats(), server_engine.stats());
+    println!(
+        "{t:?}: tofu wrote {:.1} messages per write call and read {:.1} per read call \
+         ({} polls on the sending engine, {} on the receiving one)",
+        cs.messages_sent as f64 / cs.write_calls.max(1) as f64,
+        ss.messages_received as f64 / ss.read_calls.max(1) as f64,
+        cs.polls,
+        ss.polls,
+    );
     if std::env::args().any(|a| a == "--stats") {
-        println!("{t:?} client engine: {:?}", client_engine.stats());
-        println!("{t:?} server engine: {:?}", server_engine.stats());
+        println!("{t:?} client engine: {cs:?}");
+        println!("{t:?} server engine: {ss:?}");
     }
     Ok(Figures {
         p50,
