@@ -677,17 +677,33 @@ impl Reactor {
     // ----- writing -----------------------------------------------------------
 
     fn flush_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for &key in &dirty {
-            if let Some(s) = self.stream_mut(key) {
-                s.in_dirty = false;
-                self.flush(key);
-            }
+        self.drain_list(
+            |r| &mut r.dirty,
+            |r, key| {
+                if let Some(s) = r.stream_mut(key) {
+                    s.in_dirty = false;
+                    r.flush(key);
+                }
+            },
+        );
+    }
+
+    /// Runs `f` on every key of a work list, then hands the list's buffer back
+    /// (unless `f` queued new work meanwhile), so that steady-state work does
+    /// not allocate.
+    fn drain_list(
+        &mut self,
+        list: fn(&mut Reactor) -> &mut Vec<Key>,
+        mut f: impl FnMut(&mut Reactor, Key),
+    ) {
+        let mut keys = std::mem::take(list(self));
+        for &key in &keys {
+            f(self, key);
         }
-        let mut dirty = dirty;
-        dirty.clear();
-        if self.dirty.is_empty() {
-            self.dirty = dirty; // keep the capacity
+        keys.clear();
+        let slot = list(self);
+        if slot.is_empty() {
+            *slot = keys;
         }
     }
 
@@ -797,16 +813,15 @@ impl Reactor {
     // ----- reading -----------------------------------------------------------
 
     fn continue_reads(&mut self) {
-        if self.again.is_empty() {
-            return;
-        }
-        let again = std::mem::take(&mut self.again);
-        for &key in &again {
-            if let Some(s) = self.stream_mut(key) {
-                s.in_again = false;
-                self.read(key);
-            }
-        }
+        self.drain_list(
+            |r| &mut r.again,
+            |r, key| {
+                if let Some(s) = r.stream_mut(key) {
+                    s.in_again = false;
+                    r.read(key);
+                }
+            },
+        );
     }
 
     /// Free messages that end a pool_empty episode at once; fewer are used only
@@ -836,13 +851,15 @@ impl Reactor {
             }
         }
         self.refill_deadline = None;
-        let starved = std::mem::take(&mut self.starved);
-        for &key in &starved {
-            if let Some(s) = self.stream_mut(key) {
-                s.starved = false;
-                self.read(key);
-            }
-        }
+        self.drain_list(
+            |r| &mut r.starved,
+            |r, key| {
+                if let Some(s) = r.stream_mut(key) {
+                    s.starved = false;
+                    r.read(key);
+                }
+            },
+        );
     }
 
     /// How long to sleep while channels wait for pool messages (`None` = until
