@@ -276,3 +276,39 @@ fn options_zero_means_default_and_max_is_raised() {
         "max raised to the initial count"
     );
 }
+
+/// Out-of-range options are brought into range, never a panic: a zero-sized or
+/// absurd read chunk, pool sizes of 0 (the defaults), a max below the initial.
+#[test]
+fn odd_options_are_clamped() {
+    for read_chunk in [0, 1, usize::MAX] {
+        let engine = tofu::Engine::new(tofu::Options {
+            initial_pool_msgs: 0,
+            max_pool_msgs: 0,
+            read_chunk,
+        })
+        .expect("engine");
+        let server = engine.create_group().unwrap();
+        let client = engine.create_group().unwrap();
+        let (saddr, caddr) = addresses(Transport::Tcp);
+        listen(&engine, &server, &saddr);
+        let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
+        round_trip(&engine, &client, &server, cch, sch, &[7u8; 20_000]);
+        let stats = engine.stats();
+        assert!(
+            stats.pool_free <= tofu::DEFAULT_MAX_POOL_MSGS as u64,
+            "{stats:?}"
+        );
+    }
+    let engine = tofu::Engine::new(tofu::Options {
+        initial_pool_msgs: 10,
+        max_pool_msgs: 2,
+        ..tofu::Options::default()
+    })
+    .unwrap();
+    assert_eq!(
+        engine.stats().pool_free,
+        10,
+        "max raised to the initial count"
+    );
+}

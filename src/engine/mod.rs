@@ -42,10 +42,16 @@ pub struct Options {
     /// Most free messages the pool keeps (default 64; raised to the initial count
     /// if lower).
     pub max_pool_msgs: u16,
-    /// Bytes read from a socket per system call (default 64 KiB, at least 4 KiB).
+    /// Bytes read from a socket per system call (default 64 KiB; kept between
+    /// 4 KiB and 16 MiB).
     /// The I/O thread owns one buffer of this size, shared by all channels.
     pub read_chunk: usize,
 }
+
+/// Smallest `read_chunk` used (smaller values are raised to it).
+const MIN_READ_CHUNK: usize = 4 * 1024;
+/// Largest `read_chunk` used (larger values are lowered to it).
+const MAX_READ_CHUNK: usize = 16 * 1024 * 1024;
 
 /// Default `initial_pool_msgs`.
 pub const DEFAULT_INITIAL_POOL_MSGS: u16 = 16;
@@ -288,7 +294,11 @@ impl Engine {
             counters: Counters::default(),
             next_group: AtomicU32::new(1),
         });
-        let reactor = reactor::Reactor::new(poll, shared.clone(), options.read_chunk.max(4096));
+        let reactor = reactor::Reactor::new(
+            poll,
+            shared.clone(),
+            options.read_chunk.clamp(MIN_READ_CHUNK, MAX_READ_CHUNK),
+        );
         let thread = std::thread::Builder::new()
             .name("tofu-io".into())
             .spawn(move || reactor.run())
