@@ -89,3 +89,8 @@ pub use message::{
     Allocation, BinaryHeader, ENGINE_CHANNEL, MAX_SECTION_LEN, Message, MessageKind, More, OpCode,
     Origin, Pool, ProtoFields, Role, TextHeaders, TextHeadersIter, next_message_id,
 };
+
+/// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
