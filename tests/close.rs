@@ -65,12 +65,13 @@ fn bye_signal_from_client_uds() {
 /// ByeSignal overtakes queued messages: it comes back first, then whatever was
 /// still queued (a suffix, in order), then the report.
 fn bye_signal_returns_queued_messages(t: Transport) {
-    let engine = engine();
-    let server = engine.create_group().unwrap();
-    let client = engine.create_group().unwrap();
-    let (saddr, caddr) = addresses(t);
-    listen(&engine, &server, &saddr);
-    let (cch, _) = connect_pair(&engine, &client, &server, &caddr);
+    let Connected {
+        engine,
+        server: _server, // kept open: dropping it would close the server side
+        client,
+        cch,
+        ..
+    } = connected(t);
     const N: u64 = 200;
     for i in 0..N {
         client
@@ -154,12 +155,13 @@ fn hello_rejected_with_bye_signal_uds() {
 /// gets all 50, in order, before the ByeRequest, answers ByeResponse, and both
 /// sides get a `channel_closed` report.
 fn graceful_close_by_server(t: Transport) {
-    let engine = engine();
-    let server = engine.create_group().unwrap();
-    let client = engine.create_group().unwrap();
-    let (saddr, caddr) = addresses(t);
-    listen(&engine, &server, &saddr);
-    let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
+    let Connected {
+        engine,
+        server,
+        client,
+        cch,
+        sch,
+    } = connected(t);
     const N: u64 = 50;
     const LEN: usize = 32 * 1024;
     for i in 0..N {
@@ -472,12 +474,13 @@ fn destroy_returns_messages_to_the_pool() {
 /// The client posts 1000 messages then aborts at once: what the server got is a
 /// prefix, what came back is the rest, in order, no duplicates.
 fn abort_loses_nothing(t: Transport) {
-    let engine = engine();
-    let server = engine.create_group().unwrap();
-    let client = engine.create_group().unwrap();
-    let (saddr, caddr) = addresses(t);
-    listen(&engine, &server, &saddr);
-    let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
+    let Connected {
+        engine,
+        server,
+        client,
+        cch,
+        sch,
+    } = connected(t);
     const N: u64 = 1000;
     const LEN: usize = 64;
     for i in 0..N {
@@ -561,12 +564,13 @@ fn listener_bye_signal_leaves_accepted_channels_open() {
 /// ByeRequest): each receives everything the other sent before, then the other's
 /// ByeRequest, then its channel_closed report.
 fn simultaneous_bye_requests(t: Transport) {
-    let engine = engine();
-    let server = engine.create_group().unwrap();
-    let client = engine.create_group().unwrap();
-    let (saddr, caddr) = addresses(t);
-    listen(&engine, &server, &saddr);
-    let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
+    let Connected {
+        engine,
+        server,
+        client,
+        cch,
+        sch,
+    } = connected(t);
     const N: u64 = 20;
     for i in 0..N {
         client

@@ -7,12 +7,13 @@ use tofu::{OpCode, Status};
 use util::*;
 
 fn conversation(t: Transport) {
-    let engine = engine();
-    let server = engine.create_group().unwrap();
-    let client = engine.create_group().unwrap();
-    let (saddr, caddr) = addresses(t);
-    listen(&engine, &server, &saddr);
-    let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
+    let Connected {
+        engine,
+        server,
+        client,
+        cch,
+        sch,
+    } = connected(t);
 
     for i in 0..100u64 {
         let mut m = msg(

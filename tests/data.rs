@@ -184,12 +184,13 @@ fn two_hundred_connections_uds() {
 
 /// Text headers and body of exactly 65535 bytes each travel intact.
 fn largest_sections(t: Transport) {
-    let engine = engine();
-    let server = engine.create_group().unwrap();
-    let client = engine.create_group().unwrap();
-    let (saddr, caddr) = addresses(t);
-    listen(&engine, &server, &saddr);
-    let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
+    let Connected {
+        engine,
+        server,
+        client,
+        cch,
+        sch,
+    } = connected(t);
     let mut m = msg(&engine, cch, OpCode::Request, &seq_body(9, 65535));
     let value: String = (0..65535 - "big:".len() - 2)
         .map(|i| (b'a' + (i % 26) as u8) as char)
@@ -224,12 +225,13 @@ fn largest_sections_uds() {
 /// `more`, `message_id` and text headers are carried untouched; `origin` and
 /// `status` are forced by `post` and arrive as Application / success.
 fn streaming_fields_carried(t: Transport) {
-    let engine = engine();
-    let server = engine.create_group().unwrap();
-    let client = engine.create_group().unwrap();
-    let (saddr, caddr) = addresses(t);
-    listen(&engine, &server, &saddr);
-    let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
+    let Connected {
+        engine,
+        server,
+        client,
+        cch,
+        sch,
+    } = connected(t);
     let id = u64::MAX - 5;
     for (i, more) in [More::More, More::More, More::Last].into_iter().enumerate() {
         let mut m = msg(

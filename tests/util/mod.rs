@@ -49,6 +49,33 @@ pub fn engine() -> Engine {
     Engine::new(Options::default()).expect("engine")
 }
 
+/// One engine, a server group listening, a client group connected to it.
+pub struct Connected {
+    pub engine: Engine,
+    pub server: ChannelGroup,
+    pub client: ChannelGroup,
+    /// Client-side channel.
+    pub cch: u16,
+    /// Server-side channel.
+    pub sch: u16,
+}
+
+pub fn connected(t: Transport) -> Connected {
+    let engine = engine();
+    let server = engine.create_group().unwrap();
+    let client = engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(t);
+    listen(&engine, &server, &saddr);
+    let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
+    Connected {
+        engine,
+        server,
+        client,
+        cch,
+        sch,
+    }
+}
+
 /// An engine whose pool holds 4 messages at most: it runs dry quickly.
 pub fn tiny_pool_engine() -> Engine {
     Engine::new(Options {
