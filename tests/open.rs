@@ -521,3 +521,34 @@ fn connect_by_host_name() {
     let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
     round_trip(&engine, &client, &server, cch, sch, b"by name");
 }
+
+/// Many connects by host name at once: lookups run a few at a time (bounded
+/// threads), the rest wait their turn, and every one completes.
+#[test]
+fn many_connects_by_host_name() {
+    const CLIENTS: usize = 20;
+    let port = free_tcp_port().unwrap();
+    let engine = engine();
+    let server = engine.create_group().unwrap();
+    let client = engine.create_group().unwrap();
+    listen(&engine, &server, &Address::tcp_server("127.0.0.1", port));
+    let mut channels = HashSet::new();
+    for _ in 0..CLIENTS {
+        let mut hello = engine.get(Allocation::Always).unwrap().unwrap();
+        Address::tcp_client("localhost", port)
+            .format(&mut hello)
+            .unwrap();
+        channels.insert(client.post(hello).unwrap().channel_number);
+    }
+    for _ in 0..CLIENTS {
+        let mut req = recv(&server);
+        assert_eq!(req.opcode(), OpCode::HelloRequest, "{req:?}");
+        req.header.proto.opcode = OpCode::HelloResponse;
+        server.post(req).unwrap();
+    }
+    for _ in 0..CLIENTS {
+        let r = recv(&client);
+        assert_eq!(r.opcode(), OpCode::HelloResponse, "{r:?}");
+        assert!(channels.remove(&r.header.channel_number));
+    }
+}

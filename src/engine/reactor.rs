@@ -34,6 +34,8 @@ const MAX_IOV: usize = 192;
 /// The longest a starved channel waits for the pool to refill past its
 /// low-water mark before it reads into what is there.
 const REFILL_WAIT: Duration = Duration::from_millis(1);
+/// Host-name lookups running at once; more wait their turn.
+const MAX_LOOKUPS: usize = 4;
 /// Commands handled per loop iteration before sockets get a turn.
 const COMMAND_BATCH: usize = 4096;
 /// Reads per channel before other channels get a turn.
@@ -157,6 +159,8 @@ pub(crate) struct Reactor {
     /// Listeners whose last accept failed, and whether to retry them now.
     accept_blocked: Vec<Key>,
     retry_accept: bool,
+    lookups_running: usize,
+    lookups_waiting: VecDeque<(Key, String, u16)>,
 }
 
 impl Reactor {
@@ -176,6 +180,8 @@ impl Reactor {
             refill_deadline: None,
             accept_blocked: Vec::new(),
             retry_accept: false,
+            lookups_running: 0,
+            lookups_waiting: VecDeque::new(),
         };
         r.refill_reserve();
         r
@@ -394,21 +400,39 @@ impl Reactor {
         let Address::TcpClient { host, port } = addr else {
             return;
         };
-        let shared = self.shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("tofu-resolve".into())
-            .spawn(move || {
-                let result = (host.as_str(), port)
-                    .to_socket_addrs()
-                    .map(|it| it.collect::<Vec<_>>());
-                shared.push(Command::Resolved { key, result });
-            });
-        if spawned.is_err() {
-            self.close(key, Status::ConnectFailed, true);
+        self.lookups_waiting.push_back((key, host, port));
+        self.start_lookups();
+    }
+
+    /// Starts waiting lookups, at most [`MAX_LOOKUPS`] at a time, each on a
+    /// short-lived thread (the system resolver blocks).
+    fn start_lookups(&mut self) {
+        while self.lookups_running < MAX_LOOKUPS {
+            let Some((key, host, port)) = self.lookups_waiting.pop_front() else {
+                return;
+            };
+            if self.slab.get_mut(key).is_none() {
+                continue; // closed while it waited
+            }
+            let shared = self.shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("tofu-resolve".into())
+                .spawn(move || {
+                    let result = (host.as_str(), port)
+                        .to_socket_addrs()
+                        .map(|it| it.collect::<Vec<_>>());
+                    shared.push(Command::Resolved { key, result });
+                });
+            match spawned {
+                Ok(_) => self.lookups_running += 1,
+                Err(_) => self.close(key, Status::ConnectFailed, true),
+            }
         }
     }
 
     fn resolved(&mut self, key: Key, result: io::Result<Vec<SocketAddr>>) {
+        self.lookups_running -= 1;
+        self.start_lookups();
         let Some(ch) = self.slab.get_mut(key) else {
             return; // closed meanwhile
         };
