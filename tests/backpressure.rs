@@ -2,6 +2,7 @@
 //! pool runs dry it stops reading, reports `pool_empty`, and resumes — losing
 //! nothing and stalling nothing — once messages come back.
 
+#[macro_use]
 mod util;
 
 use std::io::Write;
@@ -51,15 +52,7 @@ fn burst_into_tiny_pool(t: Transport) {
     round_trip(&client_engine, &client, &server, cch, sch, b"after");
 }
 
-#[test]
-fn burst_into_tiny_pool_tcp() {
-    burst_into_tiny_pool(Transport::Tcp);
-}
-
-#[test]
-fn burst_into_tiny_pool_uds() {
-    burst_into_tiny_pool(Transport::Uds);
-}
+tcp_and_uds!(burst_into_tiny_pool);
 
 /// Several channels share one tiny pool; each still delivers everything in order.
 fn channels_share_a_tiny_pool(t: Transport) {
@@ -100,15 +93,7 @@ fn channels_share_a_tiny_pool(t: Transport) {
     assert!(server_engine.stats().pool_empty_events >= 1);
 }
 
-#[test]
-fn channels_share_a_tiny_pool_tcp() {
-    channels_share_a_tiny_pool(Transport::Tcp);
-}
-
-#[test]
-fn channels_share_a_tiny_pool_uds() {
-    channels_share_a_tiny_pool(Transport::Uds);
-}
+tcp_and_uds!(channels_share_a_tiny_pool);
 
 /// A raw client writes two frames in one write while the server's pool has a
 /// single free message: the first frame takes it, the second frame's header is
@@ -285,15 +270,7 @@ fn starved_channel_resumes_after_a_stolen_return(t: Transport) {
     }
 }
 
-#[test]
-fn starved_channel_resumes_after_a_stolen_return_tcp() {
-    starved_channel_resumes_after_a_stolen_return(Transport::Tcp);
-}
-
-#[test]
-fn starved_channel_resumes_after_a_stolen_return_uds() {
-    starved_channel_resumes_after_a_stolen_return(Transport::Uds);
-}
+tcp_and_uds!(starved_channel_resumes_after_a_stolen_return);
 
 /// With its pool empty, the engine still notices a peer that goes away (the end
 /// of the stream needs no message), and reports pool_empty only for data that
@@ -322,12 +299,4 @@ fn disconnect_noticed_while_pool_is_empty(t: Transport) {
     drop(held);
 }
 
-#[test]
-fn disconnect_noticed_while_pool_is_empty_tcp() {
-    disconnect_noticed_while_pool_is_empty(Transport::Tcp);
-}
-
-#[test]
-fn disconnect_noticed_while_pool_is_empty_uds() {
-    disconnect_noticed_while_pool_is_empty(Transport::Uds);
-}
+tcp_and_uds!(disconnect_noticed_while_pool_is_empty);

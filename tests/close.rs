@@ -2,6 +2,7 @@
 //! the server side, peer shutdown and disconnect, group destroy, and the
 //! nothing-is-lost accounting.
 
+#[macro_use]
 mod util;
 
 use std::time::Duration;
@@ -52,15 +53,7 @@ fn bye_signal_from_client(t: Transport) {
     }
 }
 
-#[test]
-fn bye_signal_from_client_tcp() {
-    bye_signal_from_client(Transport::Tcp);
-}
-
-#[test]
-fn bye_signal_from_client_uds() {
-    bye_signal_from_client(Transport::Uds);
-}
+tcp_and_uds!(bye_signal_from_client);
 
 /// ByeSignal overtakes queued messages: it comes back first, then whatever was
 /// still queued (a suffix, in order), then the report.
@@ -104,15 +97,7 @@ fn bye_signal_returns_queued_messages(t: Transport) {
     recv_nothing(&client, Duration::from_millis(50));
 }
 
-#[test]
-fn bye_signal_returns_queued_messages_tcp() {
-    bye_signal_returns_queued_messages(Transport::Tcp);
-}
-
-#[test]
-fn bye_signal_returns_queued_messages_uds() {
-    bye_signal_returns_queued_messages(Transport::Uds);
-}
+tcp_and_uds!(bye_signal_returns_queued_messages);
 
 fn hello_rejected_with_bye_signal(t: Transport) {
     let engine = engine();
@@ -139,15 +124,7 @@ fn hello_rejected_with_bye_signal(t: Transport) {
     recv_nothing(&server, Duration::from_millis(50));
 }
 
-#[test]
-fn hello_rejected_with_bye_signal_tcp() {
-    hello_rejected_with_bye_signal(Transport::Tcp);
-}
-
-#[test]
-fn hello_rejected_with_bye_signal_uds() {
-    hello_rejected_with_bye_signal(Transport::Uds);
-}
+tcp_and_uds!(hello_rejected_with_bye_signal);
 
 // ----- graceful close --------------------------------------------------------------
 
@@ -206,15 +183,7 @@ fn graceful_close_by_server(t: Transport) {
     recv_nothing(&server, Duration::from_millis(50));
 }
 
-#[test]
-fn graceful_close_by_server_tcp() {
-    graceful_close_by_server(Transport::Tcp);
-}
-
-#[test]
-fn graceful_close_by_server_uds() {
-    graceful_close_by_server(Transport::Uds);
-}
+tcp_and_uds!(graceful_close_by_server);
 
 /// The client posts 300 messages then a ByeRequest at once; the server reads
 /// slowly (small pool): it still gets every message before the ByeRequest.
@@ -258,15 +227,7 @@ fn graceful_close_delivers_everything(t: Transport) {
     assert_report(&rep, sch, Status::ChannelClosed);
 }
 
-#[test]
-fn graceful_close_delivers_everything_tcp() {
-    graceful_close_delivers_everything(Transport::Tcp);
-}
-
-#[test]
-fn graceful_close_delivers_everything_uds() {
-    graceful_close_delivers_everything(Transport::Uds);
-}
+tcp_and_uds!(graceful_close_delivers_everything);
 
 // ----- peer gone -------------------------------------------------------------------
 
@@ -288,15 +249,7 @@ fn peer_engine_shutdown(t: Transport) {
     assert_eq!(e.error, Error::InvalidChannelNumber);
 }
 
-#[test]
-fn peer_engine_shutdown_tcp() {
-    peer_engine_shutdown(Transport::Tcp);
-}
-
-#[test]
-fn peer_engine_shutdown_uds() {
-    peer_engine_shutdown(Transport::Uds);
-}
+tcp_and_uds!(peer_engine_shutdown);
 
 /// The server stops reading (tiny pool, nobody receives), the client's send
 /// queue fills up, then the server goes away: the queued messages come back as
@@ -363,15 +316,7 @@ fn peer_disconnect_returns_queued_messages(t: Transport) {
     recv_nothing(&client, Duration::from_millis(50));
 }
 
-#[test]
-fn peer_disconnect_returns_queued_messages_tcp() {
-    peer_disconnect_returns_queued_messages(Transport::Tcp);
-}
-
-#[test]
-fn peer_disconnect_returns_queued_messages_uds() {
-    peer_disconnect_returns_queued_messages(Transport::Uds);
-}
+tcp_and_uds!(peer_disconnect_returns_queued_messages);
 
 // ----- group destroy ---------------------------------------------------------------
 
@@ -425,15 +370,7 @@ fn group_destroy(t: Transport) {
     recv_nothing(&survivor, Duration::from_millis(50));
 }
 
-#[test]
-fn group_destroy_tcp() {
-    group_destroy(Transport::Tcp);
-}
-
-#[test]
-fn group_destroy_uds() {
-    group_destroy(Transport::Uds);
-}
+tcp_and_uds!(group_destroy);
 
 #[test]
 fn group_drop_closes_its_channels() {
@@ -530,15 +467,7 @@ fn abort_loses_nothing(t: Transport) {
     }
 }
 
-#[test]
-fn abort_loses_nothing_tcp() {
-    abort_loses_nothing(Transport::Tcp);
-}
-
-#[test]
-fn abort_loses_nothing_uds() {
-    abort_loses_nothing(Transport::Uds);
-}
+tcp_and_uds!(abort_loses_nothing);
 
 #[test]
 fn listener_bye_signal_leaves_accepted_channels_open() {
@@ -600,12 +529,4 @@ fn simultaneous_bye_requests(t: Transport) {
     }
 }
 
-#[test]
-fn simultaneous_bye_requests_tcp() {
-    simultaneous_bye_requests(Transport::Tcp);
-}
-
-#[test]
-fn simultaneous_bye_requests_uds() {
-    simultaneous_bye_requests(Transport::Uds);
-}
+tcp_and_uds!(simultaneous_bye_requests);

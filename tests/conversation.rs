@@ -1,6 +1,7 @@
 //! A full conversation over TCP and UDS: hello, requests with headers and bodies
 //! echoed, signals both ways, bye.
 
+#[macro_use]
 mod util;
 
 use tofu::{OpCode, Status};
@@ -85,12 +86,4 @@ fn conversation(t: Transport) {
     engine.shutdown();
 }
 
-#[test]
-fn conversation_tcp() {
-    conversation(Transport::Tcp);
-}
-
-#[test]
-fn conversation_uds() {
-    conversation(Transport::Uds);
-}
+tcp_and_uds!(conversation);

@@ -1,6 +1,7 @@
 //! Data transfer (SPEC §5.4): order per channel, concurrency, many connections,
 //! section size limits, `more` and `message_id` carried untouched.
 
+#[macro_use]
 mod util;
 
 use std::collections::HashMap;
@@ -53,15 +54,7 @@ fn four_threads_one_channel(t: Transport) {
     recv_nothing(&server, std::time::Duration::from_millis(50));
 }
 
-#[test]
-fn four_threads_one_channel_tcp() {
-    four_threads_one_channel(Transport::Tcp);
-}
-
-#[test]
-fn four_threads_one_channel_uds() {
-    four_threads_one_channel(Transport::Uds);
-}
+tcp_and_uds!(four_threads_one_channel);
 
 /// 200 clients connect to one listener at once; every hello is accepted, every
 /// client gets its echo, then all close gracefully. The server runs on its own
@@ -172,15 +165,7 @@ fn two_hundred_connections(t: Transport) {
     assert_eq!(stats.accepted, N as u64);
 }
 
-#[test]
-fn two_hundred_connections_tcp() {
-    two_hundred_connections(Transport::Tcp);
-}
-
-#[test]
-fn two_hundred_connections_uds() {
-    two_hundred_connections(Transport::Uds);
-}
+tcp_and_uds!(two_hundred_connections);
 
 /// Text headers and body of exactly 65535 bytes each travel intact.
 fn largest_sections(t: Transport) {
@@ -212,15 +197,7 @@ fn largest_sections(t: Transport) {
     assert_eq!(r.text_headers.get("big"), Some(value.as_str()));
 }
 
-#[test]
-fn largest_sections_tcp() {
-    largest_sections(Transport::Tcp);
-}
-
-#[test]
-fn largest_sections_uds() {
-    largest_sections(Transport::Uds);
-}
+tcp_and_uds!(largest_sections);
 
 /// `more`, `message_id` and text headers are carried untouched; `origin` and
 /// `status` are forced by `post` and arrive as Application / success.
@@ -273,15 +250,7 @@ fn streaming_fields_carried(t: Transport) {
     }
 }
 
-#[test]
-fn streaming_fields_carried_tcp() {
-    streaming_fields_carried(Transport::Tcp);
-}
-
-#[test]
-fn streaming_fields_carried_uds() {
-    streaming_fields_carried(Transport::Uds);
-}
+tcp_and_uds!(streaming_fields_carried);
 
 /// Both peers send 2000 messages to each other at the same time, from their own
 /// threads: no deadlock, everything in order on both sides.
@@ -316,12 +285,4 @@ fn both_directions_at_once(t: Transport) {
     });
 }
 
-#[test]
-fn both_directions_at_once_tcp() {
-    both_directions_at_once(Transport::Tcp);
-}
-
-#[test]
-fn both_directions_at_once_uds() {
-    both_directions_at_once(Transport::Uds);
-}
+tcp_and_uds!(both_directions_at_once);

@@ -1,6 +1,7 @@
 //! Opening channels (SPEC §5.3): listeners and their failures, connects and their
 //! failures, messages queued behind a HelloRequest, UDS socket files, IPv6.
 
+#[macro_use]
 mod util;
 
 use std::collections::HashSet;
@@ -440,15 +441,7 @@ fn queued_behind_hello(t: Transport) {
     }
 }
 
-#[test]
-fn queued_behind_hello_tcp() {
-    queued_behind_hello(Transport::Tcp);
-}
-
-#[test]
-fn queued_behind_hello_uds() {
-    queued_behind_hello(Transport::Uds);
-}
+tcp_and_uds!(queued_behind_hello);
 
 // ----- channel numbers -------------------------------------------------------------
 
@@ -478,15 +471,7 @@ fn channel_numbers_not_reused_soon(t: Transport) {
     }
 }
 
-#[test]
-fn channel_numbers_not_reused_soon_tcp() {
-    channel_numbers_not_reused_soon(Transport::Tcp);
-}
-
-#[test]
-fn channel_numbers_not_reused_soon_uds() {
-    channel_numbers_not_reused_soon(Transport::Uds);
-}
+tcp_and_uds!(channel_numbers_not_reused_soon);
 
 // ----- IPv6 ------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 //! from std sockets to an engine and back, and invalid or truncated frames that
 //! must close only their own connection.
 
+#[macro_use]
 mod util;
 
 use std::io::{Read, Write};
@@ -191,15 +192,7 @@ fn raw_client_conversation(t: Transport) {
     assert_eq!(rep.header.message_id, HELLO_ID);
 }
 
-#[test]
-fn raw_client_conversation_tcp() {
-    raw_client_conversation(Transport::Tcp);
-}
-
-#[test]
-fn raw_client_conversation_uds() {
-    raw_client_conversation(Transport::Uds);
-}
+tcp_and_uds!(raw_client_conversation);
 
 /// An engine client talking to a raw std server: the HelloRequest it writes and
 /// a Request, byte for byte.
@@ -275,15 +268,7 @@ fn engine_client_to_raw_server(t: Transport) {
     assert_report(&recv(&client), cch, Status::ChannelClosed);
 }
 
-#[test]
-fn engine_client_to_raw_server_tcp() {
-    engine_client_to_raw_server(Transport::Tcp);
-}
-
-#[test]
-fn engine_client_to_raw_server_uds() {
-    engine_client_to_raw_server(Transport::Uds);
-}
+tcp_and_uds!(engine_client_to_raw_server);
 
 /// Frames arriving one byte at a time, and many frames in one write, decode the same.
 fn fragmented_and_coalesced_frames(t: Transport) {
@@ -315,15 +300,7 @@ fn fragmented_and_coalesced_frames(t: Transport) {
     }
 }
 
-#[test]
-fn fragmented_and_coalesced_frames_tcp() {
-    fragmented_and_coalesced_frames(Transport::Tcp);
-}
-
-#[test]
-fn fragmented_and_coalesced_frames_uds() {
-    fragmented_and_coalesced_frames(Transport::Uds);
-}
+tcp_and_uds!(fragmented_and_coalesced_frames);
 
 // ----- invalid frames ----------------------------------------------------------------
 
@@ -368,15 +345,7 @@ fn invalid_frame_after_hello(t: Transport) {
     recv_nothing(&server, Duration::from_millis(50));
 }
 
-#[test]
-fn invalid_frame_after_hello_tcp() {
-    invalid_frame_after_hello(Transport::Tcp);
-}
-
-#[test]
-fn invalid_frame_after_hello_uds() {
-    invalid_frame_after_hello(Transport::Uds);
-}
+tcp_and_uds!(invalid_frame_after_hello);
 
 /// A first frame that is not a (valid) HelloRequest: closed silently — the
 /// group never hears of the connection — and counted.
@@ -403,15 +372,7 @@ fn invalid_first_frame_closed_silently(t: Transport) {
     }
 }
 
-#[test]
-fn invalid_first_frame_closed_silently_tcp() {
-    invalid_first_frame_closed_silently(Transport::Tcp);
-}
-
-#[test]
-fn invalid_first_frame_closed_silently_uds() {
-    invalid_first_frame_closed_silently(Transport::Uds);
-}
+tcp_and_uds!(invalid_first_frame_closed_silently);
 
 /// Half a frame, then the peer disconnects: nothing is delivered, nothing
 /// panics; before the hello the group never hears of it, after the hello it
@@ -448,15 +409,7 @@ fn truncated_frames(t: Transport) {
     recv_nothing(&server, Duration::from_millis(50));
 }
 
-#[test]
-fn truncated_frames_tcp() {
-    truncated_frames(Transport::Tcp);
-}
-
-#[test]
-fn truncated_frames_uds() {
-    truncated_frames(Transport::Uds);
-}
+tcp_and_uds!(truncated_frames);
 
 /// An invalid frame on a client channel (the server side is the raw peer)
 /// closes it with the `channel_closed` report; it is not a silent close.
@@ -477,12 +430,4 @@ fn invalid_frame_on_client_channel(t: Transport) {
     recv_nothing(&client, Duration::from_millis(50));
 }
 
-#[test]
-fn invalid_frame_on_client_channel_tcp() {
-    invalid_frame_on_client_channel(Transport::Tcp);
-}
-
-#[test]
-fn invalid_frame_on_client_channel_uds() {
-    invalid_frame_on_client_channel(Transport::Uds);
-}
+tcp_and_uds!(invalid_frame_on_client_channel);

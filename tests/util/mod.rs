@@ -19,6 +19,24 @@ pub fn timeout() -> Duration {
     }))
 }
 
+/// Turns `fn case(t: Transport)` into two tests, `case::tcp` and `case::uds`.
+#[allow(unused_macros)]
+macro_rules! tcp_and_uds {
+    ($case:ident) => {
+        mod $case {
+            #[test]
+            fn tcp() {
+                super::$case(super::Transport::Tcp);
+            }
+
+            #[test]
+            fn uds() {
+                super::$case(super::Transport::Uds);
+            }
+        }
+    };
+}
+
 /// The two transports every behaviour is tested over.
 #[derive(Clone, Copy, Debug)]
 pub enum Transport {
