@@ -1,6 +1,9 @@
 //! Streaming with `more`: one request, answered by a stream of responses that
-//! share its message_id; the last one has `More::Last`. Server and client run in
-//! one process (one engine), over TCP.
+//! share its message_id. Every response but the last has `more = More` ("more
+//! messages with this message_id follow"); the last has `More::Last`. The client
+//! reads until `has_more()` is false. The engine carries `more` and `message_id`
+//! untouched: the stream is the applications' convention, in posting order.
+//! Server and client run in one process (one engine, two groups), over TCP.
 //!
 //! ```text
 //! cargo run --example streaming
@@ -32,7 +35,7 @@ fn main() -> Result<(), BoxError> {
     // The server: accept, then answer each request with CHUNKS responses.
     let server_thread = std::thread::spawn(move || -> Result<(), BoxError> {
         loop {
-            let mut m = server.wait_receive(None)?.ok_or("no message")?;
+            let mut m = server.wait_receive(WAIT)?.ok_or("server: timed out")?;
             if m.is_from_engine() {
                 if m.status() == Status::ChannelClosed {
                     return Ok(());
@@ -84,14 +87,27 @@ fn main() -> Result<(), BoxError> {
     req.header.channel_number = ch;
     req.body.extend_from_slice(b"weather");
     let id = client.post(req)?.message_id;
+    let mut parts = 0;
     loop {
         let part = client.wait_receive(WAIT)?.ok_or("stream stalled")?;
-        assert_eq!(part.header.message_id, id);
-        println!("{}", String::from_utf8_lossy(&part.body));
+        if part.is_from_engine() {
+            return Err(format!("engine report: {}", part.status()).into());
+        }
+        assert_eq!(
+            (part.opcode(), part.header.message_id),
+            (OpCode::Response, id)
+        );
+        parts += 1;
+        println!(
+            "response {id} [{:?}]: {}",
+            part.header.proto.more,
+            String::from_utf8_lossy(&part.body)
+        );
         if !part.has_more() {
             break;
         }
     }
+    assert_eq!(parts, CHUNKS, "the stream ends with its last part");
 
     let mut bye = engine.get(Allocation::Always)?.expect("message");
     bye.header.channel_number = ch;
