@@ -51,7 +51,8 @@
 //! * **Origin and status** ([`Origin`], [`Status`]): `Application` means an
 //!   application wrote the message (you or the peer; `post` always sends status
 //!   0). `Engine` means your engine wrote it — a *report* (a Signal about a
-//!   channel) or one of your messages *given back* — and `status` says why. Check
+//!   channel, or a `receiver_update` wake-up, see [closing](#closing)) or one of
+//!   your messages *given back* — and `status` says why. Check
 //!   [`Message::is_from_engine`] first.
 //!
 //! # A first server
