@@ -118,7 +118,17 @@ pub(crate) fn serve(
 pub(crate) fn describe(m: &Message) -> String {
     let mut s = format!("ch {}  ", m.channel_number());
     if m.is_from_engine() {
-        let _ = write!(s, "engine report {:?}: {}", m.opcode(), m.status());
+        if m.opcode() == OpCode::Signal {
+            let _ = write!(s, "engine report: {}", m.status());
+        } else {
+            let _ = write!(
+                s,
+                "engine returned {:?} id {}: {}",
+                m.opcode(),
+                m.header.message_id,
+                m.status()
+            );
+        }
         return s;
     }
     let _ = write!(s, "{:?}  id {}", m.opcode(), m.header.message_id);

@@ -47,7 +47,15 @@ impl Session {
                 let why = match m.status() {
                     Status::UdsPathNotFound => "no socket file at that path".to_string(),
                     Status::InvalidAddress => "the host name does not resolve".to_string(),
-                    Status::ConnectFailed => "is a tofu server listening there?".to_string(),
+                    Status::ConnectFailed => match addr {
+                        Address::TcpClient { host, .. }
+                            if host.parse::<std::net::IpAddr>().is_err() =>
+                        {
+                            "does the host name resolve, and is a tofu server listening there?"
+                                .to_string()
+                        }
+                        _ => "is a tofu server listening there?".to_string(),
+                    },
                     Status::PeerDisconnected | Status::ChannelClosed => {
                         "the server closed the connection without accepting it".to_string()
                     }
