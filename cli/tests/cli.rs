@@ -87,7 +87,8 @@ fn reader(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> 
 
 /// A `tofu serve` child: started, waited for until it listens, killed on drop.
 struct Server {
-    child: KillOnDrop,
+    /// Held for its `Drop`: kills the server.
+    _child: KillOnDrop,
     /// Log lines read so far from its stdout.
     lines: mpsc::Receiver<String>,
 }
@@ -117,7 +118,10 @@ impl Server {
                 }
             }
         });
-        let server = Server { child, lines };
+        let server = Server {
+            _child: child,
+            lines,
+        };
         for l in listen {
             let line = server.next_line();
             assert!(
