@@ -13,7 +13,7 @@ use crate::session::Session;
 /// Round trips made before the recorded ones (connection and caches warm up).
 const WARM_UP_ROUND_TRIPS: usize = 10;
 /// Body bytes a one-way batch aims at (the window is two batches).
-const BATCH_BYTES: usize = 256 * 1024;
+const BATCH_BYTES: usize = 1024 * 1024;
 
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +115,7 @@ fn round_trips(s: &Session, size: usize, end: Instant) -> Result<Outcome, Failur
 /// the sender never runs ahead of the receiver by more than that. The time
 /// runs until the last marker's Response.
 fn one_way(s: &Session, size: usize, start: Instant, end: Instant) -> Result<Outcome, Failure> {
-    let batch = (BATCH_BYTES / size.max(1)).clamp(8, 2048) as u64;
+    let batch = (BATCH_BYTES / size.max(1)).clamp(16, 4096) as u64;
     let mut markers = VecDeque::with_capacity(2);
     let mut count = 0u64;
     loop {

@@ -128,8 +128,9 @@ pub(crate) fn table(rows: &[Row], stats: &[StatsLine], out: &mut dyn Write) -> R
     }
     writeln!(
         out,
-        "\n(round trips: Request -> Response, one at a time per connection; one-way: \
-         Signals, timed until the server confirmed it had them all; MB = 10^6 body bytes)\n"
+        "\nround trips: Request -> Response, one at a time per connection\n\
+         one-way: Signals, timed until the server confirmed it had them all\n\
+         MB = 10^6 body bytes; 64 KiB = 65535 B, the largest body\n"
     )?;
     writeln!(
         out,
