@@ -406,3 +406,33 @@ impl Drop for LocalServer {
         self.engine.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_plan_and_sizes() {
+        let p = plan(None);
+        let rt: Vec<usize> = p
+            .iter()
+            .filter(|p| p.kind == Kind::RoundTrip)
+            .map(|p| p.size)
+            .collect();
+        let ow: Vec<usize> = p
+            .iter()
+            .filter(|p| p.kind == Kind::OneWay)
+            .map(|p| p.size)
+            .collect();
+        assert_eq!((rt, ow), (vec![16, 1024], vec![64, 1024, BIG]));
+        let p = plan(Some(&[32, 0]));
+        assert_eq!(p.len(), 4);
+        assert!(p.iter().filter(|p| p.kind == Kind::OneWay).count() == 2);
+    }
+
+    #[test]
+    fn transports() {
+        assert_eq!(transport_of(&Address::tcp_client("::1", 1)), "tcp");
+        assert_eq!(transport_of(&Address::uds_client("/tmp/x")), "uds");
+    }
+}

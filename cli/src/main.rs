@@ -51,9 +51,11 @@ count the server received is checked as well.
 
 Default plan: round trips with 16 B and 1 KiB bodies, one-way with 64 B,
 1 KiB and 64 KiB (65535 B, the largest body). --sizes measures both at each
-size. --connect works with any tofu server that answers HelloRequest, Request
-and ByeRequest (tofu serve --quiet, or the original Zig implementation's echo
-server).
+size. --connect works with any tofu server, this implementation's or the
+original Zig one's (the wire is the same), whose application accepts the
+HelloRequest, answers each Request with a Response carrying the same body,
+handles a channel's messages in order and answers ByeRequest: `tofu serve
+--quiet` is one.
 
 JSON (--json): an array of objects, one per transport and size, with the
 fields system, transport, size, connections, rtt_p50_us, rtt_p99_us,
@@ -89,7 +91,7 @@ struct BenchCmd {
     /// instead of starting one here.
     #[arg(long, value_name = "ADDR", value_parser = parse_client)]
     connect: Option<Address>,
-    /// A short run: 0.5 s per figure (about 10 s in all).
+    /// A short run: 0.5 s per figure (a few seconds in all).
     #[arg(long, conflicts_with = "duration")]
     quick: bool,
     /// How long each figure is measured: 2s, 500ms, 1.5 (seconds).

@@ -182,3 +182,24 @@ pub(crate) fn run(
     let signals = AtomicU64::new(0);
     serve(&group, if quiet { None } else { Some(out) }, &signals)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_show_what_arrived() {
+        let mut m = Message::new();
+        m.header.channel_number = 3;
+        m.header.message_id = 9;
+        m.text_headers.append("k", "v").unwrap();
+        m.text_headers.append("n", "1").unwrap();
+        m.body = b"hi\x00there".to_vec();
+        assert_eq!(
+            describe(&m),
+            "ch 3  Request  id 9  headers {k: v, n: 1}  body 8 B \"hi\\x00there\""
+        );
+        m.body = vec![b'a'; 100];
+        assert!(describe(&m).ends_with(&format!("body 100 B \"{}\"...", "a".repeat(PREVIEW))));
+    }
+}
