@@ -101,10 +101,31 @@ pub(crate) fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), Failure> 
         args.json,
         per_phase * (phases.len() * transports.len()) as u64,
     );
+    let measured = measure_all(&transports, &phases, args, &bar, per_phase);
+    bar.finish_and_clear();
+    let (rows, stats) = measured?;
+    if args.json {
+        report::json(&rows, out)?;
+    } else {
+        report::table(&rows, &stats, out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Runs every phase against every transport; returns the rows and the
+/// engines' statistics.
+fn measure_all(
+    transports: &[&'static str],
+    phases: &[Phase],
+    args: &BenchArgs,
+    bar: &ProgressBar,
+    per_phase: u64,
+) -> Result<(Vec<Row>, Vec<StatsLine>), Failure> {
     let mut rows = Vec::new();
     let mut stats = Vec::new();
     let mut done = 0;
-    for transport in transports {
+    for &transport in transports {
         let mut target = match &args.connect {
             Some(addr) => Target {
                 transport,
@@ -114,11 +135,11 @@ pub(crate) fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), Failure> 
             None => Target::local(transport, args.timeout)?,
         };
         let progress = Progress {
-            bar: &bar,
+            bar,
             done: &mut done,
             per_phase,
         };
-        let result = target.run(&phases, args, progress);
+        let result = target.run(phases, args, progress);
         let server_stats = target.server.take().map(LocalServer::stop).transpose();
         let (r, client) = result?;
         rows.extend(r);
@@ -133,14 +154,7 @@ pub(crate) fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), Failure> 
             });
         }
     }
-    bar.finish_and_clear();
-    if args.json {
-        report::json(&rows, out)?;
-    } else {
-        report::table(&rows, &stats, out)?;
-    }
-    out.flush()?;
-    Ok(())
+    Ok((rows, stats))
 }
 
 /// `tcp` or `uds`.
