@@ -46,6 +46,15 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Removes a socket file left by a killed server.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Runs `tofu ARGS` to completion, killing it after [`RUN_TIMEOUT`].
 #[track_caller]
 fn run(args: &[&str]) -> Run {
@@ -277,14 +286,15 @@ fn serve_and_send_round_trip_tcp() {
 #[cfg(unix)]
 #[test]
 fn serve_and_send_round_trip_uds() {
-    round_trip(&uds(&temp_uds_path()));
+    let path = RemoveOnDrop(temp_uds_path());
+    round_trip(&uds(&path.0));
 }
 
 #[cfg(unix)]
 #[test]
 fn one_server_two_listeners_body_file_and_signal() {
-    let (port, path) = (free_tcp_port().unwrap(), temp_uds_path());
-    let (t, u) = (tcp(port), uds(&path));
+    let (port, path) = (free_tcp_port().unwrap(), RemoveOnDrop(temp_uds_path()));
+    let (t, u) = (tcp(port), uds(&path.0));
     let server = Server::start(&[&t, &u], &[]);
 
     let file = std::env::temp_dir().join(format!("tofu-cli-body-{}", std::process::id()));
