@@ -490,3 +490,10 @@ pub fn abort(engine: &Engine, group: &ChannelGroup, ch: u16) {
 pub fn join_within<T: Send + 'static>(h: std::thread::JoinHandle<T>) -> T {
     within(timeout(), move || h.join().expect("thread panicked"))
 }
+
+// ----- Linux: /proc accounting, open-files limit, child processes ---------------------
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub use linux::*;
