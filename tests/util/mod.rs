@@ -496,4 +496,5 @@ pub fn join_within<T: Send + 'static>(h: std::thread::JoinHandle<T>) -> T {
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
+#[allow(unused_imports)]
 pub use linux::*;
