@@ -1,8 +1,8 @@
 //! Churn (issue 5): connect → request → bye cycles against one listener, closed
 //! gracefully (ByeRequest/ByeResponse) or aborted (ByeSignal), leaving no
-//! channel numbers, descriptors, pool messages or memory behind. The full
-//! 2,000 + 500 cycle run is `#[ignore]`d (scripts/heavy-tests.sh); a lighter one
-//! runs in the normal suite.
+//! channel numbers, descriptors, pool messages or memory behind. 2,000 + 500
+//! cycles run in the normal suite (a few seconds); 70,000 cycles, wrapping the
+//! channel-number space, are `#[ignore]`d (scripts/heavy-tests.sh).
 #![cfg(target_os = "linux")]
 
 mod util;
@@ -148,7 +148,9 @@ fn churn(graceful: usize, aborted: usize) {
         "one ByeRequest per graceful cycle"
     );
     assert_eq!(server_engine.stats().accepted, total as u64);
-    // No channel number outlives its channel, on either side.
+    // No channel number outlives its channel.
+    numbers.sort_unstable();
+    numbers.dedup();
     for &ch in &numbers {
         let e = client
             .post(msg(&client_engine, ch, OpCode::Signal, b""))
@@ -165,9 +167,10 @@ fn churn(graceful: usize, aborted: usize) {
          descriptors {fds0} -> {}; RSS {rss0} KiB -> {rss1} KiB",
         open_fds()
     );
-    // Generous: a leak of even 1 KiB per cycle over the heavy run shows.
+    // Generous (the channel-number recycling queue alone may take 1 MiB), yet a
+    // leak of 100 bytes per cycle over the heavy run shows.
     assert!(
-        growth_kib < 2048,
+        growth_kib < 4096,
         "memory grew by {growth_kib} KiB over {total} cycles"
     );
     within(timeout(), move || {
@@ -178,12 +181,14 @@ fn churn(graceful: usize, aborted: usize) {
 }
 
 #[test]
-fn churn_300_cycles_100_aborted() {
-    churn(200, 100);
-}
-
-#[test]
-#[ignore = "heavy: 2,500 cycles; run by scripts/heavy-tests.sh"]
 fn churn_2000_cycles_500_aborted() {
     churn(2000, 500);
+}
+
+/// More cycles than there are channel numbers: the number space wraps around
+/// on both engines and closed numbers are reused.
+#[test]
+#[ignore = "heavy: 70,000 cycles; run by scripts/heavy-tests.sh"]
+fn churn_60000_cycles_10000_aborted() {
+    churn(60_000, 10_000);
 }

@@ -129,7 +129,10 @@ impl Bed {
             .unwrap();
         let sch = loop {
             let m = self.next();
-            if m.is_from_application() && m.opcode() == OpCode::HelloRequest && m.header.message_id == id {
+            if m.is_from_application()
+                && m.opcode() == OpCode::HelloRequest
+                && m.header.message_id == id
+            {
                 let ch = m.header.channel_number;
                 let mut a = m;
                 a.header.proto.opcode = OpCode::HelloResponse;
@@ -160,7 +163,10 @@ impl Bed {
     #[track_caller]
     fn expect_closed_report(&mut self, ch: u16) {
         self.expect(0, "channel_closed report", |n| {
-            n.ch == ch && n.from_engine && n.op == OpCode::Signal && n.status == Status::ChannelClosed
+            n.ch == ch
+                && n.from_engine
+                && n.op == OpCode::Signal
+                && n.status == Status::ChannelClosed
         });
     }
 
@@ -175,7 +181,11 @@ impl Bed {
                 "{what}: {} channels still open",
                 self.engine.stats().open_channels
             );
-            if let Some(m) = self.server.wait_receive(Some(Duration::from_millis(5))).unwrap() {
+            if let Some(m) = self
+                .server
+                .wait_receive(Some(Duration::from_millis(5)))
+                .unwrap()
+            {
                 if !(m.is_from_engine() && m.status() == Status::PoolEmpty) {
                     self.note(m);
                 }
@@ -257,7 +267,8 @@ fn every_proto_byte(t: Transport) {
         // As the first frame.
         let silent_before = bed.engine.stats().silent_closes;
         let mut raw = RawStream::connect(&bed.caddr);
-        raw.write_all(&raw_frame(1, proto, 0, 77, b"", b"first")).unwrap();
+        raw.write_all(&raw_frame(1, proto, 0, 77, b"", b"first"))
+            .unwrap();
         if first_ok {
             let i = bed.expect(0, "a hello", |n| n.op == OpCode::HelloRequest && n.id == 77);
             let ch = bed.noise[i].ch;
@@ -366,13 +377,19 @@ fn hello_flood_connections(t: Transport) {
     }
     for i in 0..N {
         let id = 5000 + i as u64;
-        bed.expect(0, "every flood hello", |n| n.op == OpCode::HelloRequest && n.id == id);
+        bed.expect(0, "every flood hello", |n| {
+            n.op == OpCode::HelloRequest && n.id == id
+        });
     }
     for raw in &mut raws {
         raw.expect_closed();
     }
     bed.settle("hello flood");
-    let hellos = bed.noise.iter().filter(|n| n.op == OpCode::HelloRequest).count();
+    let hellos = bed
+        .noise
+        .iter()
+        .filter(|n| n.op == OpCode::HelloRequest)
+        .count();
     assert_eq!(hellos, N, "each hello delivered once");
     bed.alive("after the flood");
 }
@@ -395,9 +412,13 @@ fn hello_flood_on_one_connection(t: Transport) {
         let _ = raw.write_all(&frames); // may fail once the engine closes
         raw
     });
-    let i = bed.expect(0, "the second hello", |n| n.ch == sch && n.op == OpCode::HelloRequest);
+    let i = bed.expect(0, "the second hello", |n| {
+        n.ch == sch && n.op == OpCode::HelloRequest
+    });
     assert_eq!(bed.noise[i].id, 10_000);
-    let b = bed.server.post(msg(&bed.engine, sch, OpCode::ByeSignal, b""));
+    let b = bed
+        .server
+        .post(msg(&bed.engine, sch, OpCode::ByeSignal, b""));
     assert!(b.is_ok(), "{b:?}");
     bed.expect_closed_report(sch);
     let mut raw = join_within(writer);
@@ -451,7 +472,11 @@ fn one_byte_at_a_time(t: Transport) {
     for i in 0..SLOW {
         let id = 20_000 + i as u64;
         let k = bed.expect(0, "a slow frame", |n| n.id == id && !n.from_engine);
-        let op = if i % 2 == 0 { OpCode::HelloRequest } else { OpCode::Request };
+        let op = if i % 2 == 0 {
+            OpCode::HelloRequest
+        } else {
+            OpCode::Request
+        };
         assert_eq!(bed.noise[k].op, op);
         assert_eq!(check_seq_body(&bed.noise[k].body, BODY), id, "intact");
     }
@@ -461,4 +486,3 @@ fn one_byte_at_a_time(t: Transport) {
 }
 
 tcp_and_uds!(one_byte_at_a_time);
-

@@ -167,7 +167,10 @@ fn parse_fields(line: &str) -> Vec<u64> {
 fn connections_across_processes(n: usize) {
     let _serial = serial();
     let limit = raise_nofile(u64::MAX);
-    assert!(limit as usize > n + 200, "open-files limit {limit} too low for {n}");
+    assert!(
+        limit as usize > n + 200,
+        "open-files limit {limit} too low for {n}"
+    );
     let mut child = ChildProc::spawn("child_entry", "echo_server", &[]);
     let ready = parse_fields(&child.expect_line("TOFU_READY", timeout()));
     let (port, child_rss0) = (ready[0] as u16, ready[1]);
@@ -238,12 +241,19 @@ fn connections_across_processes_10000() {
 fn connections_in_process(n: usize) {
     let _serial = serial();
     let limit = raise_nofile(u64::MAX);
-    assert!(limit as usize > 2 * n + 200, "open-files limit {limit} too low for {n}");
+    assert!(
+        limit as usize > 2 * n + 200,
+        "open-files limit {limit} too low for {n}"
+    );
     let (fds0, rss0) = (open_fds(), rss_kib());
     let server_engine = engine();
     let server = server_engine.create_group().unwrap();
     let port = free_tcp_port().unwrap();
-    listen(&server_engine, &server, &Address::tcp_server("127.0.0.1", port));
+    listen(
+        &server_engine,
+        &server,
+        &Address::tcp_server("127.0.0.1", port),
+    );
     let counts = Arc::new(EchoCounts::default());
     let echo = {
         let counts = counts.clone();
