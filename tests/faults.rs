@@ -289,7 +289,7 @@ fn listener_shutdown_under_100_streaming_clients(t: Transport) {
         let (client, engine, channels) = (client.clone(), client_engine.clone(), channels.clone());
         std::thread::spawn(move || {
             let mut posted = vec![0u64; CLIENTS];
-            let mut open = vec![true; CLIENTS];
+            let mut open = [true; CLIENTS];
             while open.iter().any(|&o| o) {
                 for (i, &(ch, _)) in channels.iter().enumerate() {
                     if !open[i] || posted[i] == MAX_PER_CHANNEL {

@@ -46,13 +46,16 @@ pub fn raise_nofile(want: u64) -> u64 {
     };
     // SAFETY: getrlimit writes into the struct we own.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) }, 0);
-    let target = (want as libc::rlim_t).min(r.rlim_max);
+    let target = libc::rlim_t::try_from(want)
+        .unwrap_or(libc::rlim_t::MAX)
+        .min(r.rlim_max);
     if r.rlim_cur < target {
         r.rlim_cur = target;
         // SAFETY: setrlimit reads the struct we own.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) }, 0);
     }
-    r.rlim_cur as u64
+    #[allow(clippy::useless_conversion)] // rlim_t is u32 on some targets
+    u64::from(r.rlim_cur)
 }
 
 /// This test binary running one test (`entry`) in another process, with
