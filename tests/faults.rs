@@ -74,7 +74,7 @@ const CHILD_LEN: usize = 1000;
 
 /// The child: connects to the parent, streams Signals to it (seq bodies, a
 /// bounded window in flight) and reads the parent's stream slowly, printing
-/// `R <seq>` for each message received — until it is killed.
+/// `TOFU_R <seq>` for each message received — until it is killed.
 fn run_stream_peer() {
     let port: u16 = std::env::var("TOFU_PORT").unwrap().parse().unwrap();
     let engine = tiny_pool_engine();
@@ -93,7 +93,7 @@ fn run_stream_peer() {
                 while seq.saturating_sub(engine.stats().messages_sent) > 64 {
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                let m = unpooled(ch, OpCode::Signal, seq_body(seq, CHILD_LEN));
+                let m = unpooled(ch, OpCode::Signal, fast_seq_body(seq, CHILD_LEN));
                 if group.post(m).is_err() {
                     return;
                 }
@@ -103,10 +103,20 @@ fn run_stream_peer() {
     for n in 0u64.. {
         let m = recv_skip_pool_empty(&group);
         assert!(m.is_from_application(), "child: {m:?}");
-        let seq = check_seq_body(&m.body, KILL_LEN);
-        tell_parent(&format!("R {seq}"));
-        if n % 16 == 0 {
-            std::thread::sleep(Duration::from_millis(1));
+        let seq = check_fast_seq_body(&m.body, KILL_LEN);
+        tell_parent(&format!("TOFU_R {seq}"));
+        if n % 4 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Collects the sequence numbers the child printed so far. (The harness may
+/// have started the first line: "test child_entry ... TOFU_R 0".)
+fn printed_seqs(child: &ChildProc, into: &mut Vec<u64>) {
+    for l in child.drain_lines() {
+        if let Some(at) = l.find("TOFU_R ") {
+            into.push(l[at + 7..].trim().parse().expect("a sequence number"));
         }
     }
 }
@@ -142,24 +152,25 @@ fn peer_killed_mid_stream() {
     server.post(accept).unwrap();
     for seq in 0..KILL_MSGS {
         server
-            .post(msg(&engine, sch, OpCode::Request, &seq_body(seq, KILL_LEN)))
+            .post(msg(
+                &engine,
+                sch,
+                OpCode::Request,
+                &fast_seq_body(seq, KILL_LEN),
+            ))
             .unwrap();
     }
     // Mid-stream in both directions: then SIGKILL.
     let mut from_child = Vec::new();
-    let mut child_read = 0;
-    while from_child.len() < 300 || child_read < 100 {
+    let mut printed = Vec::new();
+    while from_child.len() < 300 || printed.len() < 100 {
         let m = recv_skip_pool_empty(&server);
         assert!(
             m.is_from_application() && m.opcode() == OpCode::Signal,
             "{m:?}"
         );
-        from_child.push(check_seq_body(&m.body, CHILD_LEN));
-        child_read += child
-            .drain_lines()
-            .iter()
-            .filter(|l| l.starts_with("R "))
-            .count();
+        from_child.push(check_fast_seq_body(&m.body, CHILD_LEN));
+        printed_seqs(&child, &mut printed);
     }
     child.kill();
     let mut returned = Vec::new();
@@ -168,7 +179,7 @@ fn peer_killed_mid_stream() {
         assert_eq!(m.header.channel_number, sch, "{m:?}");
         if m.is_from_application() {
             assert!(returned.is_empty(), "data after a returned message: {m:?}");
-            from_child.push(check_seq_body(&m.body, CHILD_LEN));
+            from_child.push(check_fast_seq_body(&m.body, CHILD_LEN));
             continue;
         }
         if m.opcode() == OpCode::Signal {
@@ -177,25 +188,13 @@ fn peer_killed_mid_stream() {
         }
         assert_eq!(m.opcode(), OpCode::Request, "{m:?}");
         assert!(is_failure(m.status()), "failure status: {m:?}");
-        returned.push(check_seq_body(&m.body, KILL_LEN));
+        returned.push(check_fast_seq_body(&m.body, KILL_LEN));
     }
     recv_nothing(&server, Duration::from_millis(50));
     // What the child printed before it died is a prefix of what it received.
-    let mut printed = Vec::new();
     std::thread::sleep(Duration::from_millis(50));
-    for l in child.drain_lines() {
-        if let Some(seq) = l.strip_prefix("R ") {
-            printed.push(seq.parse::<u64>().unwrap());
-        }
-    }
-    let printed_before = child_read;
-    let _ = printed_before;
-    // The lines read while streaming were drained already: only the count is
-    // known for them, and they are the first ones.
-    let all_printed: Vec<u64> = (0..child_read as u64)
-        .chain(printed.iter().copied())
-        .collect();
-    let (k, j) = check_prefix_suffix("parent -> killed child", KILL_MSGS, &all_printed, &returned);
+    printed_seqs(&child, &mut printed);
+    let (k, j) = check_prefix_suffix("parent -> killed child", KILL_MSGS, &printed, &returned);
     assert!(
         !returned.is_empty(),
         "48 MB cannot all fit in socket buffers"
@@ -223,7 +222,7 @@ fn peer_killed_mid_stream() {
 // ----- listener engine shut down under 100 streaming clients --------------------------
 
 const CLIENTS: usize = 100;
-const MAX_PER_CHANNEL: u64 = 1000;
+const MAX_PER_CHANNEL: u64 = 500;
 const STREAM_LEN: usize = 1024;
 
 /// Over TCP the kernel buffers of 100 loopback connections (about 4 MB each)
@@ -267,7 +266,7 @@ fn listener_shutdown_under_100_streaming_clients(t: Transport) {
                     continue;
                 }
                 let id = hello_of[&m.header.channel_number];
-                let seq = check_seq_body(&m.body, STREAM_LEN);
+                let seq = check_fast_seq_body(&m.body, STREAM_LEN);
                 by_hello.lock().unwrap().get_mut(&id).unwrap().push(seq);
                 total.fetch_add(1, Ordering::Relaxed);
             }
@@ -300,13 +299,13 @@ fn listener_shutdown_under_100_streaming_clients(t: Transport) {
                         &engine,
                         ch,
                         OpCode::Request,
-                        &seq_body(posted[i], STREAM_LEN),
+                        &fast_seq_body(posted[i], STREAM_LEN),
                     );
                     match client.post(m) {
                         Ok(_) => posted[i] += 1,
                         Err(e) => {
                             assert_eq!(e.error, Error::InvalidChannelNumber, "{e}");
-                            assert_eq!(check_seq_body(&e.message.body, STREAM_LEN), posted[i]);
+                            assert_eq!(check_fast_seq_body(&e.message.body, STREAM_LEN), posted[i]);
                             open[i] = false;
                         }
                     }
@@ -315,9 +314,15 @@ fn listener_shutdown_under_100_streaming_clients(t: Transport) {
             posted
         })
     };
-    eventually("the server to be mid-stream", || {
-        total_received.load(Ordering::Relaxed) >= 3000
-    });
+    // Generous: the machine may be busy.
+    let deadline = std::time::Instant::now() + timeout() * 3;
+    while total_received.load(Ordering::Relaxed) < 3000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never got mid-stream"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     within(timeout(), move || server_engine.shutdown());
     join_within(server_app);
 
@@ -338,7 +343,7 @@ fn listener_shutdown_under_100_streaming_clients(t: Transport) {
         returned
             .entry(ch)
             .or_default()
-            .push(check_seq_body(&m.body, STREAM_LEN));
+            .push(check_fast_seq_body(&m.body, STREAM_LEN));
     }
     let posted = join_within(poster);
     recv_nothing(&client, Duration::from_millis(50));
@@ -391,7 +396,7 @@ fn group_destroyed_while_busy(t: Transport) {
         for seq in 0..N {
             let m = recv_skip_pool_empty(&survivor);
             assert_eq!(m.header.channel_number, ssch);
-            assert_eq!(check_seq_body(&m.body, LEN), seq, "survivor: in order");
+            assert_eq!(check_fast_seq_body(&m.body, LEN), seq, "survivor: in order");
         }
         survivor
     });
@@ -403,11 +408,11 @@ fn group_destroyed_while_busy(t: Transport) {
                     &client_engine,
                     cch,
                     OpCode::Request,
-                    &seq_body(seq, LEN),
+                    &fast_seq_body(seq, LEN),
                 ))
                 .unwrap();
             doomed
-                .post(unpooled(sch, OpCode::Signal, seq_body(seq, LEN)))
+                .post(unpooled(sch, OpCode::Signal, fast_seq_body(seq, LEN)))
                 .unwrap();
         }
         client
@@ -415,7 +420,7 @@ fn group_destroyed_while_busy(t: Transport) {
                 &client_engine,
                 scch,
                 OpCode::Signal,
-                &seq_body(seq, LEN),
+                &fast_seq_body(seq, LEN),
             ))
             .unwrap();
     }
@@ -425,7 +430,7 @@ fn group_destroyed_while_busy(t: Transport) {
         assert!(m.is_from_application(), "{m:?}");
         got.entry(m.header.channel_number)
             .or_default()
-            .push(check_seq_body(&m.body, LEN));
+            .push(check_fast_seq_body(&m.body, LEN));
     }
     within(timeout(), move || doomed.destroy()).unwrap();
 
@@ -444,7 +449,7 @@ fn group_destroyed_while_busy(t: Transport) {
             from_server
                 .entry(ch)
                 .or_default()
-                .push(check_seq_body(&m.body, LEN));
+                .push(check_fast_seq_body(&m.body, LEN));
         } else if m.opcode() == OpCode::Signal {
             assert_report(&m, ch, Status::ChannelClosed);
             closed += 1;
@@ -454,7 +459,7 @@ fn group_destroyed_while_busy(t: Transport) {
             returned
                 .entry(ch)
                 .or_default()
-                .push(check_seq_body(&m.body, LEN));
+                .push(check_fast_seq_body(&m.body, LEN));
         }
     }
     let (mut back, mut delivered) = (0, 0);
@@ -532,7 +537,7 @@ fn engine_shutdown_under_blocked_and_posting_threads() {
                         Err(err) => {
                             assert_eq!(err.error, Error::ShutdownStarted, "{err}");
                             assert_eq!(
-                                check_seq_body(&err.message.body, 512),
+                                check_fast_seq_body(&err.message.body, 512),
                                 posted,
                                 "given back"
                             );
@@ -550,7 +555,7 @@ fn engine_shutdown_under_blocked_and_posting_threads() {
     let mut got: Vec<Vec<u64>> = vec![Vec::new(); POSTERS as usize];
     let record = |m: Message, got: &mut Vec<Vec<u64>>| {
         let t: usize = m.text_headers.get("t").unwrap().parse().unwrap();
-        got[t].push(check_seq_body(&m.body, 512));
+        got[t].push(check_fast_seq_body(&m.body, 512));
     };
     for _ in 0..2000 {
         let m = recv_skip_pool_empty(&peer);
