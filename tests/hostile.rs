@@ -486,3 +486,57 @@ fn one_byte_at_a_time(t: Transport) {
 }
 
 tcp_and_uds!(one_byte_at_a_time);
+
+/// Regression: frames stalled after their header used to take a pool message
+/// each, so as many stalled peers as the pool has messages stopped every other
+/// channel. With a 4-message pool and 6 stalled peers, a well-behaved peer still
+/// gets 200 messages through, one at a time.
+fn stalls_cannot_pin_a_tiny_pool(t: Transport) {
+    let engine = tiny_pool_engine();
+    let server = engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(t);
+    listen(&engine, &server, &saddr);
+    let client_engine = util::engine();
+    let client = client_engine.create_group().unwrap();
+    let (cch, sch) = connect_pair(&client_engine, &client, &server, &caddr);
+    let mut stalled = Vec::new();
+    for i in 0..6u64 {
+        let mut raw = RawStream::connect(&caddr);
+        raw.write_all(&raw_frame(1, 3, 0, 100 + i, b"", b""))
+            .unwrap();
+        let hello = recv_skip_pool_empty(&server);
+        assert_eq!(hello.opcode(), OpCode::HelloRequest, "{hello:?}");
+        let mut a = hello;
+        a.header.proto.opcode = OpCode::HelloResponse;
+        server.post(a).unwrap();
+        assert_eq!(raw.read_frame().header[2], 4);
+        // A Request announcing 1000 body bytes, 10 of them sent.
+        let frame = raw_frame(1, 0, 0, 7, b"", &[b'z'; 1000]);
+        raw.write_all(&frame[..16 + 10]).unwrap();
+        stalled.push(raw);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    for seq in 0..200 {
+        client
+            .post(msg(
+                &client_engine,
+                cch,
+                OpCode::Signal,
+                &seq_body(seq, 100),
+            ))
+            .unwrap();
+        let m = recv_skip_pool_empty(&server);
+        assert_eq!(m.header.channel_number, sch, "{m:?}");
+        assert_eq!(check_seq_body(&m.body, 100), seq);
+    }
+    // The stalled frames complete once their bytes come.
+    for raw in &mut stalled {
+        raw.write_all(&[b'z'; 990]).unwrap();
+    }
+    for _ in 0..6 {
+        let m = recv_skip_pool_empty(&server);
+        assert_eq!((m.opcode(), m.body.len()), (OpCode::Request, 1000), "{m:?}");
+    }
+}
+
+tcp_and_uds!(stalls_cannot_pin_a_tiny_pool);
