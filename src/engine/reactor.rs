@@ -990,7 +990,20 @@ impl Reactor {
                 Ok(n) => {
                     received += n as u64;
                     reads += 1;
-                    let flow = self.decode(key, &buf[..n]);
+                    // A frame whose message is held back (see `decode`)
+                    // collects in the stash until it is complete.
+                    let flow = match s.decoder.pending_len() {
+                        Some(rest) if s.stash.len() + n < rest => {
+                            s.stash.extend_from_slice(&buf[..n]);
+                            Flow::Continue
+                        }
+                        Some(_) => {
+                            let mut bytes = std::mem::take(&mut s.stash);
+                            bytes.extend_from_slice(&buf[..n]);
+                            self.decode(key, &bytes)
+                        }
+                        None => self.decode(key, &buf[..n]),
+                    };
                     if flow != Flow::Continue {
                         break flow;
                     }
@@ -1018,8 +1031,20 @@ impl Reactor {
         }
     }
 
-    /// Decodes every complete frame in `input`; on a dry pool the rest is stashed.
+    /// Messages a frame that has not fully arrived may not take from the pool:
+    /// kept for complete frames, so that peers stalling mid-frame (slowloris)
+    /// cannot pin the whole pool and stop every other channel.
+    fn partial_reserve(&self) -> usize {
+        (self.shared.pool.capacity() / 8).clamp(1, 8)
+    }
+
+    /// Decodes every complete frame in `input`; on a dry pool the rest is
+    /// stashed. A frame not complete in `input` gets a message only while more
+    /// than [`partial_reserve`](Self::partial_reserve) are free; otherwise its
+    /// bytes wait in the stash (at most one frame) until it is complete.
     fn decode(&mut self, key: Key, mut input: &[u8]) -> Flow {
+        let reserve = self.partial_reserve();
+        let complete = std::cell::Cell::new(false);
         loop {
             let Some(ch) = self.slab.get_mut(key) else {
                 return Flow::Closed;
@@ -1028,17 +1053,34 @@ impl Reactor {
                 return Flow::Closed;
             };
             let pool = &self.shared.pool;
-            let step = s
-                .decoder
-                .decode(&mut input, &mut || pool.get(Allocation::PoolOnly));
+            let step = s.decoder.decode(&mut input, &mut || {
+                if complete.get() || pool.len() > reserve {
+                    pool.get(Allocation::PoolOnly)
+                } else {
+                    None
+                }
+            });
             match step {
                 Ok(Decoded::Frame(msg)) => {
+                    complete.set(false);
                     if self.frame(key, msg) == Flow::Closed {
                         return Flow::Closed;
                     }
                 }
                 Ok(Decoded::NeedBytes) => return Flow::Continue,
                 Ok(Decoded::NeedMessage) => {
+                    let rest = s.decoder.pending_len().unwrap_or(0);
+                    if input.len() >= rest {
+                        // The whole frame is here: any free message will do.
+                        if !complete.replace(true) && !self.shared.pool.is_empty() {
+                            continue;
+                        }
+                    } else if !self.shared.pool.is_empty() {
+                        // Not all here: wait for the rest without a message.
+                        s.stash.clear();
+                        s.stash.extend_from_slice(input);
+                        return Flow::Continue;
+                    }
                     self.shared.pool.arm();
                     if self.shared.pool.is_empty() {
                         // Keep the undecoded rest until messages come back.

@@ -245,6 +245,12 @@ impl Decoder {
         self.pending.is_some()
     }
 
+    /// With a complete header waiting for a message: the bytes of that frame
+    /// still to come (text headers and body).
+    pub fn pending_len(&self) -> Option<usize> {
+        self.pending.map(|fh| fh.frame_len() - HEADER_LEN)
+    }
+
     /// `true` while a frame's message is being filled (its header was complete
     /// and a message was allocated for it).
     pub fn has_message(&self) -> bool {

@@ -490,3 +490,36 @@ pub fn abort(engine: &Engine, group: &ChannelGroup, ch: u16) {
 pub fn join_within<T: Send + 'static>(h: std::thread::JoinHandle<T>) -> T {
     within(timeout(), move || h.join().expect("thread panicked"))
 }
+
+// ----- Linux: /proc accounting, open-files limit, child processes ---------------------
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+#[allow(unused_imports)]
+pub use linux::*;
+
+/// The same bytes as [`seq_body`], built by copying (fast in debug builds too).
+pub fn fast_seq_body(seq: u64, len: usize) -> Vec<u8> {
+    static TABLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    assert!((8..=65_535).contains(&len));
+    // The filler byte i is (seq * 31 + i) mod 256.
+    let table = TABLE.get_or_init(|| (0..65_536 + 256).map(|i| i as u8).collect());
+    let base = (seq as usize).wrapping_mul(31) % 256;
+    let mut b = Vec::with_capacity(len);
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(&table[base + 8..base + len]);
+    b
+}
+
+/// [`check_seq_body`] against [`fast_seq_body`]: the same check, faster.
+#[track_caller]
+pub fn check_fast_seq_body(body: &[u8], len: usize) -> u64 {
+    assert_eq!(body.len(), len, "body length");
+    let seq = u64::from_be_bytes(body[..8].try_into().unwrap());
+    assert!(
+        body == fast_seq_body(seq, len).as_slice(),
+        "body of #{seq} corrupted"
+    );
+    seq
+}
