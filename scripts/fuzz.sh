@@ -19,6 +19,7 @@ secs="${1:-60}"
 targets="${FUZZ_TARGETS:-$(cargo +nightly fuzz list)}"
 logdir="${FUZZ_LOG_DIR:-target/fuzz-logs}"
 mkdir -p "$logdir"
+logdir="$(cd "$logdir" && pwd)"
 
 failed=()
 summary=()
@@ -29,7 +30,7 @@ for t in $targets; do
         [ -d "$d" ] && dirs+=("$d")
     done
     log="$logdir/$t.log"
-    echo "== fuzz $t for ${secs}s (log: fuzz/$log)"
+    echo "== fuzz $t for ${secs}s (log: $log)"
     cargo +nightly fuzz run "$t" "${dirs[@]}" -- \
         -max_total_time="$secs" -timeout=30 -print_final_stats=1 >"$log" 2>&1
     rc=$?
@@ -39,7 +40,7 @@ for t in $targets; do
     line="$t: rc=$rc executions=${execs:-?} ${cov:-cov: ?} corpus=$corpus"
     if [ $rc -ne 0 ]; then
         failed+=("$t")
-        line="$line  FAILED (see fuzz/$log and fuzz/artifacts/$t/)"
+        line="$line  FAILED (see $log and fuzz/artifacts/$t/)"
         tail -40 "$log"
     fi
     summary+=("$line")
