@@ -14,8 +14,8 @@
 #           links to Debian's sysroot plus that runtime copied from a rustup
 #           toolchain with the same LLVM major version (or set TSAN_RT=/path).
 #           No suppressions are used: std is instrumented, so reports are real.
-# memcheck  valgrind --tool=memcheck on every integration test binary (debug
-#           build, one test thread): invalid reads/writes, uninitialised values,
+# memcheck  valgrind --tool=memcheck on the library's unit tests and every
+#           integration test binary (debug build, one test thread): invalid reads/writes, uninitialised values,
 #           and definite/indirect leaks fail the run. Slow (the close tests
 #           take ~20 min on a busy 2-core machine): MEMCHECK_TESTS="close data"
 #           limits it to those integration test binaries. tests/fd_limit.rs is
@@ -85,9 +85,11 @@ run_tsan() {
 run_memcheck() {
     echo "== memcheck: $(valgrind --version)"
     local bins
-    bins=$(cargo test -p tofu --tests --no-run --message-format=json 2>/dev/null |
-        grep -o '"executable":"[^"]*"' | cut -d'"' -f4 |
-        grep '/deps/' | grep -v '/deps/tofu-')
+    # The library's unit tests (binary `tofu-*`), then each integration test.
+    bins=$({
+        cargo test -p tofu --lib --no-run --message-format=json
+        cargo test -p tofu --test '*' --no-run --message-format=json
+    } 2>/dev/null | grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
     if [ -z "$bins" ]; then
         echo "memcheck: no test binaries built"
         failed+=(memcheck)
