@@ -209,7 +209,9 @@ impl Address {
         } else {
             (OpCode::HelloRequest, CONNECT_TO)
         };
-        if msg.text_headers.byte_len() + name.len() + value.len() + 3 <= MAX_SECTION_LEN {
+        // `append` adds `name:value\r\n`, plus `\r\n` to end an unterminated
+        // last line: at most 5 bytes besides name and value.
+        if msg.text_headers.byte_len() + name.len() + value.len() + 5 <= MAX_SECTION_LEN {
             // Fits even before removing old address headers: append cannot fail
             // on a validated value, so work in place.
             remove_address_headers(&mut msg.text_headers);
@@ -953,6 +955,38 @@ mod tests {
         let mut msg = msg_with(OpCode::Request, &[("f", &"y".repeat(filler))]);
         new.format(&mut msg).unwrap();
         assert_eq!(msg.text_headers.byte_len(), MAX_SECTION_LEN);
+    }
+
+    /// Found by the `address` fuzz target: a message whose raw text headers
+    /// ended without a line break (as a peer may send them) got the address
+    /// header glued to that line, and `parse` then found no address.
+    #[test]
+    fn format_after_raw_headers_without_final_line_break() {
+        let addr = Address::uds_client("/tmp/tofu.sock");
+        let mut msg = Message::new();
+        msg.text_headers
+            .set_raw("~connect_to: tcp|h|1\r\nx")
+            .unwrap();
+        addr.format(&mut msg).unwrap();
+        assert_eq!(Address::parse(&msg), Ok(addr));
+        assert_eq!(
+            msg.text_headers.as_str(),
+            "x\r\n~connect_to:uds|/tmp/tofu.sock\r\n"
+        );
+
+        // Near the limit, the extra line break is counted: an address that
+        // does not fit is refused and the message left untouched.
+        let new = Address::tcp_client("127.0.0.1", 7099);
+        let room = MAX_SECTION_LEN - (CONNECT_TO.len() + new.to_string().len() + 3);
+        let mut msg = Message::new();
+        msg.text_headers.set_raw(&"x".repeat(room)).unwrap();
+        let before = msg.clone();
+        assert_eq!(new.format(&mut msg), Err(Error::InvalidHeadersLen));
+        assert_eq!(msg, before);
+        msg.text_headers.set_raw(&"x".repeat(room - 2)).unwrap();
+        new.format(&mut msg).unwrap();
+        assert_eq!(msg.text_headers.byte_len(), MAX_SECTION_LEN);
+        assert_eq!(Address::parse(&msg), Ok(new));
     }
 
     #[test]

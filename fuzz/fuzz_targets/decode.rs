@@ -1,32 +1,7 @@
-//! Feeds arbitrary bytes, in arbitrary chunks, to the frame decoder: it must
-//! never panic, and every frame it yields must re-encode to a frame of the same
-//! length (bits 6-7 of the proto byte are engine-internal, so bytes may differ
-//! there).
+//! cargo-fuzz target `decode`: see `fuzz/checks/decode.rs` for what it checks.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use tofu::Message;
-use tofu::wire::{Decoded, Decoder, HEADER_LEN, encode_to_vec};
+#[path = "../checks/decode.rs"]
+mod check;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&chunk, bytes)) = data.split_first() else {
-        return;
-    };
-    let mut dec = Decoder::new();
-    for piece in bytes.chunks((chunk as usize).max(1)) {
-        let mut input = piece;
-        loop {
-            match dec.decode(&mut input, &mut || Some(Message::new())) {
-                Ok(Decoded::Frame(msg)) => {
-                    let mut out = Vec::new();
-                    encode_to_vec(&msg, &mut out).expect("decoded frames re-encode");
-                    let expected = HEADER_LEN + msg.text_headers.byte_len() + msg.body.len();
-                    assert_eq!(out.len(), expected);
-                }
-                Ok(Decoded::NeedBytes) => break,
-                Ok(Decoded::NeedMessage) => unreachable!("the allocator always has one"),
-                Err(_) => return,
-            }
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::run(data));

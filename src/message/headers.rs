@@ -41,7 +41,9 @@ impl TextHeaders {
 
     /// Appends `name:value\r\n`.
     ///
-    /// Spaces and tabs around `name` are trimmed.
+    /// Spaces and tabs around `name` are trimmed. If the text ends in an
+    /// unterminated line (raw text from a peer or [`TextHeaders::set_raw`]),
+    /// that line is ended with `\r\n` first.
     ///
     /// # Errors
     ///
@@ -57,10 +59,19 @@ impl TextHeaders {
         if bad(name) || bad(value) || name.contains(':') {
             return Err(Error::InvalidMessage);
         }
-        if self.buf.len() + name.len() + value.len() + 3 > MAX_SECTION_LEN {
+        // Raw text (from a peer, or `set_raw`) may end in an unterminated line:
+        // end it first, or the new header would merge into it.
+        let end_line = match self.buf.as_bytes().last() {
+            None | Some(b'\n') => "",
+            Some(b'\r') => "\n",
+            Some(_) => "\r\n",
+        };
+        let added = end_line.len() + name.len() + value.len() + 3;
+        if self.buf.len() + added > MAX_SECTION_LEN {
             return Err(Error::InvalidHeadersLen);
         }
-        self.buf.reserve(name.len() + value.len() + 3);
+        self.buf.reserve(added);
+        self.buf.push_str(end_line);
         self.buf.push_str(name);
         self.buf.push(':');
         self.buf.push_str(value);
@@ -247,6 +258,35 @@ mod tests {
         assert_eq!(th.byte_len(), MAX_SECTION_LEN - 1);
         assert_eq!(th.append("m", "y"), Err(Error::InvalidHeadersLen));
         assert_eq!(th.byte_len(), MAX_SECTION_LEN - 1);
+    }
+
+    /// Found by the `text_headers` and `address` fuzz targets: appending to raw
+    /// text whose last line had no line break merged the new header into that
+    /// line (`x` + `~connect_to:…` read back as a header named `x~connect_to`).
+    #[test]
+    fn append_ends_an_unterminated_last_line() {
+        for (raw, text) in [
+            ("x", "x\r\nn:v\r\n"),
+            ("a:1", "a:1\r\nn:v\r\n"),
+            ("a:1\r", "a:1\r\nn:v\r\n"),
+            ("a:1\n", "a:1\nn:v\r\n"),
+            ("", "n:v\r\n"),
+        ] {
+            let mut th = TextHeaders::new();
+            th.set_raw(raw).unwrap();
+            th.append("n", "v").unwrap();
+            assert_eq!(th.as_str(), text, "after {raw:?}");
+            assert_eq!(th.get("n"), Some("v"));
+            assert_eq!(th.iter().last(), Some(("n", "v")));
+        }
+        // The line break counts towards the length limit.
+        let mut th = TextHeaders::new();
+        th.set_raw(&"x".repeat(MAX_SECTION_LEN - 6)).unwrap();
+        assert_eq!(th.append("n", "v"), Err(Error::InvalidHeadersLen));
+        assert_eq!(th.byte_len(), MAX_SECTION_LEN - 6);
+        th.set_raw(&"x".repeat(MAX_SECTION_LEN - 7)).unwrap();
+        th.append("n", "v").unwrap();
+        assert_eq!(th.byte_len(), MAX_SECTION_LEN);
     }
 
     #[test]

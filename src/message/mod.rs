@@ -313,6 +313,11 @@ impl Clone for Message {
     /// A copy with the same content; it returns to the same pool (if any) when
     /// dropped.
     fn clone(&self) -> Message {
+        if let Some(pool) = &self.pool {
+            // The copy's buffers join the pool when dropped: count them as the
+            // pool's, or `Pool::outstanding` drifts.
+            pool.adopt_clone();
+        }
         Message {
             header: self.header,
             text_headers: self.text_headers.clone(),

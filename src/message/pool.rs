@@ -196,6 +196,13 @@ impl Pool {
 }
 
 impl PoolInner {
+    /// Counts a new message of this pool made by cloning one: it is handed out
+    /// and returns here when dropped, like a message from [`Pool::get`].
+    pub(crate) fn adopt_clone(&self) {
+        self.allocated.fetch_add(1, Ordering::Relaxed);
+        self.live.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn recycle(&self, text: String, body: Vec<u8>) {
         if !self.store(text, body) {
             self.live.fetch_sub(1, Ordering::Relaxed);
@@ -280,6 +287,28 @@ mod tests {
         assert!(m.text_headers.is_empty() && m.body.is_empty());
         assert!(m.body.capacity() >= 1000);
         assert!(m.text_headers.capacity() >= 5);
+    }
+
+    /// Found by the `decoder_stream` fuzz target: a clone of a pooled message
+    /// returned to the pool when dropped without ever being counted, so
+    /// `outstanding` under-counted from then on (a message handed out read as
+    /// 0 outstanding).
+    #[test]
+    fn clones_are_counted() {
+        let pool = Pool::new(2, 2);
+        let a = pool.get(Allocation::PoolOnly).unwrap();
+        let b = a.clone();
+        assert!(b.is_pooled());
+        assert_eq!(pool.outstanding(), 2);
+        assert_eq!(pool.allocated(), 3);
+        drop(a);
+        drop(b);
+        assert_eq!(pool.outstanding(), 0);
+        assert_eq!(pool.len(), 2);
+        let c = pool.get(Allocation::PoolOnly).unwrap();
+        assert_eq!(pool.outstanding(), 1);
+        drop(c);
+        assert_eq!(pool.outstanding(), 0);
     }
 
     #[test]
