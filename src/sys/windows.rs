@@ -11,8 +11,9 @@
 //!
 //! What Windows does differently from Unix:
 //! * a socket file is an NTFS reparse point, not a file of type "socket";
-//! * no abstract names (paths only), and `sun_path` holds at most 107 bytes of
-//!   UTF-8 (the address parser enforces it);
+//! * paths only (no abstract names, as on every platform here), and
+//!   `sun_path` holds at most 107 bytes of UTF-8 (the address parser enforces
+//!   it);
 //! * platforms without AF_UNIX (Windows before 10 1803, Wine 8) fail at
 //!   `socket()` with WSAEAFNOSUPPORT (10047): connecting then reports
 //!   `not_implemented_yet`, listening `listen_failed`;
@@ -107,6 +108,14 @@ pub(crate) fn connect_uds(path: &Path) -> Result<super::Stream, (Error, io::Erro
         };
         (kind, e)
     })?;
+    // A non-blocking connect may report a missing path only later, as a
+    // refused connection: look first (and again if it fails at once).
+    let missing =
+        || std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+    if missing() {
+        let e = io::Error::new(io::ErrorKind::NotFound, "no socket file at this path");
+        return Err((Error::UdsPathNotFound, e));
+    }
     let connected = SockAddr::unix(path).and_then(|addr| {
         socket.set_nonblocking(true)?;
         match socket.connect(&addr) {
@@ -116,13 +125,7 @@ pub(crate) fn connect_uds(path: &Path) -> Result<super::Stream, (Error, io::Erro
     });
     match connected {
         Ok(()) => Ok(super::Stream::Unix(wrap(socket))),
-        // Windows reports a missing path as a refused connection: look.
-        Err(e)
-            if std::fs::symlink_metadata(path)
-                .is_err_and(|m| m.kind() == io::ErrorKind::NotFound) =>
-        {
-            Err((Error::UdsPathNotFound, e))
-        }
+        Err(e) if missing() => Err((Error::UdsPathNotFound, e)),
         Err(e) => Err((Error::ConnectFailed, e)),
     }
 }
