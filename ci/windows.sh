@@ -78,15 +78,22 @@ echo "== windows: running them under Wine (${SECONDS}s so far)"
 # One wineserver for all the test binaries (no start-up each, no race with a
 # server that is just exiting), stopped on the way out.
 "$WINESERVER" -p || true
-trap '"$WINESERVER" -k 2>/dev/null || true' EXIT
+pid=
+cleanup() {
+    [ -z "$pid" ] || kill "$pid" 2>/dev/null || true
+    "$WINESERVER" -k 2>/dev/null || true
+}
+trap cleanup EXIT
 log="$CARGO_TARGET_DIR/windows-test.log"
 # Not through a pipe: Wine's helper processes (winedevice.exe…) inherit the
 # output and outlive the tests, so a reader of the pipe would wait for them.
-timeout --kill-after=30 "${TOFU_WIN_TIMEOUT:-900}" "${cargo_test[@]}" "$@" >"$log" 2>&1 &
+: >"$log"
+timeout --kill-after=30 "${TOFU_WIN_TIMEOUT:-900}" "${cargo_test[@]}" "$@" >>"$log" 2>&1 &
 pid=$!
-tail -n +1 -f --pid="$pid" "$log"
+tail -n +1 -f --pid="$pid" "$log" || true
 status=0
 wait "$pid" || status=$?
+pid=
 
 # ---- summary ----------------------------------------------------------------------
 # Not-applicable tests pass (libtest has no run-time skip): counted apart.
