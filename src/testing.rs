@@ -1,5 +1,5 @@
 //! Helpers for tests that use the network: loopback only, free ports, unique
-//! temporary UDS paths.
+//! temporary UDS paths, and whether Unix-domain sockets exist on this platform.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
@@ -28,6 +28,36 @@ pub fn temp_uds_path() -> PathBuf {
     std::env::temp_dir().join(format!("tofu-{}-{n}-{nanos:x}.sock", std::process::id()))
 }
 
+/// Why Unix-domain sockets cannot be used on this platform, or `None` when they
+/// can. Always `None` on Unix. On Windows, `Some` when creating an AF_UNIX
+/// socket fails with WSAEAFNOSUPPORT (10047): Windows before 10 1803, and Wine,
+/// which has no AF_UNIX.
+pub fn uds_unavailable() -> Option<String> {
+    crate::sys::uds_unsupported()
+}
+
+/// For a test over Unix-domain sockets, at its start: on a platform without
+/// them ([`uds_unavailable`]), writes `<test>: not applicable: <reason>` to
+/// stderr — past the test harness's output capture, so it always shows — and
+/// returns `true`; the test then returns early. Never `true` on Unix.
+///
+/// ```
+/// if tofu::testing::uds_not_applicable() {
+///     return;
+/// }
+/// // … the test over a Unix-domain socket …
+/// ```
+pub fn uds_not_applicable() -> bool {
+    use std::io::Write;
+    let Some(reason) = uds_unavailable() else {
+        return false;
+    };
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("this test");
+    let _ = writeln!(std::io::stderr(), "{test}: not applicable: {reason}");
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +71,12 @@ mod tests {
         assert_ne!(a, b);
         assert!(!a.exists());
         assert!(a.starts_with(std::env::temp_dir()));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn uds_always_available_on_unix() {
+        assert_eq!(uds_unavailable(), None);
+        assert!(!uds_not_applicable());
     }
 }

@@ -1,5 +1,6 @@
 //! SPEC §5.1: an idle engine uses no CPU (no periodic wake-ups). In a test binary
 //! of its own so that no other engine's I/O thread is around.
+#![cfg(target_os = "linux")] // reads /proc
 
 mod util;
 
@@ -8,7 +9,6 @@ use std::time::Duration;
 use util::*;
 
 /// CPU ticks (user + system) of every thread of this process named `name`.
-#[cfg(target_os = "linux")]
 fn thread_ticks(name: &str) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
@@ -34,7 +34,6 @@ fn thread_ticks(name: &str) -> Vec<(String, u64)> {
     out
 }
 
-#[cfg(target_os = "linux")]
 #[test]
 fn idle_engine_uses_no_cpu() {
     let engine = engine();

@@ -24,7 +24,7 @@ fn setup() -> Setup {
     let engine = engine();
     let server = engine.create_group().unwrap();
     let client = engine.create_group().unwrap();
-    let (saddr, caddr) = addresses(Transport::Uds);
+    let (saddr, caddr) = addresses(any_transport());
     let lch = listen(&engine, &server, &saddr);
     let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
     Setup {

@@ -45,15 +45,12 @@ fn raw_server(t: Transport) -> (Box<dyn FnOnce() -> RawStream + Send>, Address) 
             let accept = move || RawStream::Tcp(l.accept().unwrap().0).with_timeouts();
             (Box::new(accept), Address::tcp_client("127.0.0.1", port))
         }
-        #[cfg(unix)]
         Transport::Uds => {
             let path = tofu::testing::temp_uds_path();
-            let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
-            let accept = move || RawStream::Uds(l.accept().unwrap().0).with_timeouts();
+            let accept = raw_uds_listener(&path);
+            let accept = move || RawStream::Uds(accept()).with_timeouts();
             (Box::new(accept), Address::uds_client(path))
         }
-        #[cfg(not(unix))]
-        Transport::Uds => panic!("no Unix-domain sockets on this platform"),
     }
 }
 

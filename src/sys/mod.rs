@@ -10,8 +10,11 @@
 //!   before bind;
 //! * [`is_disconnect`]: which I/O errors mean "the peer went away".
 //!
-//! On Windows, Unix-domain sockets are not driven yet (mio has no AF_UNIX source
-//! there): opening one reports [`Error::NotImplementedYet`].
+//! On Unix, Unix-domain sockets are mio's own. On Windows (`windows.rs`) they
+//! are AF_UNIX sockets made with socket2 and driven by mio as TCP streams; where
+//! the platform has no AF_UNIX (before Windows 10 1803, Wine 8) connecting
+//! reports [`not_implemented_yet`](crate::Status::NotImplementedYet) and
+//! listening `listen_failed`.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -22,7 +25,17 @@ use mio::event::Source;
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+#[cfg(not(windows))]
 use crate::error::Error;
+#[cfg(unix)]
+use mio::net::{UnixListener, UnixStream};
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows::{UnixListener, UnixStream};
+#[cfg(windows)]
+pub(crate) use windows::{connect_uds, listen_uds};
 
 /// Backlog for listening sockets.
 const BACKLOG: i32 = 1024;
@@ -31,23 +44,23 @@ const BACKLOG: i32 = 1024;
 #[derive(Debug)]
 pub(crate) enum Stream {
     Tcp(mio::net::TcpStream),
-    #[cfg(unix)]
-    Unix(mio::net::UnixStream),
+    #[cfg(any(unix, windows))]
+    Unix(UnixStream),
 }
 
 /// A listening socket.
 #[derive(Debug)]
 pub(crate) enum Listener {
     Tcp(mio::net::TcpListener),
-    #[cfg(unix)]
-    Unix(mio::net::UnixListener),
+    #[cfg(any(unix, windows))]
+    Unix(UnixListener),
 }
 
 impl Stream {
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),
-            #[cfg(unix)]
+            #[cfg(any(unix, windows))]
             Stream::Unix(s) => s.read(buf),
         }
     }
@@ -55,7 +68,7 @@ impl Stream {
     pub(crate) fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),
-            #[cfg(unix)]
+            #[cfg(any(unix, windows))]
             Stream::Unix(s) => s.write_vectored(bufs),
         }
     }
@@ -67,9 +80,11 @@ impl Stream {
     pub(crate) fn peek(&self) -> io::Result<usize> {
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
         match self {
-            Stream::Tcp(s) => SockRef::from(s).peek(&mut byte),
-            #[cfg(unix)]
-            Stream::Unix(s) => SockRef::from(s).peek(&mut byte),
+            // Through `try_io`: on Windows, mio re-arms a source's readiness
+            // only when one of its own calls reports WouldBlock.
+            Stream::Tcp(s) => s.try_io(|| SockRef::from(s).peek(&mut byte)),
+            #[cfg(any(unix, windows))]
+            Stream::Unix(s) => s.try_io(|| SockRef::from(s).peek(&mut byte)),
         }
     }
 
@@ -77,7 +92,7 @@ impl Stream {
     pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {
             Stream::Tcp(s) => s.take_error(),
-            #[cfg(unix)]
+            #[cfg(any(unix, windows))]
             Stream::Unix(s) => s.take_error(),
         }
     }
@@ -86,8 +101,9 @@ impl Stream {
     pub(crate) fn is_connected(&self) -> io::Result<bool> {
         let r = match self {
             Stream::Tcp(s) => s.peer_addr().map(|_| ()),
-            #[cfg(unix)]
-            Stream::Unix(s) => s.peer_addr().map(|_| ()),
+            #[cfg(any(unix, windows))]
+            // socket2's: std's `peer_addr` only knows IP addresses (Windows).
+            Stream::Unix(s) => SockRef::from(s).peer_addr().map(|_| ()),
         };
         match r {
             Ok(()) => Ok(true),
@@ -108,7 +124,7 @@ impl Listener {
                 configure_tcp(&s);
                 Ok(Stream::Tcp(s))
             }
-            #[cfg(unix)]
+            #[cfg(any(unix, windows))]
             Listener::Unix(l) => Ok(Stream::Unix(l.accept()?.0)),
         }
     }
@@ -117,7 +133,7 @@ impl Listener {
     pub(crate) fn local_tcp_addr(&self) -> Option<SocketAddr> {
         match self {
             Listener::Tcp(l) => l.local_addr().ok(),
-            #[cfg(unix)]
+            #[cfg(any(unix, windows))]
             Listener::Unix(_) => None,
         }
     }
@@ -129,21 +145,21 @@ macro_rules! delegate_source {
             fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
                 match self {
                     $ty::Tcp(s) => s.register(r, t, i),
-                    #[cfg(unix)]
+                    #[cfg(any(unix, windows))]
                     $ty::Unix(s) => s.register(r, t, i),
                 }
             }
             fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
                 match self {
                     $ty::Tcp(s) => s.reregister(r, t, i),
-                    #[cfg(unix)]
+                    #[cfg(any(unix, windows))]
                     $ty::Unix(s) => s.reregister(r, t, i),
                 }
             }
             fn deregister(&mut self, r: &Registry) -> io::Result<()> {
                 match self {
                     $ty::Tcp(s) => s.deregister(r),
-                    #[cfg(unix)]
+                    #[cfg(any(unix, windows))]
                     $ty::Unix(s) => s.deregister(r),
                 }
             }
@@ -210,7 +226,7 @@ pub(crate) fn connect_uds(path: &Path) -> Result<Stream, (Error, io::Error)> {
 }
 
 /// Unix-domain sockets are not supported on this platform yet.
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 pub(crate) fn listen_uds(_path: &Path) -> io::Result<Listener> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
@@ -219,12 +235,31 @@ pub(crate) fn listen_uds(_path: &Path) -> io::Result<Listener> {
 }
 
 /// Unix-domain sockets are not supported on this platform yet.
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 pub(crate) fn connect_uds(_path: &Path) -> Result<Stream, (Error, io::Error)> {
     Err((
         Error::NotImplementedYet,
         io::Error::new(io::ErrorKind::Unsupported, "AF_UNIX not supported here"),
     ))
+}
+
+/// Why this platform cannot make Unix-domain sockets, or `None` when it can:
+/// never on Unix; on Windows when `socket(AF_UNIX)` fails with
+/// WSAEAFNOSUPPORT (before Windows 10 1803, and under Wine 8).
+pub(crate) fn uds_unsupported() -> Option<String> {
+    #[cfg(unix)]
+    return None;
+    #[cfg(windows)]
+    return match Socket::new(Domain::UNIX, Type::STREAM, None) {
+        Err(e) if windows::is_af_unix_unsupported(&e) => Some(
+            "this platform has no AF_UNIX sockets \
+             (socket(AF_UNIX) fails with WSAEAFNOSUPPORT, 10047)"
+                .to_owned(),
+        ),
+        _ => None,
+    };
+    #[cfg(not(any(unix, windows)))]
+    return Some("this platform has no AF_UNIX sockets".to_owned());
 }
 
 /// Removes a listener's socket file when it closes.
