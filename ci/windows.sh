@@ -64,7 +64,7 @@ export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$WINE"
 export CARGO_TARGET_DIR="${TOFU_WIN_TARGET_DIR:-$PWD/target/windows}"
 export CARGO_TERM_COLOR=never
-cargo_test=(/usr/bin/cargo test --workspace --no-fail-fast -Zbuild-std=std,panic_unwind --target "$TARGET")
+cargo_test=(/usr/bin/cargo test --workspace --exclude tofu-bench --no-fail-fast -Zbuild-std=std,panic_unwind --target "$TARGET")
 echo "== windows: building the tests for $TARGET (${SECONDS}s so far)"
 mkdir -p "$CARGO_TARGET_DIR"
 "${cargo_test[@]}" --no-run "$@" 2>&1 | tee "$CARGO_TARGET_DIR/windows-build.log"

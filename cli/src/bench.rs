@@ -72,7 +72,8 @@ pub(crate) fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), Failure> 
     let phases = plan(args.sizes.as_deref());
     let transports: Vec<&'static str> = match &args.connect {
         Some(addr) => vec![transport_of(addr)],
-        None if cfg!(unix) => vec!["tcp", "uds"],
+        // UDS wherever the platform has AF_UNIX (on Windows: 10 1803 and later).
+        None if tofu::testing::uds_unavailable().is_none() => vec!["tcp", "uds"],
         None => vec!["tcp"],
     };
     if !args.json {

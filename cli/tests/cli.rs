@@ -179,7 +179,7 @@ fn bench_quick_json_has_the_rows_and_fields() {
     let v: serde_json::Value = serde_json::from_str(&r.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", r.stdout));
     let rows = v.as_array().expect("an array of rows");
-    let transports: &[&str] = if cfg!(unix) {
+    let transports: &[&str] = if tofu::testing::uds_unavailable().is_none() {
         &["tcp", "uds"]
     } else {
         &["tcp"]
