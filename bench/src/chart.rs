@@ -96,7 +96,7 @@ pub(crate) fn draw(path: &str, rows: &[Row]) -> Result<(), Box<dyn std::error::E
             .margin(12)
             .x_label_area_size(10)
             .y_label_area_size(50)
-            .build_cartesian_2d(0f64..cases.len() as f64, ymin..ymax)?;
+            .build_cartesian_2d(0f64..cases.len() as f64 + 1.0, ymin..ymax)?; // room for the legend
         chart
             .configure_mesh()
             .disable_x_mesh()

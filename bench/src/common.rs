@@ -78,11 +78,11 @@ impl Plan {
         Plan {
             rtt: 2_000,
             pipelined: 50_000,
-            stream_bytes: 128 << 20,
+            stream_bytes: 64 << 20,
             stream_min: 2_000,
-            stream_max: 500_000,
+            stream_max: 200_000,
             conn_rounds: 5,
-            budget: Duration::from_secs(3),
+            budget: Duration::from_secs(1),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,9 +22,9 @@ struct Server {
 }
 
 impl Server {
-    /// Echoes every message, or (`sink = Some(n)`) counts them and reports
-    /// the time the n-th arrived.
-    fn start(port: u16, sink: Option<(usize, mpsc::Sender<Instant>)>) -> Res<Server> {
+    /// Echoes every message, or (`sink`) counts them and reports the time the
+    /// last arrived once the sender has set how many it sent.
+    fn start(port: u16, sink: Option<(Arc<AtomicUsize>, mpsc::Sender<Instant>)>) -> Res<Server> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let (ready_tx, ready_rx) = mpsc::channel::<Res<()>>();
@@ -35,7 +35,7 @@ impl Server {
                 return Ok(());
             }
             let _ = ready_tx.send(Ok(()));
-            let mut got = 0usize;
+            let (mut got, mut last, mut reported) = (0usize, Instant::now(), false);
             while !flag.load(Ordering::Acquire) {
                 proc.process_poll_event(TICK, |ev| {
                     if let NetEvent::Message(ep, data) = ev {
@@ -43,15 +43,19 @@ impl Server {
                             None => {
                                 ctrl.send(ep, data);
                             }
-                            Some((n, done)) => {
+                            Some(_) => {
                                 got += 1;
-                                if got == *n {
-                                    let _ = done.send(Instant::now());
-                                }
+                                last = Instant::now();
                             }
                         }
                     }
                 });
+                if let Some((target, done)) = &sink {
+                    if !reported && got >= target.load(Ordering::Acquire) {
+                        let _ = done.send(last);
+                        reported = true;
+                    }
+                }
             }
             Ok(())
         });
@@ -72,11 +76,13 @@ pub(crate) fn run(t: Transport, w: Workload, size: usize, plan: &Plan) -> Res<Me
     };
     let count = plan.stream_count(size);
     let (done_tx, done_rx) = mpsc::channel();
-    let server = Server::start(port, (w == Workload::Stream).then_some((count, done_tx)))?;
+    let target = Arc::new(AtomicUsize::new(usize::MAX));
+    let sink = (w == Workload::Stream).then_some((target.clone(), done_tx));
+    let server = Server::start(port, sink)?;
     let m = match w {
         Workload::Rtt => rtt(port, size, plan.rtt, plan.budget),
-        Workload::Pipelined => pipelined(port, size, plan.pipelined),
-        Workload::Stream => stream(port, size, count, &done_rx),
+        Workload::Pipelined => pipelined(port, size, plan.pipelined, plan.budget),
+        Workload::Stream => stream(port, size, count, plan.budget, &target, &done_rx),
         Workload::Connections => connections(port, size, plan.conn_rounds),
     };
     let done = server.finish();
@@ -155,7 +161,8 @@ fn rtt(port: u16, size: usize, count: usize, budget: Duration) -> Res<Measure> {
     Ok(Measure::from_rtts(&mut rtts, secs, size))
 }
 
-fn pipelined(port: u16, size: usize, count: usize) -> Res<Measure> {
+/// Stops sending after `budget` (then drains the window).
+fn pipelined(port: u16, size: usize, mut count: usize, budget: Duration) -> Res<Measure> {
     let ((ctrl, mut proc), eps, _) = connect(port, 1)?;
     let ep = *eps.first().ok_or("connect failed")?;
     let payload = vec![0xabu8; size];
@@ -170,6 +177,9 @@ fn pipelined(port: u16, size: usize, count: usize) -> Res<Measure> {
     }
     let deadline = start + WAIT;
     while rtts.len() < count && Instant::now() < deadline {
+        if start.elapsed() > budget && count > n_sent {
+            count = n_sent;
+        }
         proc.process_poll_event(TICK, |ev| {
             if let NetEvent::Message(..) = ev {
                 if let Some(t0) = sent_at.pop_front() {
@@ -190,14 +200,27 @@ fn pipelined(port: u16, size: usize, count: usize) -> Res<Measure> {
     Ok(Measure::from_rtts(&mut rtts, secs, size))
 }
 
-fn stream(port: u16, size: usize, count: usize, done: &mpsc::Receiver<Instant>) -> Res<Measure> {
+/// Stops after `count` messages or `budget`, whichever comes first.
+fn stream(
+    port: u16,
+    size: usize,
+    mut count: usize,
+    budget: Duration,
+    target: &AtomicUsize,
+    done: &mpsc::Receiver<Instant>,
+) -> Res<Measure> {
     let ((ctrl, _proc), eps, _) = connect(port, 1)?;
     let ep = *eps.first().ok_or("connect failed")?;
     let payload = vec![0xabu8; size];
     let start = Instant::now();
-    for _ in 0..count {
+    for i in 0..count {
+        if i % 64 == 0 && start.elapsed() > budget {
+            count = i;
+            break;
+        }
         sent(ctrl.send(ep, &payload))?;
     }
+    target.store(count, Ordering::Release);
     let end = done
         .recv_timeout(WAIT)
         .map_err(|_| "stream did not complete")?;

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,11 +32,12 @@ struct Server {
 }
 
 impl Server {
-    /// Echo server (REP0 or PAIR1), or a PULL sink reporting when `n` arrived.
+    /// Echo server (REP0 or PAIR1), or a PULL sink reporting the time the
+    /// last message arrived once the sender has set how many it sent.
     fn start(
         at: &str,
         proto: Protocol,
-        sink: Option<(usize, mpsc::Sender<Instant>)>,
+        sink: Option<(Arc<AtomicUsize>, mpsc::Sender<Instant>)>,
     ) -> Res<Server> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -45,17 +46,28 @@ impl Server {
         let thread = thread::spawn(move || -> Res<()> {
             let s = Socket::new(proto)?;
             s.set_opt::<RecvTimeout>(Some(Duration::from_millis(50)))?;
-            if proto == Protocol::Pair1 {
-                s.set_opt::<RecvBufferSize>(WINDOW as i32)?;
-                s.set_opt::<SendBufferSize>(WINDOW as i32)?;
+            if proto != Protocol::Rep0 {
+                let depth = if proto == Protocol::Pull0 {
+                    1024
+                } else {
+                    WINDOW as i32
+                };
+                s.set_opt::<RecvBufferSize>(depth)?;
+                s.set_opt::<SendBufferSize>(depth)?;
             }
             if let Err(e) = s.listen(&at) {
                 let _ = ready_tx.send(Err(e.into()));
                 return Ok(());
             }
             let _ = ready_tx.send(Ok(()));
-            let mut got = 0usize;
+            let (mut got, mut last, mut reported) = (0usize, Instant::now(), false);
             while !flag.load(Ordering::Acquire) {
+                if let Some((target, done)) = &sink {
+                    if !reported && got >= target.load(Ordering::Acquire) {
+                        let _ = done.send(last);
+                        reported = true;
+                    }
+                }
                 let m = match s.recv() {
                     Ok(m) => m,
                     Err(NngError::TimedOut) => continue,
@@ -63,11 +75,9 @@ impl Server {
                 };
                 match &sink {
                     None => s.send(m).map_err(|(_, e)| e)?,
-                    Some((n, done)) => {
+                    Some(_) => {
                         got += 1;
-                        if got == *n {
-                            let _ = done.send(Instant::now());
-                        }
+                        last = Instant::now();
                     }
                 }
             }
@@ -88,16 +98,17 @@ pub(crate) fn run(t: Transport, w: Workload, size: usize, plan: &Plan) -> Res<Me
     let at = url(&ep);
     let count = plan.stream_count(size);
     let (done_tx, done_rx) = mpsc::channel();
+    let target = Arc::new(AtomicUsize::new(usize::MAX));
     let (proto, sink) = match w {
-        Workload::Stream => (Protocol::Pull0, Some((count, done_tx))),
+        Workload::Stream => (Protocol::Pull0, Some((target.clone(), done_tx))),
         Workload::Pipelined => (Protocol::Pair1, None),
         _ => (Protocol::Rep0, None),
     };
     let server = Server::start(&at, proto, sink)?;
     let m = match w {
         Workload::Rtt => rtt(&at, size, plan.rtt),
-        Workload::Pipelined => pipelined(&at, size, plan.pipelined),
-        Workload::Stream => stream(&at, size, count, &done_rx),
+        Workload::Pipelined => pipelined(&at, size, plan.pipelined, plan.budget),
+        Workload::Stream => stream(&at, size, count, plan.budget, &target, &done_rx),
         Workload::Connections => connections(&at, size, plan.conn_rounds),
     };
     let done = server.finish();
@@ -128,7 +139,8 @@ fn rtt(at: &str, size: usize, count: usize) -> Res<Measure> {
     Ok(Measure::from_rtts(&mut rtts, secs, size))
 }
 
-fn pipelined(at: &str, size: usize, count: usize) -> Res<Measure> {
+/// Stops sending after `budget` (then drains the window).
+fn pipelined(at: &str, size: usize, mut count: usize, budget: Duration) -> Res<Measure> {
     let s = client(at, Protocol::Pair1)?;
     s.set_opt::<RecvBufferSize>(WINDOW as i32)?;
     s.set_opt::<SendBufferSize>(WINDOW as i32)?;
@@ -145,6 +157,9 @@ fn pipelined(at: &str, size: usize, count: usize) -> Res<Measure> {
     while rtts.len() < count {
         s.recv()?;
         rtts.push(sent_at.pop_front().ok_or("unexpected reply")?.elapsed());
+        if start.elapsed() > budget {
+            count = count.min(sent);
+        }
         if sent < count {
             sent_at.push_back(Instant::now());
             send(&s, &payload)?;
@@ -155,13 +170,29 @@ fn pipelined(at: &str, size: usize, count: usize) -> Res<Measure> {
     Ok(Measure::from_rtts(&mut rtts, secs, size))
 }
 
-fn stream(at: &str, size: usize, count: usize, done: &mpsc::Receiver<Instant>) -> Res<Measure> {
+/// Stops after `count` messages or `budget`, whichever comes first; PUSH and
+/// PULL get 1,024-message buffers (NNG's default is none, which makes every
+/// send wait for the pipe).
+fn stream(
+    at: &str,
+    size: usize,
+    mut count: usize,
+    budget: Duration,
+    target: &AtomicUsize,
+    done: &mpsc::Receiver<Instant>,
+) -> Res<Measure> {
     let s = client(at, Protocol::Push0)?;
+    s.set_opt::<SendBufferSize>(1024)?;
     let payload = vec![0xabu8; size];
     let start = Instant::now();
-    for _ in 0..count {
+    for i in 0..count {
+        if i % 64 == 0 && start.elapsed() > budget {
+            count = i;
+            break;
+        }
         send(&s, &payload)?;
     }
+    target.store(count, Ordering::Release);
     let end = done
         .recv_timeout(WAIT)
         .map_err(|_| "stream did not complete")?;
