@@ -10,6 +10,7 @@
 //! message.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -142,14 +143,48 @@ enum Flow {
     Closed,
 }
 
+/// Hashes the small integers the engine assigns itself (channel numbers,
+/// group ids) with one multiply. SipHash (the std default) protects against
+/// chosen keys, which these are not, and it showed up on the per-message path
+/// (`by_number` on every send, `groups` on every delivery: ~6 % of the
+/// instructions of a 64-byte stream under callgrind).
+#[derive(Default, Clone, Copy)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
 pub(crate) struct Reactor {
     poll: Poll,
     shared: Arc<Shared>,
     slab: Slab<Channel>,
-    by_number: HashMap<u16, Key>,
-    groups: HashMap<u32, GroupEntry>,
+    by_number: IntMap<u16, Key>,
+    groups: IntMap<u32, GroupEntry>,
     numbers: Numbers,
-    zombies: HashMap<u16, Zombie>,
+    zombies: IntMap<u16, Zombie>,
     read_buf: Box<[u8]>,
     dirty: Vec<Key>,
     again: Vec<Key>,
@@ -169,10 +204,10 @@ impl Reactor {
             poll,
             shared,
             slab: Slab::new(),
-            by_number: HashMap::new(),
-            groups: HashMap::new(),
+            by_number: IntMap::default(),
+            groups: IntMap::default(),
             numbers: Numbers::new(),
-            zombies: HashMap::new(),
+            zombies: IntMap::default(),
             read_buf: vec![0u8; read_chunk].into_boxed_slice(),
             dirty: Vec::new(),
             again: Vec::new(),
