@@ -9,8 +9,7 @@
 //! system call) and every complete frame in it is decoded straight into a pool
 //! message.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -143,39 +142,12 @@ enum Flow {
     Closed,
 }
 
-/// Hashes the small integers the engine assigns itself (channel numbers,
-/// group ids) with one multiply. SipHash (the std default) protects against
-/// chosen keys, which these are not, and it showed up on the per-message path
+/// Maps keyed by the small integers the engine assigns itself (channel
+/// numbers, group ids). SipHash (the std default) protects against chosen
+/// keys, which these are not, and it showed up on the per-message path
 /// (`by_number` on every send, `groups` on every delivery: ~6 % of the
-/// instructions of a 64-byte stream under callgrind).
-#[derive(Default, Clone, Copy)]
-struct IntHasher(u64);
-
-impl Hasher for IntHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+/// instructions of a 64-byte stream under callgrind); Fx is one multiply.
+type IntMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 pub(crate) struct Reactor {
     poll: Poll,
