@@ -379,8 +379,18 @@ fn bad_address_syntax_exits_2() {
 
 #[test]
 fn other_usage_errors_exit_2() {
-    let big = "x".repeat(70_000);
-    let r = run(&["send", "--connect", "tcp|127.0.0.1|7099", "--body", &big]);
+    // Too big a body, from a file (a 70,000-byte argument would not fit on a
+    // Windows command line, whose limit is 32,767 characters).
+    let file = std::env::temp_dir().join(format!("tofu-cli-big-{}", std::process::id()));
+    std::fs::write(&file, "x".repeat(70_000)).unwrap();
+    let r = run(&[
+        "send",
+        "--connect",
+        "tcp|127.0.0.1|7099",
+        "--body-file",
+        file.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(&file);
     assert_eq!(r.code(), EXIT_USAGE, "{}", r.stderr);
     assert!(r.stderr.contains("at most 65535"), "{}", r.stderr);
 
