@@ -8,8 +8,7 @@
 # Most examples are self-contained (both sides on loopback, one process) and
 # run without arguments. Special cases:
 #   * echo_server + echo_client: the server runs in the background on a UDS path
-#     in a private temp dir, the client runs against it, then the server is stopped;
-#   * loopback: run with --quick.
+#     in a private temp dir, the client runs against it, then the server is stopped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -85,7 +84,6 @@ for file in examples/*.rs examples/*/main.rs; do
     case "$name" in
         echo_server) echo_pair ;;
         echo_client) ;; # run by echo_pair
-        loopback) run loopback --quick ;;
         *) run "$name" ;;
     esac
 done

@@ -430,7 +430,6 @@
 //! * `shutdown` — `update_receiver` passes work to, and cleanly stops, a thread
 //!   blocked in `wait_receive`.
 //! * `echo_server` / `echo_client` — the same as two programs.
-//! * `loopback` — the demo and benchmark (`-- --quick` for a short run).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
