@@ -87,6 +87,7 @@ impl Directory {
 /// The I/O thread's allocator: never-used numbers first, then closed ones in the
 /// order they closed, each only after [`REUSE_DISTANCE`] newer closes — unless
 /// the number space is exhausted.
+#[derive(Debug)]
 pub(crate) struct Numbers {
     next_fresh: u32,
     recycled: VecDeque<(u16, u64)>,

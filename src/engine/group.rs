@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 
-use super::{Command, Engine, GroupShared};
+use super::{Command, Delivery, Engine, GroupShared};
 use crate::address::Address;
 use crate::error::{Error, PostError, Status};
 use crate::message::{
@@ -225,7 +225,7 @@ impl ChannelGroup {
             },
         };
         match got {
-            Some(Some(msg)) => Ok(Some(msg)),
+            Some(Delivery::Message(msg)) => Ok(Some(msg)),
             // The shutdown sentinel: pass it on to the next waiter.
             _ => {
                 self.wake_other_waiters();
@@ -236,7 +236,7 @@ impl ChannelGroup {
 
     fn wake_other_waiters(&self) {
         if self.shared.rx.is_empty() {
-            let _ = self.shared.tx.send(None);
+            let _ = self.shared.tx.send(Delivery::Shutdown);
         }
     }
 
@@ -262,7 +262,7 @@ impl ChannelGroup {
         };
         self.shared
             .tx
-            .send(Some(msg))
+            .send(Delivery::Message(msg))
             .map_err(|_| Error::ShutdownStarted)
     }
 

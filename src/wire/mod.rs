@@ -151,11 +151,14 @@ impl FrameHeader {
 
 /// The (up to three) slices of one frame starting `offset` bytes into it, for a
 /// vectored write: header bytes, text headers, body. Empty parts are skipped.
+///
+/// `out` is anything that collects slices: a `Vec`, or the engine's fixed-size
+/// vectored-write buffer. This is the only place a frame is sliced.
 pub fn frame_slices<'a>(
     header: &'a [u8; HEADER_LEN],
     msg: &'a Message,
     offset: usize,
-    out: &mut Vec<IoSlice<'a>>,
+    out: &mut impl Extend<IoSlice<'a>>,
 ) {
     let parts: [&'a [u8]; 3] = [header, msg.text_headers.as_bytes(), &msg.body];
     let mut skip = offset;
@@ -164,7 +167,7 @@ pub fn frame_slices<'a>(
             skip -= part.len();
             continue;
         }
-        out.push(IoSlice::new(&part[skip..]));
+        out.extend(std::iter::once(IoSlice::new(&part[skip..])));
         skip = 0;
     }
 }

@@ -1,0 +1,386 @@
+//! One stream channel's protocol state machine (SPEC §5): its phase, the Bye
+//! handshake, the send queue and the receiver.
+//!
+//! The reactor drives it with `handle_*` calls and carries out what the
+//! `poll_*` calls give: slices to write ([`ChannelCore::poll_transmit`]) and
+//! messages to deliver to the channel's group ([`ChannelCore::poll_delivery`]:
+//! frames from the peer and posted messages given back). A [`Flow::Close`]
+//! from a `handle_*` call closes the channel; the reactor delivers what is
+//! queued first, then calls [`ChannelCore::give_back_unsent`].
+
+use std::collections::VecDeque;
+
+use crate::error::Status;
+use crate::message::{Message, OpCode, Origin, Pool};
+
+use super::recv::{Decode, Receiver};
+use super::send::{IoVec, SendQueue};
+use super::{Cause, Close, End, Flow};
+
+/// Where a channel's connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Waiting for the host name lookup.
+    Resolving,
+    /// Non-blocking connect in progress.
+    Connecting,
+    /// Accepted; the first frame must be a HelloRequest. The application has
+    /// not seen this channel yet.
+    AwaitHello,
+    /// Connected and greeted (or, on the client, connected).
+    Open,
+}
+
+/// Where the Bye handshake stands (SPEC §5.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bye {
+    None,
+    /// We queued a ByeRequest: nothing more may be posted.
+    RequestQueued,
+    /// Our ByeRequest is written: waiting for the ByeResponse.
+    RequestWritten,
+    /// We queued a ByeResponse.
+    ResponseQueued,
+    /// Our ByeResponse is written: waiting for the initiator to close.
+    ResponseWritten,
+}
+
+/// What became of a posted message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Posted {
+    /// Queued for writing: flush the channel.
+    Queued,
+    /// Given back (see [`ChannelCore::poll_delivery`]).
+    GivenBack,
+    /// Given back, and the channel closes (a ByeSignal).
+    Close(Close),
+}
+
+/// A stream channel's state, without its socket.
+pub(crate) struct ChannelCore {
+    number: u16,
+    phase: Phase,
+    bye: Bye,
+    /// message_id of the first message sent or received (for `channel_closed`).
+    first_id: u64,
+    send: SendQueue,
+    recv: Receiver,
+    /// Messages for the group, in order: frames read and messages given back.
+    deliveries: VecDeque<Message>,
+    /// Frames delivered since [`ChannelCore::take_received`].
+    received: u64,
+}
+
+impl ChannelCore {
+    /// A connecting channel with its HelloRequest queued (sent once connected).
+    pub(crate) fn client(number: u16, hello: Message) -> ChannelCore {
+        let mut core = ChannelCore::new(number, Phase::Resolving);
+        core.first_id = hello.header.message_id;
+        if let Err(msg) = core.send.push(hello) {
+            core.give_back(msg, Status::InvalidMessage);
+        }
+        core
+    }
+
+    /// An accepted connection, waiting for the peer's HelloRequest.
+    pub(crate) fn accepted(number: u16) -> ChannelCore {
+        ChannelCore::new(number, Phase::AwaitHello)
+    }
+
+    fn new(number: u16, phase: Phase) -> ChannelCore {
+        ChannelCore {
+            number,
+            phase,
+            bye: Bye::None,
+            first_id: 0,
+            send: SendQueue::default(),
+            recv: Receiver::default(),
+            deliveries: VecDeque::new(),
+            received: 0,
+        }
+    }
+
+    pub(crate) fn number(&self) -> u16 {
+        self.number
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    #[cfg(any(test, feature = "unstable"))]
+    pub(crate) fn bye(&self) -> Bye {
+        self.bye
+    }
+
+    pub(crate) fn first_id(&self) -> u64 {
+        self.first_id
+    }
+
+    /// The application knows this channel (everything but an accepted
+    /// connection before its HelloRequest is delivered).
+    pub(crate) fn seen(&self) -> bool {
+        self.phase != Phase::AwaitHello
+    }
+
+    // ----- connecting --------------------------------------------------------
+
+    /// A non-blocking connect started.
+    pub(crate) fn handle_connecting(&mut self) {
+        self.phase = Phase::Connecting;
+    }
+
+    /// The connect completed: the queued HelloRequest may go out.
+    pub(crate) fn handle_connected(&mut self) {
+        self.phase = Phase::Open;
+    }
+
+    // ----- sending -----------------------------------------------------------
+
+    /// A message the application posted on this channel.
+    pub(crate) fn handle_post(&mut self, msg: Message) -> Posted {
+        if self.first_id == 0 {
+            self.first_id = msg.header.message_id;
+        }
+        let op = msg.header.proto.opcode;
+        if op == OpCode::ByeSignal {
+            self.give_back(msg, Status::ChannelClosed);
+            return Posted::Close(Close::new(Status::ChannelClosed, true, Cause::Abort));
+        }
+        if self.bye != Bye::None {
+            // After a ByeRequest or ByeResponse nothing more is sent (SPEC §5.5).
+            self.give_back(msg, Status::NotAllowed);
+            return Posted::GivenBack;
+        }
+        if let Err(msg) = self.send.push(msg) {
+            self.give_back(msg, Status::InvalidMessage);
+            return Posted::GivenBack;
+        }
+        match op {
+            OpCode::ByeRequest => self.bye = Bye::RequestQueued,
+            OpCode::ByeResponse => self.bye = Bye::ResponseQueued,
+            _ => {}
+        }
+        Posted::Queued
+    }
+
+    /// Frames wait and the connection is up.
+    pub(crate) fn wants_write(&self) -> bool {
+        !self.send.is_empty() && matches!(self.phase, Phase::Open | Phase::AwaitHello)
+    }
+
+    #[cfg(any(test, feature = "unstable"))]
+    /// Frames queued and not completely written.
+    pub(crate) fn queued(&self) -> usize {
+        self.send.len()
+    }
+
+    /// Fills `iov` with what to write next (nothing unless
+    /// [`wants_write`](Self::wants_write)).
+    pub(crate) fn poll_transmit<'a>(&'a self, iov: &mut IoVec<'a>) {
+        if self.wants_write() {
+            self.send.fill(iov);
+        }
+    }
+
+    /// The socket took `n` bytes of what [`poll_transmit`](Self::poll_transmit)
+    /// gave; returns how many frames are now completely written.
+    pub(crate) fn handle_written(&mut self, n: usize) -> usize {
+        let bye = &mut self.bye;
+        self.send.advance(n, |op| match op {
+            OpCode::ByeRequest => *bye = Bye::RequestWritten,
+            OpCode::ByeResponse => *bye = Bye::ResponseWritten,
+            _ => {}
+        })
+    }
+
+    /// Writing failed (or wrote nothing).
+    pub(crate) fn handle_write_failed(&mut self, end: End) -> Close {
+        let status = match end {
+            End::Disconnect => Status::PeerDisconnected,
+            End::Eof | End::Failed => Status::SendFailed,
+        };
+        Close::new(status, true, Cause::WriteFailed)
+    }
+
+    // ----- receiving ---------------------------------------------------------
+
+    /// A frame is being filled: reading needs no new pool message.
+    pub(crate) fn has_message(&self) -> bool {
+        self.recv.has_message()
+    }
+
+    /// Stashed bytes or a complete header wait for pool messages.
+    pub(crate) fn has_backlog(&self) -> bool {
+        self.recv.has_backlog()
+    }
+
+    #[cfg(any(test, feature = "unstable"))]
+    /// Bytes read but not decoded yet.
+    pub(crate) fn stashed(&self) -> usize {
+        self.recv.stashed()
+    }
+
+    /// Bytes read from the socket, decoded into messages from `pool`.
+    pub(crate) fn handle_read(&mut self, bytes: &[u8], pool: &Pool) -> Flow {
+        self.decode_with(|recv, on_frame| recv.read(bytes, pool, on_frame))
+    }
+
+    /// The pool has messages again: decode the backlog.
+    pub(crate) fn handle_resume(&mut self, pool: &Pool) -> Flow {
+        self.decode_with(|recv, on_frame| recv.resume(pool, on_frame))
+    }
+
+    /// Runs the receiver with the protocol checking each frame it yields.
+    fn decode_with(
+        &mut self,
+        run: impl FnOnce(&mut Receiver, &mut dyn FnMut(Message) -> bool) -> Decode,
+    ) -> Flow {
+        let mut close = None;
+        let Self {
+            recv,
+            phase,
+            bye,
+            first_id,
+            number,
+            deliveries,
+            received,
+            ..
+        } = self;
+        let decoded = run(recv, &mut |msg| {
+            let frames = Frames {
+                phase,
+                bye: *bye,
+                first_id,
+                number: *number,
+                deliveries,
+                received,
+            };
+            match frames.frame(msg) {
+                Ok(()) => true,
+                Err(c) => {
+                    close = Some(c);
+                    false
+                }
+            }
+        });
+        self.flow(decoded, close)
+    }
+
+    fn flow(&self, decoded: Decode, close: Option<Close>) -> Flow {
+        match decoded {
+            Decode::Continue => Flow::Continue,
+            Decode::Starved => Flow::Starved,
+            Decode::Stop => Flow::Close(close.expect("a stop carries its close")),
+            Decode::Invalid(e) => {
+                tracing::debug!(channel = self.number, "invalid frame: {e}");
+                Flow::Close(Close::new(
+                    e.status(),
+                    self.seen(),
+                    Cause::InvalidFrame,
+                ))
+            }
+        }
+    }
+
+    /// The stream ended (read returned 0) or reading failed.
+    pub(crate) fn handle_end(&mut self, end: End) -> Close {
+        if !self.seen() {
+            return Close::new(Status::PeerDisconnected, false, Cause::LeftBeforeHello);
+        }
+        let handshake_done = matches!(self.bye, Bye::RequestWritten | Bye::ResponseWritten);
+        let status = match end {
+            _ if handshake_done => Status::ChannelClosed,
+            End::Eof | End::Disconnect => Status::PeerDisconnected,
+            End::Failed => Status::RecvFailed,
+        };
+        Close::new(status, true, Cause::ReadEnded)
+    }
+
+    /// Frames delivered since the last call (for the statistics).
+    pub(crate) fn take_received(&mut self) -> u64 {
+        std::mem::take(&mut self.received)
+    }
+
+    // ----- delivering and closing -------------------------------------------
+
+    /// The next message for the channel's group.
+    pub(crate) fn poll_delivery(&mut self) -> Option<Message> {
+        self.deliveries.pop_front()
+    }
+
+    /// The channel closed: every message still queued comes back with the
+    /// close's status (after what is already queued for delivery), or, on a
+    /// silent close, is freed.
+    pub(crate) fn give_back_unsent(&mut self, close: &Close) {
+        let unsent: Vec<Message> = self.send.drain().collect();
+        for msg in unsent {
+            if close.report {
+                self.give_back(msg, close.status);
+            }
+        }
+    }
+
+    fn give_back(&mut self, mut msg: Message, status: Status) {
+        msg.header.proto.origin = Origin::Engine;
+        msg.header.status = status as u8;
+        self.deliveries.push_back(msg);
+    }
+}
+
+/// The parts of a channel a decoded frame touches (borrowed apart from the
+/// receiver that produced it).
+struct Frames<'a> {
+    phase: &'a mut Phase,
+    bye: Bye,
+    first_id: &'a mut u64,
+    number: u16,
+    deliveries: &'a mut VecDeque<Message>,
+    received: &'a mut u64,
+}
+
+impl Frames<'_> {
+    /// One valid frame from the peer.
+    fn frame(self, mut msg: Message) -> Result<(), Close> {
+        let op = msg.header.proto.opcode;
+        if *self.phase == Phase::AwaitHello {
+            if op != OpCode::HelloRequest {
+                tracing::debug!(
+                    channel = self.number,
+                    "first frame is {op:?}, not HelloRequest"
+                );
+                return Err(Close::new(Status::InvalidMessage, false, Cause::NotHello));
+            }
+            *self.phase = Phase::Open;
+        }
+        if *self.first_id == 0 {
+            *self.first_id = msg.header.message_id;
+        }
+        msg.header.channel_number = self.number;
+        msg.header.proto.origin = Origin::Application;
+        // The initiator read the ByeResponse: close (SPEC §5.5). Both peers
+        // sent a ByeRequest at once: neither may answer (nothing is sent after
+        // a ByeRequest), and each has everything the other sent before its
+        // request, so both close as after a completed handshake.
+        let ends = self.bye == Bye::RequestWritten
+            && matches!(op, OpCode::ByeResponse | OpCode::ByeRequest);
+        *self.received += 1;
+        self.deliveries.push_back(msg);
+        if ends {
+            return Err(Close::new(Status::ChannelClosed, true, Cause::Handshake));
+        }
+        Ok(())
+    }
+}
+
+/// A message posted on a listener: only a ByeSignal or ByeRequest (which
+/// close it) means something. Returns the status to give it back with and
+/// whether the listener closes.
+pub(crate) fn listener_post(op: OpCode) -> (Status, Option<Close>) {
+    if matches!(op, OpCode::ByeSignal | OpCode::ByeRequest) {
+        let close = Close::new(Status::ChannelClosed, true, Cause::Abort);
+        (Status::ChannelClosed, Some(close))
+    } else {
+        (Status::NotAllowed, None)
+    }
+}

@@ -1,0 +1,269 @@
+//! Two channel cores back to back over in-memory byte pipes: the harness for
+//! the deterministic tests and the `channel` fuzz target.
+//!
+//! No sockets, no threads, no clock. A test decides every step: how many
+//! bytes a write may take (partial writes at any offset), how many bytes of
+//! the pipe a read gets (splits anywhere), what to hold back, truncate,
+//! corrupt or reset. Each [`Peer`] has its own pool, so a tiny pool starves
+//! exactly when the test says.
+
+use std::collections::VecDeque;
+
+use crate::message::{Message, OpCode, Pool};
+
+use super::backpressure;
+use super::channel::{ChannelCore, Posted};
+use super::send::IoVec;
+use super::{Close, End, Flow};
+
+/// The client's channel number in a [`Pair`].
+pub(crate) const CLIENT: u16 = 1;
+/// The server's channel number in a [`Pair`].
+pub(crate) const SERVER: u16 = 7;
+
+/// Which end of a [`Pair`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    pub(crate) fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+}
+
+/// One end: a core, its pool, the bytes it wrote that the other end has not
+/// read yet, and what it delivered to its application.
+pub(crate) struct Peer {
+    pub(crate) core: ChannelCore,
+    pub(crate) pool: Pool,
+    /// Written by this peer, not yet read by the other.
+    pub(crate) pipe: VecDeque<u8>,
+    /// Messages the core gave its group, in order (frames read and messages
+    /// given back). Holding them keeps their pool messages out of the pool.
+    pub(crate) delivered: Vec<Message>,
+    pub(crate) closed: Option<Close>,
+    /// Reading stopped for want of pool messages.
+    pub(crate) starved: bool,
+    /// Frames completely written so far.
+    pub(crate) frames_written: usize,
+}
+
+impl Peer {
+    fn new(core: ChannelCore, pool_size: usize) -> Peer {
+        Peer {
+            core,
+            pool: Pool::new(pool_size, pool_size),
+            pipe: VecDeque::new(),
+            delivered: Vec::new(),
+            closed: None,
+            starved: false,
+            frames_written: 0,
+        }
+    }
+
+    /// A message from this peer's pool (or a new one when it is empty).
+    pub(crate) fn message(&self, op: OpCode, id: u64, body: &[u8]) -> Message {
+        let mut m = self
+            .pool
+            .get(crate::message::Allocation::Always)
+            .expect("Always gives a message");
+        m.header.channel_number = self.core.number();
+        m.header.proto.opcode = op;
+        m.header.message_id = id;
+        m.body.extend_from_slice(body);
+        m
+    }
+
+    /// Posts `msg` as the application would.
+    pub(crate) fn post(&mut self, msg: Message) -> Posted {
+        assert!(self.closed.is_none(), "post on a closed channel");
+        let posted = self.core.handle_post(msg);
+        self.collect();
+        if let Posted::Close(close) = posted {
+            self.close(close);
+        }
+        posted
+    }
+
+    /// One write that takes at most `limit` bytes; returns the bytes written.
+    pub(crate) fn write(&mut self, limit: usize) -> usize {
+        if self.closed.is_some() {
+            return 0;
+        }
+        let mut iov = IoVec::new();
+        self.core.poll_transmit(&mut iov);
+        let mut n = 0;
+        for slice in iov.as_slices() {
+            let take = slice.len().min(limit - n);
+            self.pipe.extend(&slice[..take]);
+            n += take;
+            if n == limit {
+                break;
+            }
+        }
+        drop(iov);
+        self.frames_written += self.core.handle_written(n);
+        n
+    }
+
+    /// Writes until nothing is left to write.
+    pub(crate) fn write_all(&mut self) {
+        while self.core.wants_write() && self.closed.is_none() {
+            self.write(usize::MAX);
+        }
+    }
+
+    /// Whether the reactor would read now.
+    pub(crate) fn may_read(&self) -> bool {
+        self.closed.is_none()
+            && !self.starved
+            && backpressure::may_read(self.core.has_message(), self.pool.len())
+    }
+
+    /// Feeds `bytes` to the core as one read.
+    pub(crate) fn read(&mut self, bytes: &[u8]) -> Flow {
+        let flow = self.core.handle_read(bytes, &self.pool);
+        self.after(flow)
+    }
+
+    /// Resumes a starved peer if its pool has messages again.
+    pub(crate) fn resume(&mut self) -> Flow {
+        if !self.starved || self.closed.is_some() || self.pool.is_empty() {
+            return Flow::Continue;
+        }
+        self.starved = false;
+        let flow = self.core.handle_resume(&self.pool);
+        self.after(flow)
+    }
+
+    /// The transport ended under this peer.
+    pub(crate) fn end(&mut self, end: End) -> Close {
+        let close = self.core.handle_end(end);
+        self.close(close);
+        close
+    }
+
+    fn after(&mut self, flow: Flow) -> Flow {
+        self.collect();
+        match flow {
+            Flow::Continue => {}
+            Flow::Starved => self.starved = true,
+            Flow::Close(close) => self.close(close),
+        }
+        flow
+    }
+
+    fn close(&mut self, close: Close) {
+        self.core.give_back_unsent(&close);
+        self.collect();
+        self.closed = Some(close);
+    }
+
+    fn collect(&mut self) {
+        while let Some(m) = self.core.poll_delivery() {
+            self.delivered.push(m);
+        }
+    }
+
+    /// Takes what was delivered so far (returning their messages to the pool
+    /// when dropped).
+    pub(crate) fn take_delivered(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.delivered)
+    }
+}
+
+/// A connected client and an accepted server channel. The client's
+/// HelloRequest is queued (message id `hello_id`); nothing has moved yet.
+pub(crate) struct Pair {
+    pub(crate) client: Peer,
+    pub(crate) server: Peer,
+}
+
+impl Pair {
+    pub(crate) fn new(pool_size: usize) -> Pair {
+        Pair::with_pools(pool_size, pool_size)
+    }
+
+    pub(crate) fn with_pools(client_pool: usize, server_pool: usize) -> Pair {
+        let mut hello = Message::new();
+        hello.header.proto.opcode = OpCode::HelloRequest;
+        hello.header.message_id = Pair::HELLO_ID;
+        let mut client = ChannelCore::client(CLIENT, hello);
+        client.handle_connecting();
+        client.handle_connected();
+        Pair {
+            client: Peer::new(client, client_pool),
+            server: Peer::new(ChannelCore::accepted(SERVER), server_pool),
+        }
+    }
+
+    /// The HelloRequest's message id.
+    pub(crate) const HELLO_ID: u64 = 0x4e11;
+
+    /// Hello, accepted: both ends open, both deliveries taken.
+    pub(crate) fn connected(pool_size: usize) -> Pair {
+        let mut p = Pair::new(pool_size);
+        p.settle();
+        let hello = p.server.take_delivered();
+        assert_eq!(hello.len(), 1);
+        assert_eq!(hello[0].opcode(), OpCode::HelloRequest);
+        let answer = p.server.message(OpCode::HelloResponse, Pair::HELLO_ID, b"");
+        p.server.post(answer);
+        p.settle();
+        let reply = p.client.take_delivered();
+        assert_eq!(reply.len(), 1);
+        assert_eq!(reply[0].opcode(), OpCode::HelloResponse);
+        p
+    }
+
+    pub(crate) fn peer(&mut self, side: Side) -> &mut Peer {
+        match side {
+            Side::Client => &mut self.client,
+            Side::Server => &mut self.server,
+        }
+    }
+
+    /// Moves up to `max` bytes of `from`'s pipe into the other peer, in reads
+    /// of at most `chunk` bytes, while the other peer may read. Returns the
+    /// bytes moved.
+    pub(crate) fn transfer(&mut self, from: Side, max: usize, chunk: usize) -> usize {
+        let (src, dst) = match from {
+            Side::Client => (&mut self.client, &mut self.server),
+            Side::Server => (&mut self.server, &mut self.client),
+        };
+        let mut moved = 0;
+        let mut buf = Vec::new();
+        while moved < max && !src.pipe.is_empty() && dst.may_read() {
+            let n = chunk.max(1).min(max - moved).min(src.pipe.len());
+            buf.clear();
+            buf.extend(src.pipe.drain(..n));
+            moved += n;
+            dst.read(&buf);
+        }
+        moved
+    }
+
+    /// Writes, reads and resumes both ways until nothing moves.
+    pub(crate) fn settle(&mut self) {
+        for _ in 0..10_000 {
+            self.client.write_all();
+            self.server.write_all();
+            self.client.resume();
+            self.server.resume();
+            let moved = self.transfer(Side::Client, usize::MAX, 64 * 1024)
+                + self.transfer(Side::Server, usize::MAX, 64 * 1024);
+            if moved == 0 && !self.client.core.wants_write() && !self.server.core.wants_write()
+                || self.client.closed.is_some() && self.server.closed.is_some()
+            {
+                return;
+            }
+        }
+        panic!("the pair did not settle");
+    }
+}

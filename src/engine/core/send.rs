@@ -1,0 +1,245 @@
+//! The send queue of one channel: frames waiting to be written, the write
+//! cursor into the front one, and the slices of a vectored write.
+//!
+//! Bodies are never copied: each queued message keeps its buffers and its
+//! 16 header bytes, encoded once when it was posted, and a write hands the
+//! kernel borrowed slices of them ([`wire::frame_slices`]).
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use crate::message::{Message, OpCode};
+use crate::wire::{self, FrameHeader, HEADER_LEN};
+
+/// Slices per vectored write (three per frame at most).
+pub(crate) const MAX_IOV: usize = 192;
+/// A send queue that grew beyond this many entries is shrunk once it drains, so
+/// idle connections stay small.
+const SEND_QUEUE_KEEP: usize = 64;
+
+/// A fixed-size buffer of slices for one vectored write. Slices past its
+/// capacity are left out, which is safe: the write cursor counts only the
+/// bytes the kernel actually took.
+pub(crate) struct IoVec<'a> {
+    slices: [IoSlice<'a>; MAX_IOV],
+    len: usize,
+}
+
+impl<'a> IoVec<'a> {
+    pub(crate) fn new() -> IoVec<'a> {
+        IoVec {
+            slices: [IoSlice::new(&[]); MAX_IOV],
+            len: 0,
+        }
+    }
+
+    /// The slices filled so far.
+    pub(crate) fn as_slices(&self) -> &[IoSlice<'a>] {
+        &self.slices[..self.len]
+    }
+
+    fn room(&self) -> usize {
+        MAX_IOV - self.len
+    }
+}
+
+impl<'a> Extend<IoSlice<'a>> for IoVec<'a> {
+    fn extend<I: IntoIterator<Item = IoSlice<'a>>>(&mut self, iter: I) {
+        for slice in iter {
+            if self.len == MAX_IOV {
+                return;
+            }
+            self.slices[self.len] = slice;
+            self.len += 1;
+        }
+    }
+}
+
+/// One queued frame: the message, its encoded header and its total length.
+struct Outgoing {
+    header: [u8; HEADER_LEN],
+    len: usize,
+    msg: Message,
+}
+
+/// Frames queued on one channel, oldest first.
+#[derive(Default)]
+pub(crate) struct SendQueue {
+    queue: VecDeque<Outgoing>,
+    /// Bytes of the front frame already written.
+    sent: usize,
+}
+
+impl SendQueue {
+    /// Queues `msg`; gives it back when a section is longer than 65535 bytes
+    /// (`post` has already refused those, so this does not happen).
+    pub(crate) fn push(&mut self, msg: Message) -> Result<(), Message> {
+        let Ok(fh) = FrameHeader::for_message(&msg) else {
+            return Err(msg);
+        };
+        self.queue.push_back(Outgoing {
+            header: fh.encode(),
+            len: fh.frame_len(),
+            msg,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    #[cfg(any(test, feature = "unstable"))]
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    #[cfg(any(test, feature = "unstable"))]
+    /// Bytes of the front frame already written (0 at a frame boundary).
+    pub(crate) fn cursor(&self) -> usize {
+        self.sent
+    }
+
+    /// Fills `iov` with the unwritten bytes of as many queued frames as fit.
+    /// A ByeRequest or ByeResponse ends the batch, so the handshake state
+    /// changes exactly when that frame is written.
+    pub(crate) fn fill<'a>(&'a self, iov: &mut IoVec<'a>) {
+        let mut offset = self.sent;
+        for out in &self.queue {
+            if iov.room() < 3 {
+                break;
+            }
+            wire::frame_slices(&out.header, &out.msg, offset, iov);
+            offset = 0;
+            if matches!(
+                out.msg.header.proto.opcode,
+                OpCode::ByeRequest | OpCode::ByeResponse
+            ) {
+                break;
+            }
+        }
+    }
+
+    /// `written` more bytes went out: completed frames leave the queue (their
+    /// messages return to the pool); `on_done` sees each one's opcode.
+    pub(crate) fn advance(&mut self, written: usize, mut on_done: impl FnMut(OpCode)) -> usize {
+        let mut done = self.sent + written;
+        let mut frames = 0;
+        while let Some(front) = self.queue.front() {
+            if done < front.len {
+                break;
+            }
+            done -= front.len;
+            let out = self.queue.pop_front().expect("front exists");
+            on_done(out.msg.header.proto.opcode);
+            frames += 1;
+        }
+        debug_assert!(
+            self.queue.front().is_none_or(|f| done < f.len) && (done == 0 || !self.is_empty()),
+            "wrote more bytes than were queued"
+        );
+        self.sent = if self.queue.is_empty() { 0 } else { done };
+        if self.queue.is_empty() && self.queue.capacity() > SEND_QUEUE_KEEP {
+            self.queue.shrink_to(SEND_QUEUE_KEEP / 4);
+        }
+        frames
+    }
+
+    /// Empties the queue, oldest first (the channel is closing).
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Message> + '_ {
+        self.sent = 0;
+        self.queue.drain(..).map(|out| out.msg)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+
+    fn msg(id: u64, body: &[u8]) -> Message {
+        let mut m = Message::new();
+        m.header.message_id = id;
+        m.body.extend_from_slice(body);
+        m
+    }
+
+    fn gather(iov: &IoVec<'_>) -> Vec<u8> {
+        iov.as_slices().iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    fn encoded(m: &Message) -> Vec<u8> {
+        let mut v = Vec::new();
+        wire::encode_to_vec(m, &mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn fill_and_advance_at_every_offset() {
+        let a = msg(1, b"hello");
+        let b = msg(2, b"world!");
+        let mut all = encoded(&a);
+        all.extend(encoded(&b));
+        for cut in 0..=all.len() {
+            let mut q = SendQueue::default();
+            q.push(a.clone()).unwrap();
+            q.push(b.clone()).unwrap();
+            let mut out = Vec::new();
+            {
+                let mut iov = IoVec::new();
+                q.fill(&mut iov);
+                let bytes = gather(&iov);
+                assert_eq!(bytes, all);
+                out.extend_from_slice(&bytes[..cut]);
+            }
+            let done = q.advance(cut, |_| {});
+            assert_eq!(done, usize::from(cut >= 21) + usize::from(cut == all.len()));
+            let mut iov = IoVec::new();
+            q.fill(&mut iov);
+            out.extend(gather(&iov));
+            assert_eq!(out, all, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_bye_ends_the_batch() {
+        let mut q = SendQueue::default();
+        let mut bye = msg(1, b"");
+        bye.header.proto.opcode = OpCode::ByeRequest;
+        q.push(bye).unwrap();
+        q.push(msg(2, b"after")).unwrap();
+        let mut iov = IoVec::new();
+        q.fill(&mut iov);
+        assert_eq!(gather(&iov).len(), HEADER_LEN, "only the ByeRequest");
+    }
+
+    #[test]
+    fn iov_never_overflows() {
+        let mut q = SendQueue::default();
+        for i in 0..200 {
+            q.push(msg(i, b"x")).unwrap();
+        }
+        let mut iov = IoVec::new();
+        q.fill(&mut iov);
+        // Header + body per frame (no text headers): 2 slices a frame.
+        assert!(iov.as_slices().len() <= MAX_IOV);
+        assert_eq!(iov.as_slices().len() % 2, 0);
+    }
+
+    #[test]
+    fn drained_queue_shrinks() {
+        let mut q = SendQueue::default();
+        for i in 0..500 {
+            q.push(msg(i, b"")).unwrap();
+        }
+        let n = q.len();
+        assert_eq!(q.advance(n * HEADER_LEN, |_| {}), n);
+        assert!(q.capacity() <= SEND_QUEUE_KEEP);
+        assert_eq!(q.cursor(), 0);
+    }
+}

@@ -1,0 +1,1 @@
+//! Deterministic tests of the channel core: two cores over byte pipes.

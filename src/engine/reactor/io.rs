@@ -1,0 +1,384 @@
+//! Reading and writing: the system calls the channel cores ask for, and the
+//! work lists that carry a channel over to the next loop iteration.
+//!
+//! Writes: every queued frame of a channel goes out in vectored writes, bodies
+//! not copied. Reads go into one engine-wide buffer (`read_chunk` bytes per
+//! system call); the core decodes every complete frame straight into a pool
+//! message. Each channel reads at most
+//! [`READ_BUDGET`](super::super::core::backpressure::READ_BUDGET) times before
+//! the others get a turn.
+
+use std::io;
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use super::super::core::backpressure::{self, Arm, READ_BUDGET};
+use super::super::core::send::IoVec;
+use super::super::core::{End, Flow};
+use super::super::slab::Key;
+use super::{Counters, Reactor, stream_of};
+use crate::error::Status;
+use crate::message::Message;
+use crate::sys;
+
+/// Which work list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum List {
+    /// New messages to flush.
+    Dirty = 1,
+    /// Read budget spent with data left: read again next iteration.
+    Again = 2,
+    /// Waiting for pool messages: read once the pool refills.
+    Starved = 4,
+}
+
+/// The work lists a channel is on (so it is on each at most once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Listed(u8);
+
+impl Listed {
+    pub(super) fn contains(self, list: List) -> bool {
+        self.0 & list as u8 != 0
+    }
+}
+
+/// Channels with work left for the next loop iteration. A channel is on a
+/// list at most once (its [`Listed`] says so), so a list is bounded by the
+/// number of open channels.
+pub(super) struct WorkList {
+    list: List,
+    keys: Vec<Key>,
+}
+
+impl WorkList {
+    pub(super) fn dirty() -> WorkList {
+        WorkList {
+            list: List::Dirty,
+            keys: Vec::new(),
+        }
+    }
+
+    pub(super) fn again() -> WorkList {
+        WorkList {
+            list: List::Again,
+            keys: Vec::new(),
+        }
+    }
+
+    pub(super) fn starved() -> WorkList {
+        WorkList {
+            list: List::Starved,
+            keys: Vec::new(),
+        }
+    }
+
+    pub(super) fn add(&mut self, key: Key, listed: &mut Listed) {
+        if !listed.contains(self.list) {
+            listed.0 |= self.list as u8;
+            self.keys.push(key);
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Where a read loop stopped.
+enum Stop {
+    /// Nothing more to read now (would block, budget spent, or not readable).
+    Done,
+    Starved,
+    Closed,
+}
+
+impl Reactor {
+    /// Runs `f` on every channel of a work list (taken off the list first),
+    /// then hands the list's buffer back (unless `f` queued new work
+    /// meanwhile), so that steady-state work does not allocate.
+    fn drain(&mut self, which: fn(&mut Reactor) -> &mut WorkList, f: fn(&mut Reactor, Key)) {
+        let list = which(self).list;
+        let mut keys = std::mem::take(&mut which(self).keys);
+        for &key in &keys {
+            if let Some(s) = self.stream_mut(key) {
+                s.listed.0 &= !(list as u8);
+                f(self, key);
+            }
+        }
+        keys.clear();
+        let slot = &mut which(self).keys;
+        if slot.is_empty() {
+            *slot = keys;
+        }
+    }
+
+    // ----- writing -----------------------------------------------------------
+
+    pub(super) fn flush_dirty(&mut self) {
+        self.drain(
+            |r| &mut r.dirty,
+            |r, key| {
+                let _ = r.flush(key);
+            },
+        );
+    }
+
+    /// Writes queued frames until the queue is empty or the socket is full;
+    /// `Break` when the channel closed.
+    pub(super) fn flush(&mut self, key: Key) -> ControlFlow<()> {
+        let mut sent_msgs = 0u64;
+        let mut sent_bytes = 0u64;
+        let mut writes = 0u64;
+        let result = loop {
+            let Some(s) = self.stream_mut(key) else {
+                return ControlFlow::Break(());
+            };
+            if !s.writable || !s.core.wants_write() {
+                break Ok(());
+            }
+            let Some(sock) = s.sock.as_mut() else {
+                break Ok(());
+            };
+            let mut iov = IoVec::new();
+            s.core.poll_transmit(&mut iov);
+            writes += 1;
+            let written = sock.write_vectored(iov.as_slices());
+            drop(iov);
+            match written {
+                Ok(0) => break Err(s.core.handle_write_failed(End::Failed)),
+                Ok(n) => {
+                    sent_bytes += n as u64;
+                    sent_msgs += s.core.handle_written(n) as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.writable = false;
+                    break Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("write failed: {e}");
+                    break Err(s.core.handle_write_failed(end_of(&e)));
+                }
+            }
+        };
+        let c = &self.shared.counters;
+        Counters::add(&c.messages_sent, sent_msgs);
+        Counters::add(&c.bytes_sent, sent_bytes);
+        Counters::add(&c.write_calls, writes);
+        match result {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(close) => {
+                self.close(key, close);
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    // ----- reading -----------------------------------------------------------
+
+    pub(super) fn continue_reads(&mut self) {
+        self.drain(|r| &mut r.again, Reactor::read);
+    }
+
+    pub(super) fn resume_starved(&mut self) {
+        if self.starved.is_empty() {
+            return;
+        }
+        let pool = &self.shared.pool;
+        if !self
+            .refill
+            .resume_now(pool.len(), pool.capacity(), Instant::now())
+        {
+            return;
+        }
+        self.drain(|r| &mut r.starved, Reactor::read);
+    }
+
+    /// How long to sleep while channels wait for pool messages (`None` = until
+    /// an event), with the pool's notification armed to match. Called after
+    /// `prepare_sleep`, so a message returned from now on wakes us.
+    pub(super) fn refill_timeout(&mut self) -> Option<Duration> {
+        if self.starved.is_empty() {
+            return None;
+        }
+        let pool = &self.shared.pool;
+        match self.refill.arm(pool.capacity()) {
+            Arm::Any => pool.arm(),
+            Arm::At(mark) => pool.arm_at(mark),
+        }
+        self.refill
+            .timeout(pool.len(), pool.capacity(), Instant::now())
+    }
+
+    /// Decodes the backlog, then reads the socket until it would block, the
+    /// pool runs dry, or the read budget is spent.
+    pub(super) fn read(&mut self, key: Key) {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let stop = self.read_into(key, &mut buf);
+        self.read_buf = buf;
+        if let Stop::Done = stop {
+            // Read to the end without running dry: the pool_empty episode is over.
+            if let Some(group) = self.slab.get(key).map(|c| c.group) {
+                if let Some(g) = self.groups.get_mut(&group) {
+                    g.pool_empty_reported = false;
+                }
+            }
+        }
+    }
+
+    fn read_into(&mut self, key: Key, buf: &mut [u8]) -> Stop {
+        let Some(s) = stream_of(&mut self.slab, key) else {
+            return Stop::Closed;
+        };
+        if s.listed.contains(List::Starved) || s.sock.is_none() {
+            return Stop::Closed;
+        }
+        if s.core.has_backlog() {
+            let flow = s.core.handle_resume(&self.shared.pool);
+            if let Some(stop) = self.after_decode(key, flow) {
+                return stop;
+            }
+        }
+        let mut received = 0u64;
+        let mut reads = 0u64;
+        let mut budget = READ_BUDGET;
+        let stop = loop {
+            let Some(s) = stream_of(&mut self.slab, key) else {
+                break Stop::Closed;
+            };
+            if !s.readable {
+                break Stop::Done;
+            }
+            if budget == 0 {
+                self.again.add(key, &mut s.listed);
+                break Stop::Done;
+            }
+            budget -= 1;
+            let pool = &self.shared.pool;
+            if !backpressure::may_read(s.core.has_message(), pool.len()) {
+                // Leave the data in the kernel — but report pool_empty only if
+                // data really waits.
+                pool.arm();
+                if !backpressure::may_read(s.core.has_message(), pool.len()) {
+                    let sock = s.sock.as_ref().expect("connected stream");
+                    match sock.peek() {
+                        Ok(0) => break self.end(key, End::Eof),
+                        Ok(_) => {
+                            self.starve(key);
+                            break Stop::Starved;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            s.readable = false;
+                            break Stop::Done;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            debug!(channel = s.core.number(), "read failed: {e}");
+                            break self.end(key, end_of(&e));
+                        }
+                    }
+                }
+            }
+            let sock = s.sock.as_mut().expect("connected stream");
+            match sock.read(buf) {
+                Ok(0) => break self.end(key, End::Eof),
+                Ok(n) => {
+                    received += n as u64;
+                    reads += 1;
+                    let flow = s.core.handle_read(&buf[..n], &self.shared.pool);
+                    if let Some(stop) = self.after_decode(key, flow) {
+                        break stop;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.readable = false;
+                    break Stop::Done;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!(channel = s.core.number(), "read failed: {e}");
+                    break self.end(key, end_of(&e));
+                }
+            }
+        };
+        Counters::add(&self.shared.counters.bytes_received, received);
+        Counters::add(&self.shared.counters.read_calls, reads);
+        stop
+    }
+
+    /// Delivers what the core decoded and carries out its decision; `None`
+    /// means "read on".
+    fn after_decode(&mut self, key: Key, mut flow: Flow) -> Option<Stop> {
+        loop {
+            self.deliver_from(key);
+            match flow {
+                Flow::Continue => return None,
+                Flow::Close(close) => {
+                    self.close_counted(key, close);
+                    return Some(Stop::Closed);
+                }
+                Flow::Starved => {
+                    // The core needs memory: arm the pool's notification, then
+                    // look again (a message may have come back meanwhile).
+                    let pool = &self.shared.pool;
+                    pool.arm();
+                    if pool.is_empty() {
+                        self.starve(key);
+                        return Some(Stop::Starved);
+                    }
+                    let s = stream_of(&mut self.slab, key)?;
+                    flow = s.core.handle_resume(&self.shared.pool);
+                }
+            }
+        }
+    }
+
+    /// The stream ended or failed while reading.
+    fn end(&mut self, key: Key, end: End) -> Stop {
+        if let Some(s) = self.stream_mut(key) {
+            if end == End::Eof {
+                debug!(channel = s.core.number(), "peer closed");
+            }
+            let close = s.core.handle_end(end);
+            self.close_counted(key, close);
+        }
+        Stop::Closed
+    }
+
+    /// Reading stops until the pool refills; the group hears of it once per
+    /// episode.
+    fn starve(&mut self, key: Key) {
+        let Some(ch) = self.slab.get_mut(key) else {
+            return;
+        };
+        let (number, group) = (ch.number, ch.group);
+        let super::State::Stream(s) = &mut ch.state else {
+            return;
+        };
+        self.starved.add(key, &mut s.listed);
+        let report = match self.groups.get_mut(&group) {
+            Some(g) if !g.pool_empty_reported => {
+                g.pool_empty_reported = true;
+                true
+            }
+            _ => false,
+        };
+        if report {
+            Counters::add(&self.shared.counters.pool_empty_events, 1);
+            debug!(channel = number, "pool empty: reading paused");
+            self.deliver(group, Message::report(number, Status::PoolEmpty, 0));
+        }
+    }
+}
+
+/// What an I/O error means for the channel.
+fn end_of(e: &io::Error) -> End {
+    if sys::is_disconnect(e) {
+        End::Disconnect
+    } else {
+        End::Failed
+    }
+}
