@@ -239,7 +239,13 @@ impl Pair {
         };
         let mut moved = 0;
         let mut buf = Vec::new();
-        while moved < max && !src.pipe.is_empty() && dst.may_read() {
+        while moved < max && !src.pipe.is_empty() && dst.closed.is_none() {
+            if !dst.may_read() {
+                // As the reactor does when its peek finds data but the pool
+                // has no message: stop reading until it refills.
+                dst.starved = true;
+                break;
+            }
             let n = chunk.max(1).min(max - moved).min(src.pipe.len());
             buf.clear();
             buf.extend(src.pipe.drain(..n));
