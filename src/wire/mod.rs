@@ -208,6 +208,7 @@ struct Partial {
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "unstable")] { // `tofu::wire` is public only with `unstable`
 /// use tofu::wire::{Decoded, Decoder};
 /// use tofu::Message;
 ///
@@ -219,6 +220,7 @@ struct Partial {
 /// let Ok(Decoded::Frame(msg)) = dec.decode(&mut input, &mut || Some(Message::new())) else { panic!() };
 /// assert_eq!((msg.header.channel_number, msg.header.message_id), (0x1234, 7));
 /// assert_eq!(msg.body, b"ping");
+/// # }
 /// ```
 #[derive(Default)]
 pub struct Decoder {
@@ -338,3 +340,5 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vectors;
