@@ -438,6 +438,7 @@
 //!   default.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
+#![deny(missing_debug_implementations)]
 
 // Lets code written against the public paths (`tofu::...`) compile inside the
 // crate too: the fuzz checks replayed by the unit tests in `fuzz_replay`.

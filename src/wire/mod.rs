@@ -230,6 +230,20 @@ pub struct Decoder {
     partial: Option<Partial>,
 }
 
+/// Shows where the decoder is in the current frame; never the buffered bytes.
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Decoder");
+        d.field("header_len", &self.header_len)
+            .field("pending", &self.pending);
+        if let Some(p) = &self.partial {
+            d.field("text", &format_args!("{}/{}", p.text.len(), p.text_len))
+                .field("body", &format_args!("{}/{}", p.msg.body.len(), p.body_len));
+        }
+        d.finish()
+    }
+}
+
 impl Decoder {
     /// A decoder at a frame boundary.
     pub fn new() -> Decoder {
