@@ -8,10 +8,10 @@
 # corpus in fuzz/corpus/<target>/ (not in git) and also reads the committed
 # seeds in fuzz/seeds/<target>/ and the regression inputs in
 # fuzz/regressions/<target>/ (crash inputs found earlier, replayed by
-# tests/fuzz_regressions.rs on stable). A crash leaves its input in
+# src/fuzz_replay.rs on stable). A crash leaves its input in
 # fuzz/artifacts/<target>/; the script then exits non-zero after the other
 # targets ran. Copy the input to fuzz/regressions/<target>/ and add it to
-# tests/fuzz_regressions.rs when you fix the bug.
+# src/fuzz_replay.rs when you fix the bug.
 set -uo pipefail
 cd "$(dirname "$0")/../fuzz"
 

@@ -10,42 +10,7 @@ use std::str::FromStr;
 
 use crate::error::Error;
 use crate::message::{BinaryHeader, MAX_SECTION_LEN, Message, OpCode, TextHeaders};
-
-/// The longest Unix-domain socket path, in bytes, without the terminating NUL.
-///
-/// `sockaddr_un.sun_path` is 104 bytes on Apple platforms and the BSDs and 108
-/// on Linux and Windows (SPEC §7); one byte is kept for the NUL that the OS
-/// expects at the end of the path.
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos",
-    target_os = "visionos",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
-    target_os = "dragonfly",
-))]
-pub(crate) const MAX_UDS_PATH_LEN: usize = 103;
-
-/// The longest Unix-domain socket path, in bytes, without the terminating NUL.
-///
-/// `sockaddr_un.sun_path` is 108 bytes on Linux and Windows (SPEC §7), and we
-/// assume the same elsewhere; one byte is kept for the NUL that the OS expects at
-/// the end of the path.
-#[cfg(not(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos",
-    target_os = "visionos",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
-    target_os = "dragonfly",
-)))]
-pub(crate) const MAX_UDS_PATH_LEN: usize = 107;
+use crate::sys::MAX_UDS_PATH_LEN;
 
 /// The text header a `HelloRequest` carries.
 const CONNECT_TO: &str = "~connect_to";
@@ -816,26 +781,6 @@ mod tests {
             Err(Error::InvalidAddress)
         );
         assert_eq!(msg, Message::new());
-    }
-
-    #[test]
-    fn uds_path_limit_is_the_platform_one() {
-        let expected = if cfg!(any(
-            target_os = "macos",
-            target_os = "ios",
-            target_os = "tvos",
-            target_os = "watchos",
-            target_os = "visionos",
-            target_os = "freebsd",
-            target_os = "openbsd",
-            target_os = "netbsd",
-            target_os = "dragonfly"
-        )) {
-            103
-        } else {
-            107
-        };
-        assert_eq!(MAX_UDS_PATH_LEN, expected);
     }
 
     #[test]

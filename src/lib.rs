@@ -430,8 +430,19 @@
 //! * `shutdown` — `update_receiver` passes work to, and cleanly stops, a thread
 //!   blocked in `wait_receive`.
 //! * `echo_server` / `echo_client` — the same as two programs.
+//!
+//! # Cargo features
+//!
+//! * `unstable` — makes the `wire` module (the sans-IO frame codec) public:
+//!   exposes internals for fuzzing and benchmarks; no semver promise. Off by
+//!   default.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
+#![deny(missing_debug_implementations)]
+
+// Lets code written against the public paths (`tofu::...`) compile inside the
+// crate too: the fuzz checks replayed by the unit tests in `fuzz_replay`.
+extern crate self as tofu;
 
 mod address;
 mod engine;
@@ -439,7 +450,14 @@ mod error;
 mod message;
 mod sys;
 pub mod testing;
+#[cfg(feature = "unstable")]
 pub mod wire;
+#[cfg(not(feature = "unstable"))]
+#[allow(unreachable_pub, dead_code)] // public only with `unstable`
+mod wire;
+
+#[cfg(test)]
+mod fuzz_replay;
 
 pub use address::Address;
 pub use engine::{

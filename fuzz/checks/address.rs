@@ -8,7 +8,7 @@
 //! * an address built with the constructors from arbitrary parts either fails
 //!   `format` or reads back equal.
 //!
-//! Shared by the fuzz target `address` and by `tests/fuzz_regressions.rs`,
+//! Shared by the fuzz target `address` and by `src/fuzz_replay.rs`,
 //! which replays the saved inputs on stable.
 
 use tofu::{Address, Message};

@@ -3,7 +3,7 @@
 //! length (bits 6-7 of the proto byte are engine-internal, so bytes may differ
 //! there).
 //!
-//! Shared by the fuzz target `decode` and by `tests/fuzz_regressions.rs`,
+//! Shared by the fuzz target `decode` and by `src/fuzz_replay.rs`,
 //! which replays the saved inputs on stable.
 
 use tofu::Message;

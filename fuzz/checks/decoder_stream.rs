@@ -5,7 +5,7 @@
 //! frames; running out of pool messages (`NeedMessage`) only delays decoding;
 //! every message goes back to the pool.
 //!
-//! Shared by the fuzz target `decoder_stream` and by `tests/fuzz_regressions.rs`,
+//! Shared by the fuzz target `decoder_stream` and by `src/fuzz_replay.rs`,
 //! which replays the saved inputs on stable.
 
 use tofu::wire::{Decoded, Decoder, FrameError};

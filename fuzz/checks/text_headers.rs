@@ -9,7 +9,7 @@
 //! * `remove(name)` removes exactly the pairs with that name;
 //! * `get(name)` is the first pair with that name.
 //!
-//! Shared by the fuzz target `text_headers` and by `tests/fuzz_regressions.rs`,
+//! Shared by the fuzz target `text_headers` and by `src/fuzz_replay.rs`,
 //! which replays the saved inputs on stable.
 
 use tofu::wire::{Decoded, Decoder, FrameError, HEADER_LEN, encode_to_vec};

@@ -1,4 +1,5 @@
-//! Platform sockets: the only module with `cfg(unix)`/`cfg(windows)` code.
+//! Platform sockets: the only module with `cfg(unix)`/`cfg(windows)` or
+//! `cfg(target_os = ...)` code.
 //!
 //! Each platform provides, on top of `std::net`, `socket2` and `mio`:
 //! * [`Stream`]: a non-blocking connected stream (TCP everywhere, Unix-domain
@@ -8,7 +9,8 @@
 //!   creation with the options SPEC §5 requires — SO_REUSEADDR on listeners,
 //!   TCP_NODELAY and SO_LINGER 0 on TCP streams, stale UDS socket files removed
 //!   before bind;
-//! * [`is_disconnect`]: which I/O errors mean "the peer went away".
+//! * [`is_disconnect`]: which I/O errors mean "the peer went away";
+//! * [`MAX_UDS_PATH_LEN`]: the longest Unix-domain socket path.
 //!
 //! On Unix, Unix-domain sockets are mio's own. On Windows (`windows.rs`) they
 //! are AF_UNIX sockets made with socket2 and driven by mio as TCP streams; where
@@ -39,6 +41,42 @@ pub(crate) use windows::{connect_uds, listen_uds};
 
 /// Backlog for listening sockets.
 const BACKLOG: i32 = 1024;
+
+/// The longest Unix-domain socket path, in bytes, without the terminating NUL.
+///
+/// `sockaddr_un.sun_path` is 104 bytes on Apple platforms and the BSDs and 108
+/// on Linux and Windows (SPEC §7), and we assume 108 elsewhere; one byte is
+/// kept for the NUL that the OS expects at the end of the path.
+pub(crate) const MAX_UDS_PATH_LEN: usize = SUN_PATH_LEN - 1;
+
+/// The size of `sockaddr_un.sun_path`: 104 bytes on Apple platforms and the BSDs.
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "tvos",
+    target_os = "watchos",
+    target_os = "visionos",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly",
+))]
+const SUN_PATH_LEN: usize = 104;
+
+/// The size of `sockaddr_un.sun_path`: 108 bytes on Linux and Windows, assumed
+/// elsewhere.
+#[cfg(not(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "tvos",
+    target_os = "watchos",
+    target_os = "visionos",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly",
+)))]
+const SUN_PATH_LEN: usize = 108;
 
 /// A connected (or connecting) non-blocking stream.
 #[derive(Debug)]
@@ -276,4 +314,38 @@ pub(crate) fn is_disconnect(e: &io::Error) -> bool {
             | io::ErrorKind::BrokenPipe
             | io::ErrorKind::UnexpectedEof
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uds_path_limit_is_the_platform_one() {
+        let expected = if cfg!(any(
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "tvos",
+            target_os = "watchos",
+            target_os = "visionos",
+            target_os = "freebsd",
+            target_os = "openbsd",
+            target_os = "netbsd",
+            target_os = "dragonfly"
+        )) {
+            103
+        } else {
+            107
+        };
+        assert_eq!(MAX_UDS_PATH_LEN, expected);
+    }
+
+    /// The limit leaves room for the NUL in the platform's own `sun_path`.
+    #[cfg(unix)]
+    #[test]
+    fn uds_path_limit_matches_libc_sockaddr_un() {
+        let sun_path = std::mem::size_of::<libc::sockaddr_un>()
+            - std::mem::offset_of!(libc::sockaddr_un, sun_path);
+        assert_eq!(MAX_UDS_PATH_LEN + 1, sun_path);
+    }
 }

@@ -211,6 +211,7 @@ struct Partial {
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "unstable")] { // `tofu::wire` is public only with `unstable`
 /// use tofu::wire::{Decoded, Decoder};
 /// use tofu::Message;
 ///
@@ -222,6 +223,7 @@ struct Partial {
 /// let Ok(Decoded::Frame(msg)) = dec.decode(&mut input, &mut || Some(Message::new())) else { panic!() };
 /// assert_eq!((msg.header.channel_number, msg.header.message_id), (0x1234, 7));
 /// assert_eq!(msg.body, b"ping");
+/// # }
 /// ```
 #[derive(Default)]
 pub struct Decoder {
@@ -229,6 +231,20 @@ pub struct Decoder {
     header_len: usize,
     pending: Option<FrameHeader>,
     partial: Option<Partial>,
+}
+
+/// Shows where the decoder is in the current frame; never the buffered bytes.
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Decoder");
+        d.field("header_len", &self.header_len)
+            .field("pending", &self.pending);
+        if let Some(p) = &self.partial {
+            d.field("text", &format_args!("{}/{}", p.text.len(), p.text_len))
+                .field("body", &format_args!("{}/{}", p.msg.body.len(), p.body_len));
+        }
+        d.finish()
+    }
 }
 
 impl Decoder {
@@ -341,3 +357,5 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vectors;

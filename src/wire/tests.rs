@@ -232,6 +232,22 @@ fn spec_example_encodes_from_fields() {
 }
 
 #[test]
+fn decoder_debug_shows_progress_not_bytes() {
+    let mut dec = Decoder::new();
+    let mut input = &SPEC_EXAMPLE[..HEADER_LEN + 2]; // header and "pi"
+    assert!(matches!(
+        dec.decode(&mut input, &mut || Some(Message::new())),
+        Ok(Decoded::NeedBytes)
+    ));
+    let shown = format!("{dec:?}");
+    assert!(shown.contains("body: 2/4"), "{shown}");
+    assert!(
+        !shown.contains("112"),
+        "no body bytes (b'p' = 112): {shown}"
+    );
+}
+
+#[test]
 fn header_fields_are_big_endian() {
     let mut msg = message(
         OpCode::Signal,

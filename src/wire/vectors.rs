@@ -5,10 +5,14 @@
 //! loopback TCP conversation — Hello, a Request "ping" and its Response, Bye. The
 //! copy lives in the repository so the test runs on a clean clone; when the shared
 //! original is present too, the test also checks that the two have not drifted.
+//!
+//! (Unit tests rather than an integration test: `wire` is private unless the
+//! `unstable` feature is on.)
 
 use serde_json::Value;
-use tofu::wire::{Decoded, Decoder, FrameHeader, encode_to_vec, frame_slices};
-use tofu::{Message, More, OpCode, Origin};
+
+use super::{Decoded, Decoder, FrameHeader, encode_to_vec, frame_slices};
+use crate::{Message, More, OpCode, Origin};
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tcp-session.json");
 const SHARED_VECTORS: &str = concat!(

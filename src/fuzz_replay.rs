@@ -6,6 +6,10 @@
 //! * `fuzz/seeds/<target>/`: the hand-written seeds the fuzzer starts from.
 //!
 //! Run the fuzzers themselves with `scripts/fuzz.sh`.
+//!
+//! Unit tests rather than an integration test because the checks use
+//! `tofu::wire`, which is private unless the `unstable` feature is on; inside
+//! the crate their `tofu::` paths resolve through `extern crate self as tofu`.
 
 use std::path::Path;
 
