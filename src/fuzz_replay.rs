@@ -15,6 +15,8 @@ use std::path::Path;
 
 #[path = "../fuzz/checks/address.rs"]
 mod address;
+#[path = "../fuzz/checks/channel.rs"]
+mod channel;
 #[path = "../fuzz/checks/decode.rs"]
 mod decode;
 #[path = "../fuzz/checks/decoder_stream.rs"]
@@ -62,4 +64,9 @@ fn replay_text_headers() {
 #[test]
 fn replay_decoder_stream() {
     assert!(replay("decoder_stream", decoder_stream::run) > 0);
+}
+
+#[test]
+fn replay_channel() {
+    assert!(replay("channel", channel::run) > 0);
 }

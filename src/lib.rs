@@ -433,9 +433,9 @@
 //!
 //! # Cargo features
 //!
-//! * `unstable` — makes the `wire` module (the sans-IO frame codec) public:
-//!   exposes internals for fuzzing and benchmarks; no semver promise. Off by
-//!   default.
+//! * `unstable` — makes the `wire` module (the sans-IO frame codec) and the
+//!   `unstable` module (the channel-core fuzz driver) public: exposes
+//!   internals for fuzzing and benchmarks; no semver promise. Off by default.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
@@ -458,6 +458,24 @@ mod wire;
 
 #[cfg(test)]
 mod fuzz_replay;
+
+/// Internals for fuzzing (feature `unstable`): no semver promise.
+#[cfg(any(test, feature = "unstable"))]
+pub mod unstable {
+    /// Runs one fuzz input against two sans-IO channel cores back to back
+    /// over in-memory pipes: the bytes script posts, partial writes, split
+    /// reads, corruption, resets and pool starvation, and every step checks
+    /// the core's invariants (nothing panics; every posted message ends
+    /// exactly once; deliveries are valid frames, in order; no pool message
+    /// leaks).
+    ///
+    /// # Panics
+    ///
+    /// When an invariant does not hold — that is the finding.
+    pub fn fuzz_channel(data: &[u8]) {
+        crate::engine::fuzz_channel(data);
+    }
+}
 
 pub use address::Address;
 pub use engine::{

@@ -25,6 +25,9 @@ use crossbeam_queue::SegQueue;
 
 pub use group::ChannelGroup;
 
+#[cfg(any(test, feature = "unstable"))]
+pub(crate) use self::core::fuzz::run as fuzz_channel;
+
 use crate::address::Address;
 use crate::error::Error;
 use crate::message::{Allocation, Message, Pool};

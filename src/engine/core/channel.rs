@@ -123,6 +123,13 @@ impl ChannelCore {
         self.phase != Phase::AwaitHello
     }
 
+    /// Heap memory the channel keeps (queue and stash capacities), in
+    /// entries and bytes: 0 for an idle channel that never grew.
+    #[cfg(test)]
+    pub(crate) fn heap_capacity(&self) -> usize {
+        self.send.capacity() + self.recv.stash_capacity() + self.deliveries.capacity()
+    }
+
     // ----- connecting --------------------------------------------------------
 
     /// A non-blocking connect started.

@@ -25,6 +25,8 @@ pub(crate) mod recv;
 pub(crate) mod send;
 
 #[cfg(any(test, feature = "unstable"))]
+pub(crate) mod fuzz;
+#[cfg(any(test, feature = "unstable"))]
 pub(crate) mod pair;
 
 #[cfg(test)]

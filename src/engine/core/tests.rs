@@ -759,3 +759,31 @@ fn starved_frames_resume_in_order_across_refills() {
     assert_eq!(got, (1..=40).collect::<Vec<_>>());
     assert!(p.client.pipe.is_empty() && !p.server.core.has_backlog());
 }
+
+// ----- listeners ---------------------------------------------------------------
+
+#[test]
+fn posts_on_a_listener() {
+    assert_eq!(listener_post(OpCode::Request), (Status::NotAllowed, None));
+    assert_eq!(listener_post(OpCode::HelloResponse).0, Status::NotAllowed);
+    for op in [OpCode::ByeSignal, OpCode::ByeRequest] {
+        let (status, close) = listener_post(op);
+        assert_eq!(status, Status::ChannelClosed);
+        assert_eq!(close.map(|c| c.cause), Some(Cause::Abort));
+    }
+}
+
+// ----- idle memory -------------------------------------------------------------
+
+#[test]
+fn a_new_channel_holds_no_heap_memory() {
+    let core = ChannelCore::accepted(1);
+    assert_eq!(core.heap_capacity(), 0);
+    let mut p = Pair::connected(16);
+    post_signals(&mut p, Side::Client, 1, 200);
+    p.settle();
+    assert!(
+        p.client.core.heap_capacity() <= 64 * 64,
+        "a drained send queue shrinks back"
+    );
+}

@@ -1,0 +1,7 @@
+//! cargo-fuzz target `channel`: see `fuzz/checks/channel.rs` for what it checks.
+#![no_main]
+
+#[path = "../checks/channel.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::run(data));
