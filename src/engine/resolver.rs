@@ -46,7 +46,11 @@ impl Resolver {
     }
 
     /// A lookup reported back: the next waiting one may start.
-    pub(crate) fn finished(&mut self, shared: &Arc<Shared>, is_open: impl Fn(Key) -> bool) -> Vec<Key> {
+    pub(crate) fn finished(
+        &mut self,
+        shared: &Arc<Shared>,
+        is_open: impl Fn(Key) -> bool,
+    ) -> Vec<Key> {
         self.running -= 1;
         self.start(shared, is_open)
     }

@@ -108,7 +108,7 @@ impl ChannelCore {
         self.phase
     }
 
-    #[cfg(any(test, feature = "unstable"))]
+    #[cfg(test)]
     pub(crate) fn bye(&self) -> Bye {
         self.bye
     }
@@ -222,7 +222,7 @@ impl ChannelCore {
         self.recv.has_backlog()
     }
 
-    #[cfg(any(test, feature = "unstable"))]
+    #[cfg(test)]
     /// Bytes read but not decoded yet.
     pub(crate) fn stashed(&self) -> usize {
         self.recv.stashed()
@@ -281,11 +281,7 @@ impl ChannelCore {
             Decode::Stop => Flow::Close(close.expect("a stop carries its close")),
             Decode::Invalid(e) => {
                 tracing::debug!(channel = self.number, "invalid frame: {e}");
-                Flow::Close(Close::new(
-                    e.status(),
-                    self.seen(),
-                    Cause::InvalidFrame,
-                ))
+                Flow::Close(Close::new(e.status(), self.seen(), Cause::InvalidFrame))
             }
         }
     }

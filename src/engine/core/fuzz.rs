@@ -125,7 +125,10 @@ impl Driver {
         let done = peer.frames_written - before;
         let model = &mut self.models[index(side)];
         for _ in 0..done {
-            let id = model.queued.pop_front().expect("written frames were queued");
+            let id = model
+                .queued
+                .pop_front()
+                .expect("written frames were queued");
             model.written.push(id);
             model.ended.push(id);
         }
@@ -182,7 +185,11 @@ impl Driver {
         mine.checked = delivered.len();
         let peer = &self.pair.peer(side);
         match peer.closed {
-            None => assert_eq!(peer.core.queued(), mine.queued.len(), "core and model agree"),
+            None => assert_eq!(
+                peer.core.queued(),
+                mine.queued.len(),
+                "core and model agree"
+            ),
             Some(close) => {
                 assert_eq!(peer.core.queued(), 0);
                 if close.report {
@@ -240,11 +247,19 @@ pub(crate) fn run(data: &[u8]) {
                     d.post(side, kind, body, arg & 0x80 != 0);
                 }
                 30..=44 => {
-                    let limit = if arg == 255 { usize::MAX } else { 1 + arg as usize * 3 };
+                    let limit = if arg == 255 {
+                        usize::MAX
+                    } else {
+                        1 + arg as usize * 3
+                    };
                     d.write(side, limit);
                 }
                 45..=64 => {
-                    let max = if arg == 0 { usize::MAX } else { arg as usize * 5 };
+                    let max = if arg == 0 {
+                        usize::MAX
+                    } else {
+                        arg as usize * 5
+                    };
                     let chunk = 1 + input.byte().unwrap_or(255) as usize * 17;
                     d.pair.transfer(side, max, chunk);
                 }

@@ -188,7 +188,10 @@ mod tests {
         d.open(n, 3);
         d.acquire(n, 3).unwrap();
         d.acquire(n, 3).unwrap();
-        assert!(l.retire(&d, n, 3, 9, Status::PeerDisconnected, true).is_none());
+        assert!(
+            l.retire(&d, n, 3, 9, Status::PeerDisconnected, true)
+                .is_none()
+        );
         assert!(l.is_zombie(n));
         // Two posts were on their way: each is given back with the status,
         // the report rides with the last.
@@ -213,7 +216,10 @@ mod tests {
         let mut l = Lifecycle::new();
         let n = l.alloc().unwrap();
         d.open(n, 1);
-        assert!(l.retire(&d, n, 1, 0, Status::InvalidMessage, false).is_none());
+        assert!(
+            l.retire(&d, n, 1, 0, Status::InvalidMessage, false)
+                .is_none()
+        );
         assert!(!l.is_zombie(n));
         assert_eq!(d.acquire(n, 1), Err(crate::Error::InvalidChannelNumber));
     }
@@ -235,6 +241,10 @@ mod tests {
         }
         all.sort_unstable();
         all.dedup();
-        assert_eq!(all.len(), RESERVE + RESERVE / 2 + 1, "no number handed out twice");
+        assert_eq!(
+            all.len(),
+            RESERVE + RESERVE / 2 + 1,
+            "no number handed out twice"
+        );
     }
 }

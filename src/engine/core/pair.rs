@@ -107,12 +107,12 @@ impl Peer {
                 break;
             }
         }
-        drop(iov);
         self.frames_written += self.core.handle_written(n);
         n
     }
 
     /// Writes until nothing is left to write.
+    #[cfg(test)]
     pub(crate) fn write_all(&mut self) {
         while self.core.wants_write() && self.closed.is_none() {
             self.write(usize::MAX);
@@ -186,6 +186,7 @@ pub(crate) struct Pair {
 }
 
 impl Pair {
+    #[cfg(test)]
     pub(crate) fn new(pool_size: usize) -> Pair {
         Pair::with_pools(pool_size, pool_size)
     }
@@ -207,6 +208,7 @@ impl Pair {
     pub(crate) const HELLO_ID: u64 = 0x4e11;
 
     /// Hello, accepted: both ends open, both deliveries taken.
+    #[cfg(test)]
     pub(crate) fn connected(pool_size: usize) -> Pair {
         let mut p = Pair::new(pool_size);
         p.settle();
@@ -256,6 +258,7 @@ impl Pair {
     }
 
     /// Writes, reads and resumes both ways until nothing moves.
+    #[cfg(test)]
     pub(crate) fn settle(&mut self) {
         for _ in 0..10_000 {
             self.client.write_all();

@@ -49,7 +49,7 @@ impl Receiver {
         !self.stash.is_empty() || self.decoder.needs_message()
     }
 
-    #[cfg(any(test, feature = "unstable"))]
+    #[cfg(test)]
     /// Bytes held in the stash.
     pub(crate) fn stashed(&self) -> usize {
         self.stash.len()
@@ -86,7 +86,11 @@ impl Receiver {
 
     /// Decodes the backlog (after the pool refilled); the header may be all
     /// there is, with nothing left to read.
-    pub(crate) fn resume(&mut self, pool: &Pool, on_frame: &mut dyn FnMut(Message) -> bool) -> Decode {
+    pub(crate) fn resume(
+        &mut self,
+        pool: &Pool,
+        on_frame: &mut dyn FnMut(Message) -> bool,
+    ) -> Decode {
         let stash = std::mem::take(&mut self.stash);
         self.decode(&stash, pool, on_frame)
     }

@@ -94,7 +94,7 @@ impl SendQueue {
         self.queue.len()
     }
 
-    #[cfg(any(test, feature = "unstable"))]
+    #[cfg(test)]
     /// Bytes of the front frame already written (0 at a frame boundary).
     pub(crate) fn cursor(&self) -> usize {
         self.sent
@@ -170,7 +170,10 @@ mod tests {
     }
 
     fn gather(iov: &IoVec<'_>) -> Vec<u8> {
-        iov.as_slices().iter().flat_map(|s| s.iter().copied()).collect()
+        iov.as_slices()
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect()
     }
 
     fn encoded(m: &Message) -> Vec<u8> {

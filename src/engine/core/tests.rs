@@ -67,7 +67,11 @@ fn hello_is_delivered_and_answered() {
     let hello = p.server.take_delivered();
     assert_eq!(hello.len(), 1);
     assert_eq!(hello[0].opcode(), OpCode::HelloRequest);
-    assert_eq!(hello[0].channel_number(), SERVER, "the receiver's own number");
+    assert_eq!(
+        hello[0].channel_number(),
+        SERVER,
+        "the receiver's own number"
+    );
     assert!(hello[0].is_from_application());
     assert_eq!(p.server.core.phase(), Phase::Open);
     assert!(p.server.core.seen());
@@ -88,7 +92,10 @@ fn nothing_is_written_before_the_connect_completes() {
     hello.header.proto.opcode = OpCode::HelloRequest;
     let mut core = ChannelCore::client(3, hello);
     assert_eq!(core.phase(), Phase::Resolving);
-    assert!(core.seen(), "a client channel is the application's from the start");
+    assert!(
+        core.seen(),
+        "a client channel is the application's from the start"
+    );
     assert!(!core.wants_write());
     core.handle_connecting();
     assert!(!core.wants_write());
@@ -107,7 +114,10 @@ fn first_frame_other_than_hello_closes_silently() {
     let close = Close::new(Status::InvalidMessage, false, Cause::NotHello);
     assert_eq!(flow, Flow::Close(close));
     assert!(close.is_invalid_frame() && close.is_silent());
-    assert!(p.server.delivered.is_empty(), "the application never hears of it");
+    assert!(
+        p.server.delivered.is_empty(),
+        "the application never hears of it"
+    );
 }
 
 #[test]
@@ -153,7 +163,10 @@ fn hello_split_at_every_offset_arrives_once() {
     let mut hello = Message::new();
     hello.header.proto.opcode = OpCode::HelloRequest;
     hello.header.message_id = 77;
-    hello.text_headers.append("~connect_to", "tcp|127.0.0.1|9").unwrap();
+    hello
+        .text_headers
+        .append("~connect_to", "tcp|127.0.0.1|9")
+        .unwrap();
     hello.body.extend_from_slice(b"greetings");
     let bytes = encoded(&hello);
     for cut in 0..=bytes.len() {
@@ -268,7 +281,11 @@ fn partial_writes_at_every_offset_deliver_every_frame_once() {
         }
         assert_eq!(writes, total.div_ceil(limit), "limit {limit} total {total}");
         assert_eq!(p.client.frames_written - before, 3);
-        assert_eq!(ids(&p.server.delivered), [1, 2, 3], "writes of {limit} bytes");
+        assert_eq!(
+            ids(&p.server.delivered),
+            [1, 2, 3],
+            "writes of {limit} bytes"
+        );
     }
 }
 
@@ -277,7 +294,10 @@ fn many_frames_in_one_read() {
     let mut p = Pair::connected(64);
     post_signals(&mut p, Side::Client, 1, 50);
     p.client.write_all();
-    assert_eq!(p.transfer(Side::Client, usize::MAX, 1 << 20), 50 * (HEADER_LEN + 8));
+    assert_eq!(
+        p.transfer(Side::Client, usize::MAX, 1 << 20),
+        50 * (HEADER_LEN + 8)
+    );
     assert_eq!(p.server.delivered.len(), 50);
 }
 
@@ -379,7 +399,12 @@ fn nothing_may_follow_a_bye_request() {
     let mut p = Pair::connected(16);
     let bye = p.client.message(OpCode::ByeRequest, 1, b"");
     p.client.post(bye);
-    for op in [OpCode::Request, OpCode::Signal, OpCode::ByeRequest, OpCode::ByeResponse] {
+    for op in [
+        OpCode::Request,
+        OpCode::Signal,
+        OpCode::ByeRequest,
+        OpCode::ByeResponse,
+    ] {
         let m = p.client.message(op, 2, b"late");
         assert_eq!(p.client.post(m), Posted::GivenBack);
     }
@@ -435,7 +460,10 @@ fn end_of_stream_before_our_bye_is_written_is_a_disconnect() {
     let bye = p.client.message(OpCode::ByeRequest, 1, b"");
     p.client.post(bye);
     let close = p.client.end(End::Eof);
-    assert_eq!(close, Close::new(Status::PeerDisconnected, true, Cause::ReadEnded));
+    assert_eq!(
+        close,
+        Close::new(Status::PeerDisconnected, true, Cause::ReadEnded)
+    );
     let back = p.client.take_delivered();
     assert_eq!(ops(&back), [OpCode::ByeRequest]);
     assert_eq!(back[0].status(), Status::PeerDisconnected);
@@ -480,8 +508,15 @@ fn write_failures_give_back_what_was_not_written() {
         while let Some(m) = p.client.core.poll_delivery() {
             back.push(m);
         }
-        assert_eq!(ids(&back), [2, 3], "the partly written frame comes back too");
-        assert!(back.iter().all(|m| m.status() == status && m.is_from_engine()));
+        assert_eq!(
+            ids(&back),
+            [2, 3],
+            "the partly written frame comes back too"
+        );
+        assert!(
+            back.iter()
+                .all(|m| m.status() == status && m.is_from_engine())
+        );
     }
 }
 
@@ -522,7 +557,11 @@ fn abort_accounting_prefix_delivered_suffix_given_back() {
             .collect();
         let mut all = got.clone();
         all.extend(&back);
-        assert_eq!(all, (1..=N).collect::<Vec<_>>(), "cut at {cut}: nothing lost or twice");
+        assert_eq!(
+            all,
+            (1..=N).collect::<Vec<_>>(),
+            "cut at {cut}: nothing lost or twice"
+        );
         assert_eq!(got.len(), cut / (HEADER_LEN + 8), "the peer got a prefix");
     }
 }
@@ -558,7 +597,11 @@ fn invalid_opcodes_close_the_channel() {
 
 #[test]
 fn local_only_opcodes_on_the_wire_close_the_channel() {
-    for op in [OpCode::ByeSignal, OpCode::WelcomeRequest, OpCode::WelcomeResponse] {
+    for op in [
+        OpCode::ByeSignal,
+        OpCode::WelcomeRequest,
+        OpCode::WelcomeResponse,
+    ] {
         let close = invalid_after_hello(&raw_frame(op as u8, 1, 1, b"", b""));
         assert_eq!(close.cause, Cause::InvalidFrame, "{op:?}");
     }
@@ -566,7 +609,11 @@ fn local_only_opcodes_on_the_wire_close_the_channel() {
 
 #[test]
 fn more_on_a_non_regular_message_closes_the_channel() {
-    for op in [OpCode::HelloRequest, OpCode::ByeRequest, OpCode::ByeResponse] {
+    for op in [
+        OpCode::HelloRequest,
+        OpCode::ByeRequest,
+        OpCode::ByeResponse,
+    ] {
         let close = invalid_after_hello(&raw_frame(op as u8 | 0x20, 1, 1, b"", b""));
         assert!(close.is_invalid_frame(), "{op:?}");
     }
@@ -605,7 +652,10 @@ fn the_first_frame_is_checked_as_soon_as_its_header_is_complete() {
     let mut p = Pair::new(16);
     let frame = raw_frame(12, 1, 1, b"", &[0; 1000]);
     assert_eq!(p.server.read(&frame[..HEADER_LEN - 1]), Flow::Continue);
-    assert!(matches!(p.server.read(&frame[HEADER_LEN - 1..HEADER_LEN]), Flow::Close(_)));
+    assert!(matches!(
+        p.server.read(&frame[HEADER_LEN - 1..HEADER_LEN]),
+        Flow::Close(_)
+    ));
 }
 
 // ----- backpressure ----------------------------------------------------------
@@ -615,7 +665,9 @@ fn a_tiny_pool_starves_and_resumes_without_losing_a_frame() {
     let mut p = Pair::with_pools(16, 1);
     p.settle();
     let hello = p.server.take_delivered();
-    let answer = p.server.message(OpCode::HelloResponse, hello[0].header.message_id, b"");
+    let answer = p
+        .server
+        .message(OpCode::HelloResponse, hello[0].header.message_id, b"");
     drop(hello);
     p.server.post(answer);
     p.settle();
@@ -672,7 +724,10 @@ fn an_empty_pool_leaves_data_in_the_kernel() {
     let p = Pair::with_pools(16, 1);
     let held = p.server.pool.get(crate::message::Allocation::PoolOnly);
     assert!(held.is_some());
-    assert!(!p.server.may_read(), "no message to read into, no frame in progress");
+    assert!(
+        !p.server.may_read(),
+        "no message to read into, no frame in progress"
+    );
 }
 
 #[test]
@@ -680,7 +735,12 @@ fn a_partial_frame_does_not_take_the_reserve() {
     // Pool of 8: one message is kept for complete frames.
     let mut p = Pair::connected(8);
     let held: Vec<Message> = (0..7)
-        .map(|_| p.server.pool.get(crate::message::Allocation::PoolOnly).unwrap())
+        .map(|_| {
+            p.server
+                .pool
+                .get(crate::message::Allocation::PoolOnly)
+                .unwrap()
+        })
         .collect();
     assert_eq!(p.server.pool.len(), 1);
     let frame = raw_frame(2, 1, 1, b"", &[7; 100]);
@@ -713,8 +773,15 @@ fn a_complete_header_waits_for_a_message_then_resumes() {
     p.settle();
     // The HelloRequest holds the only message; a header-only frame arrives.
     assert_eq!(p.server.read(&raw_frame(5, 1, 8, b"", b"")), Flow::Starved);
-    assert!(p.server.core.has_backlog(), "the header waits, nothing to read");
-    assert_eq!(p.server.resume(), Flow::Continue, "still empty: stays starved");
+    assert!(
+        p.server.core.has_backlog(),
+        "the header waits, nothing to read"
+    );
+    assert_eq!(
+        p.server.resume(),
+        Flow::Continue,
+        "still empty: stays starved"
+    );
     assert!(p.server.starved);
     drop(p.server.take_delivered());
     assert_eq!(p.server.resume(), Flow::Continue);
@@ -740,7 +807,9 @@ fn starved_frames_resume_in_order_across_refills() {
     let mut p = Pair::with_pools(16, 2);
     p.settle();
     let hello = p.server.take_delivered();
-    let answer = p.server.message(OpCode::HelloResponse, hello[0].header.message_id, b"");
+    let answer = p
+        .server
+        .message(OpCode::HelloResponse, hello[0].header.message_id, b"");
     drop(hello);
     p.server.post(answer);
     p.settle();

@@ -146,7 +146,6 @@ impl Reactor {
             s.core.poll_transmit(&mut iov);
             writes += 1;
             let written = sock.write_vectored(iov.as_slices());
-            drop(iov);
             match written {
                 Ok(0) => break Err(s.core.handle_write_failed(End::Failed)),
                 Ok(n) => {

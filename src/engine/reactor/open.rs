@@ -209,9 +209,9 @@ impl Reactor {
                         unreachable!("matched above")
                     };
                     let slab = &self.slab;
-                    let failed =
-                        self.resolver
-                            .lookup(&self.shared, key, host, port, |k| slab.get(k).is_some());
+                    let failed = self
+                        .resolver
+                        .lookup(&self.shared, key, host, port, |k| slab.get(k).is_some());
                     self.lookups_failed(failed);
                 }
             },
