@@ -145,6 +145,7 @@ impl ChannelCore {
     // ----- sending -----------------------------------------------------------
 
     /// A message the application posted on this channel.
+    #[inline]
     pub(crate) fn handle_post(&mut self, msg: Message) -> Posted {
         if self.first_id == 0 {
             self.first_id = msg.header.message_id;
@@ -344,6 +345,7 @@ struct Frames<'a> {
 
 impl Frames<'_> {
     /// One valid frame from the peer.
+    #[inline]
     fn frame(self, mut msg: Message) -> Result<(), Close> {
         let op = msg.header.proto.opcode;
         if *self.phase == Phase::AwaitHello {

@@ -120,7 +120,15 @@ impl Lifecycle {
 
     /// A message posted before its channel closed arrived: give it back.
     /// `Err` gives `msg` back untouched when `number` is not a zombie.
-    pub(crate) fn late(&mut self, number: u16, mut msg: Message) -> Result<Late, Message> {
+    #[inline]
+    pub(crate) fn late(&mut self, number: u16, msg: Message) -> Result<Late, Message> {
+        if self.zombies.is_empty() {
+            return Err(msg);
+        }
+        self.late_slow(number, msg)
+    }
+
+    fn late_slow(&mut self, number: u16, mut msg: Message) -> Result<Late, Message> {
         let Some(z) = self.zombies.get_mut(&number) else {
             return Err(msg);
         };

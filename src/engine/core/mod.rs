@@ -113,8 +113,9 @@ impl Close {
 pub(crate) enum Flow {
     /// Go on.
     Continue,
-    /// The pool had no message for a frame: reading stops until it refills
-    /// (the undecoded bytes are stashed in the core).
+    /// The pool had no message for a frame: reading stops until it refills.
+    /// The undecoded bytes are stashed in the core, and the pool's
+    /// notification is armed, so a returned message wakes the I/O thread.
     Starved,
     /// The channel must close. Deliver what the core queued first.
     Close(Close),

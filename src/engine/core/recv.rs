@@ -21,7 +21,8 @@ use super::backpressure::partial_reserve;
 pub(crate) enum Decode {
     /// All input consumed (or stashed while the frame completes).
     Continue,
-    /// No message for a frame: the rest is stashed.
+    /// No message for a frame: the rest is stashed and the pool's
+    /// notification is armed.
     Starved,
     /// The frame handler asked to stop (the channel closes).
     Stop,
@@ -134,6 +135,10 @@ impl Receiver {
                         self.stash_rest(input);
                         return Decode::Continue;
                     }
+                    // Needs memory: arm the pool's notification (a message
+                    // returned from now on wakes the I/O thread), then look
+                    // again — one may have come back meanwhile.
+                    pool.arm();
                     if pool.is_empty() {
                         self.stash_rest(input);
                         return Decode::Starved;

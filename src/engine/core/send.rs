@@ -73,6 +73,7 @@ pub(crate) struct SendQueue {
 impl SendQueue {
     /// Queues `msg`; gives it back when a section is longer than 65535 bytes
     /// (`post` has already refused those, so this does not happen).
+    #[inline]
     pub(crate) fn push(&mut self, msg: Message) -> Result<(), Message> {
         let Ok(fh) = FrameHeader::for_message(&msg) else {
             return Err(msg);

@@ -310,27 +310,19 @@ impl Reactor {
 
     /// Delivers what the core decoded and carries out its decision; `None`
     /// means "read on".
-    fn after_decode(&mut self, key: Key, mut flow: Flow) -> Option<Stop> {
-        loop {
-            self.deliver_from(key);
-            match flow {
-                Flow::Continue => return None,
-                Flow::Close(close) => {
-                    self.close_counted(key, close);
-                    return Some(Stop::Closed);
-                }
-                Flow::Starved => {
-                    // The core needs memory: arm the pool's notification, then
-                    // look again (a message may have come back meanwhile).
-                    let pool = &self.shared.pool;
-                    pool.arm();
-                    if pool.is_empty() {
-                        self.starve(key);
-                        return Some(Stop::Starved);
-                    }
-                    let s = stream_of(&mut self.slab, key)?;
-                    flow = s.core.handle_resume(&self.shared.pool);
-                }
+    fn after_decode(&mut self, key: Key, flow: Flow) -> Option<Stop> {
+        self.deliver_from(key);
+        match flow {
+            Flow::Continue => None,
+            Flow::Close(close) => {
+                self.close_counted(key, close);
+                Some(Stop::Closed)
+            }
+            Flow::Starved => {
+                // The core armed the pool's notification and found it still
+                // empty: wait for the refill.
+                self.starve(key);
+                Some(Stop::Starved)
             }
         }
     }

@@ -222,6 +222,7 @@ impl Reactor {
     fn send(&mut self, group: u32, msg: Message) {
         let number = msg.header.channel_number;
         self.shared.directory.arrived(number);
+        // The common case (no zombie at all) costs one branch.
         let mut msg = match self.lifecycle.late(number, msg) {
             Ok(late) => {
                 self.deliver_to(late.given_back);

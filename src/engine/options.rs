@@ -1,0 +1,41 @@
+//! Engine settings and their limits.
+
+/// Engine settings. `0` means "the default" for the pool sizes.
+///
+/// ```
+/// use tofu::Options;
+/// let opts = Options { max_pool_msgs: 8, ..Options::default() };
+/// assert_eq!(opts.initial_pool_msgs, 16);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Messages allocated into the pool at start (default 16).
+    pub initial_pool_msgs: u16,
+    /// Most free messages the pool keeps (default 64; raised to the initial count
+    /// if lower).
+    pub max_pool_msgs: u16,
+    /// Bytes read from a socket per system call (default 64 KiB; kept between
+    /// 4 KiB and 16 MiB).
+    /// The I/O thread owns one buffer of this size, shared by all channels.
+    pub read_chunk: usize,
+}
+
+/// Smallest `read_chunk` used (smaller values are raised to it).
+pub(crate) const MIN_READ_CHUNK: usize = 4 * 1024;
+/// Largest `read_chunk` used (larger values are lowered to it).
+pub(crate) const MAX_READ_CHUNK: usize = 16 * 1024 * 1024;
+
+/// Default `initial_pool_msgs`.
+pub const DEFAULT_INITIAL_POOL_MSGS: u16 = 16;
+/// Default `max_pool_msgs`.
+pub const DEFAULT_MAX_POOL_MSGS: u16 = 64;
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            initial_pool_msgs: DEFAULT_INITIAL_POOL_MSGS,
+            max_pool_msgs: DEFAULT_MAX_POOL_MSGS,
+            read_chunk: 64 * 1024,
+        }
+    }
+}

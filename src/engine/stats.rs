@@ -1,0 +1,69 @@
+//! The engine's statistics: the public snapshot and the I/O thread's
+//! counters behind it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of an engine's counters ([`Engine::stats`]). All counters are
+/// cumulative since the engine started, except the gauges noted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Messages completely written to sockets.
+    pub messages_sent: u64,
+    /// Valid messages read from sockets and delivered.
+    pub messages_received: u64,
+    /// Bytes written to sockets.
+    pub bytes_sent: u64,
+    /// Bytes read from sockets.
+    pub bytes_received: u64,
+    /// Vectored write system calls (messages_sent / write_calls = batching).
+    pub write_calls: u64,
+    /// Read system calls that returned data.
+    pub read_calls: u64,
+    /// Times the I/O thread returned from `poll` (wake-ups).
+    pub polls: u64,
+    /// Gauge: open channels (listeners and I/O channels).
+    pub open_channels: u64,
+    /// Connections accepted by listeners.
+    pub accepted: u64,
+    /// Gauge: free messages in the pool.
+    pub pool_free: u64,
+    /// Gauge: messages taken from the pool and not yet returned.
+    pub pool_outstanding: u64,
+    /// Times reading stopped because the pool was empty.
+    pub pool_empty_events: u64,
+    /// Channels closed because of an invalid frame (SPEC §3), including the
+    /// accepted connections closed silently before the application saw them.
+    pub invalid_frames: u64,
+    /// Accepted connections closed silently (first frame invalid, or peer gone
+    /// before its HelloRequest).
+    pub silent_closes: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) messages_sent: AtomicU64,
+    pub(crate) messages_received: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) write_calls: AtomicU64,
+    pub(crate) read_calls: AtomicU64,
+    pub(crate) polls: AtomicU64,
+    pub(crate) open_channels: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) pool_empty_events: AtomicU64,
+    pub(crate) invalid_frames: AtomicU64,
+    pub(crate) silent_closes: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        if n != 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn sub_open(&self) {
+        self.open_channels.fetch_sub(1, Ordering::Relaxed);
+    }
+}
