@@ -289,6 +289,7 @@ fn odd_options_are_clamped() {
             initial_pool_msgs: 0,
             max_pool_msgs: 0,
             read_chunk,
+            ..tofu::Options::default()
         })
         .expect("engine");
         let server = engine.create_group().unwrap();

@@ -103,6 +103,10 @@ impl Engine {
             poll,
             shared.clone(),
             options.read_chunk.clamp(MIN_READ_CHUNK, MAX_READ_CHUNK),
+            core::Timeouts {
+                hello: options.hello_timeout,
+                bye: options.bye_timeout,
+            },
         );
         let thread = std::thread::Builder::new()
             .name("tofu-io".into())
@@ -174,6 +178,8 @@ impl Engine {
             pool_empty_events: get(&c.pool_empty_events),
             invalid_frames: get(&c.invalid_frames),
             silent_closes: get(&c.silent_closes),
+            hello_timeouts: get(&c.hello_timeouts),
+            bye_timeouts: get(&c.bye_timeouts),
         }
     }
 

@@ -1,5 +1,10 @@
 //! Engine settings and their limits.
 
+use std::time::Duration;
+
+/// Default hello and bye timeouts (SPEC §5.7a).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Engine settings. `0` means "the default" for the pool sizes.
 ///
 /// ```
@@ -18,6 +23,15 @@ pub struct Options {
     /// 4 KiB and 16 MiB).
     /// The I/O thread owns one buffer of this size, shared by all channels.
     pub read_chunk: usize,
+    /// An accepted connection that sends no HelloRequest within this is
+    /// closed silently and counted in [`Stats::hello_timeouts`](crate::Stats)
+    /// (default 10 s; `None` waits forever).
+    pub hello_timeout: Option<Duration>,
+    /// A ByeRequest the peer does not answer within this (counted from its
+    /// post) aborts the channel: queued messages come back and the
+    /// `channel_closed` report carries `~cause:communication_failed`
+    /// (default 10 s; `None` waits forever).
+    pub bye_timeout: Option<Duration>,
 }
 
 /// Smallest `read_chunk` used (smaller values are raised to it).
@@ -36,6 +50,8 @@ impl Default for Options {
             initial_pool_msgs: DEFAULT_INITIAL_POOL_MSGS,
             max_pool_msgs: DEFAULT_MAX_POOL_MSGS,
             read_chunk: 64 * 1024,
+            hello_timeout: Some(DEFAULT_TIMEOUT),
+            bye_timeout: Some(DEFAULT_TIMEOUT),
         }
     }
 }

@@ -15,7 +15,7 @@ pub(crate) const MAX_SLOTS: usize = INDEX_MASK;
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 
 /// A slot key: index plus generation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Key {
     pub(crate) index: u32,
     pub(crate) generation: u32,

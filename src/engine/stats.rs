@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A snapshot of an engine's counters ([`Engine::stats`]). All counters are
+/// A snapshot of an engine's counters ([`Engine::stats`](crate::Engine::stats)). All counters are
 /// cumulative since the engine started, except the gauges noted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -38,6 +38,13 @@ pub struct Stats {
     /// Accepted connections closed silently (first frame invalid, or peer gone
     /// before its HelloRequest).
     pub silent_closes: u64,
+    /// Accepted connections closed because no HelloRequest came within
+    /// [`Options::hello_timeout`](crate::Options) (also counted in
+    /// `silent_closes`).
+    pub hello_timeouts: u64,
+    /// Channels aborted because a ByeRequest went unanswered for
+    /// [`Options::bye_timeout`](crate::Options).
+    pub bye_timeouts: u64,
 }
 
 #[derive(Default)]
@@ -54,6 +61,8 @@ pub(crate) struct Counters {
     pub(crate) pool_empty_events: AtomicU64,
     pub(crate) invalid_frames: AtomicU64,
     pub(crate) silent_closes: AtomicU64,
+    pub(crate) hello_timeouts: AtomicU64,
+    pub(crate) bye_timeouts: AtomicU64,
 }
 
 impl Counters {

@@ -149,6 +149,10 @@ pub enum More {
     More = 1,
 }
 
+/// The text header of a `channel_closed` report that says why the channel
+/// ended (SPEC §5.6).
+const CAUSE_HEADER: &str = "~cause";
+
 /// The protocol bits of the binary header: opcode, origin, more.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ProtoFields {
@@ -250,6 +254,45 @@ impl Message {
         m.header.status = status as u8;
         m.header.message_id = message_id;
         m
+    }
+
+    /// The `channel_closed` report (SPEC §5.6), with `~cause` when the
+    /// channel ended by a failure, a timeout or the peer's abort.
+    pub(crate) fn closed_report(
+        channel_number: u16,
+        message_id: u64,
+        cause: Option<Status>,
+    ) -> Message {
+        let mut m = Message::report(channel_number, Status::ChannelClosed, message_id);
+        if let Some(cause) = cause {
+            let _ = m.text_headers.append(CAUSE_HEADER, cause.name());
+        }
+        m
+    }
+
+    /// How the channel this `channel_closed` report is about ended: the
+    /// failure, timeout or abort by the peer that closed it, or `None` when
+    /// it ended in order (the Bye handshake completed, this side's
+    /// ByeSignal, group destroy, shutdown) — and for every message that is
+    /// not a `channel_closed` report (SPEC §5.6).
+    ///
+    /// ```
+    /// # use tofu::{Message, Status};
+    /// let msg = Message::new();
+    /// assert_eq!(msg.close_cause(), None, "not a report");
+    /// ```
+    pub fn close_cause(&self) -> Option<Status> {
+        if !self.is_from_engine()
+            || self.status() != Status::ChannelClosed
+            || self.opcode() != OpCode::Signal
+        {
+            return None;
+        }
+        let name = self.text_headers.get(CAUSE_HEADER)?;
+        (1..=31u8)
+            .map(Status::from_raw)
+            .find(|s| s.name() == name)
+            .or(Some(Status::UnknownError))
     }
 
     /// `true` when the local engine wrote or returned this message.

@@ -126,6 +126,19 @@ impl Stream {
         }
     }
 
+    /// Makes the coming close a FIN instead of the reset every stream is set
+    /// up for (SO_LINGER back to the default). Used only after a completed
+    /// Bye handshake, so no data the peer has not read is destroyed.
+    pub(crate) fn close_gracefully(&self) {
+        match self {
+            Stream::Tcp(s) => {
+                let _ = SockRef::from(s).set_linger(None);
+            }
+            #[cfg(any(unix, windows))]
+            Stream::Unix(_) => {} // a Unix-domain close never resets
+        }
+    }
+
     /// The pending socket error, if any (SO_ERROR).
     pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {

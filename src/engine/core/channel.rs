@@ -9,13 +9,14 @@
 //! queued first, then calls [`ChannelCore::give_back_unsent`].
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use crate::error::Status;
 use crate::message::{Message, OpCode, Origin, Pool};
 
 use super::recv::{Decode, Receiver};
 use super::send::{IoVec, SendQueue};
-use super::{Cause, Close, End, Flow};
+use super::{Cause, Close, End, Flow, Timeouts};
 
 /// Where a channel's connection stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,12 +70,18 @@ pub(crate) struct ChannelCore {
     deliveries: VecDeque<Message>,
     /// Frames delivered since [`ChannelCore::take_received`].
     received: u64,
+    timeouts: Timeouts,
+    /// When the peer's silence ends the channel: the HelloRequest (while
+    /// `AwaitHello`) or the ByeResponse (after our ByeRequest).
+    deadline: Option<Instant>,
+    /// `deadline` was set since [`ChannelCore::take_new_deadline`].
+    deadline_is_new: bool,
 }
 
 impl ChannelCore {
     /// A connecting channel with its HelloRequest queued (sent once connected).
-    pub(crate) fn client(number: u16, hello: Message) -> ChannelCore {
-        let mut core = ChannelCore::new(number, Phase::Resolving);
+    pub(crate) fn client(number: u16, hello: Message, timeouts: Timeouts) -> ChannelCore {
+        let mut core = ChannelCore::new(number, Phase::Resolving, timeouts);
         core.first_id = hello.header.message_id;
         if let Err(msg) = core.send.push(hello) {
             core.give_back(msg, Status::InvalidMessage);
@@ -82,12 +89,15 @@ impl ChannelCore {
         core
     }
 
-    /// An accepted connection, waiting for the peer's HelloRequest.
-    pub(crate) fn accepted(number: u16) -> ChannelCore {
-        ChannelCore::new(number, Phase::AwaitHello)
+    /// An accepted connection, waiting for the peer's HelloRequest (until
+    /// the hello timeout after `now`).
+    pub(crate) fn accepted(number: u16, timeouts: Timeouts, now: Instant) -> ChannelCore {
+        let mut core = ChannelCore::new(number, Phase::AwaitHello, timeouts);
+        core.set_deadline(timeouts.hello.map(|t| now + t));
+        core
     }
 
-    fn new(number: u16, phase: Phase) -> ChannelCore {
+    fn new(number: u16, phase: Phase, timeouts: Timeouts) -> ChannelCore {
         ChannelCore {
             number,
             phase,
@@ -97,7 +107,15 @@ impl ChannelCore {
             recv: Receiver::default(),
             deliveries: VecDeque::new(),
             received: 0,
+            timeouts,
+            deadline: None,
+            deadline_is_new: false,
         }
+    }
+
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+        self.deadline_is_new = deadline.is_some();
     }
 
     pub(crate) fn number(&self) -> u16 {
@@ -144,9 +162,9 @@ impl ChannelCore {
 
     // ----- sending -----------------------------------------------------------
 
-    /// A message the application posted on this channel.
+    /// A message the application posted on this channel, at `now`.
     #[inline]
-    pub(crate) fn handle_post(&mut self, msg: Message) -> Posted {
+    pub(crate) fn handle_post(&mut self, msg: Message, now: Instant) -> Posted {
         if self.first_id == 0 {
             self.first_id = msg.header.message_id;
         }
@@ -165,7 +183,10 @@ impl ChannelCore {
             return Posted::GivenBack;
         }
         match op {
-            OpCode::ByeRequest => self.bye = Bye::RequestQueued,
+            OpCode::ByeRequest => {
+                self.bye = Bye::RequestQueued;
+                self.set_deadline(self.timeouts.bye.map(|t| now + t));
+            }
             OpCode::ByeResponse => self.bye = Bye::ResponseQueued,
             _ => {}
         }
@@ -253,6 +274,7 @@ impl ChannelCore {
             number,
             deliveries,
             received,
+            deadline,
             ..
         } = self;
         let decoded = run(recv, &mut |msg| {
@@ -263,6 +285,7 @@ impl ChannelCore {
                 number: *number,
                 deliveries,
                 received,
+                deadline,
             };
             match frames.frame(msg) {
                 Ok(()) => true,
@@ -288,17 +311,59 @@ impl ChannelCore {
     }
 
     /// The stream ended (read returned 0) or reading failed.
+    ///
+    /// After we wrote our ByeResponse, the end of the stream (or a reset: the
+    /// original tofu resets every close) is the normal end of the handshake.
+    /// After our ByeRequest, before its answer was read, it is not: the peer
+    /// crashed or aborted (SPEC §5.5).
     pub(crate) fn handle_end(&mut self, end: End) -> Close {
         if !self.seen() {
             return Close::new(Status::PeerDisconnected, false, Cause::LeftBeforeHello);
         }
-        let handshake_done = matches!(self.bye, Bye::RequestWritten | Bye::ResponseWritten);
         let status = match end {
-            _ if handshake_done => Status::ChannelClosed,
+            _ if self.bye == Bye::ResponseWritten => Status::ChannelClosed,
             End::Eof | End::Disconnect => Status::PeerDisconnected,
             End::Failed => Status::RecvFailed,
         };
         Close::new(status, true, Cause::ReadEnded)
+    }
+
+    // ----- time ----------------------------------------------------------------
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due, if ever.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// A deadline set since the last call (the reactor schedules it).
+    pub(crate) fn take_new_deadline(&mut self) -> Option<Instant> {
+        if std::mem::take(&mut self.deadline_is_new) {
+            self.deadline
+        } else {
+            None
+        }
+    }
+
+    /// Time passed: the close, when the peer kept silent past its deadline.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Option<Close> {
+        match self.deadline {
+            Some(deadline) if deadline <= now => {}
+            _ => return None,
+        }
+        self.deadline = None;
+        if self.phase == Phase::AwaitHello {
+            return Some(Close::new(
+                Status::PeerDisconnected,
+                false,
+                Cause::HelloTimeout,
+            ));
+        }
+        // Our ByeRequest went unanswered: abort (SPEC §5.7a).
+        Some(Close::new(
+            Status::CommunicationFailed,
+            true,
+            Cause::ByeTimeout,
+        ))
     }
 
     /// Frames delivered since the last call (for the statistics).
@@ -341,6 +406,7 @@ struct Frames<'a> {
     number: u16,
     deliveries: &'a mut VecDeque<Message>,
     received: &'a mut u64,
+    deadline: &'a mut Option<Instant>,
 }
 
 impl Frames<'_> {
@@ -357,6 +423,7 @@ impl Frames<'_> {
                 return Err(Close::new(Status::InvalidMessage, false, Cause::NotHello));
             }
             *self.phase = Phase::Open;
+            *self.deadline = None; // the hello timeout no longer applies
         }
         if *self.first_id == 0 {
             *self.first_id = msg.header.message_id;

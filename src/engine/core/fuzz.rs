@@ -3,7 +3,7 @@
 //! checked against a model of what must hold.
 //!
 //! Invariants checked:
-//! * nothing panics;
+//! * nothing panics (also when hello and bye timeouts fire);
 //! * every posted message ends exactly once: written completely, or given
 //!   back (`origin = Engine`) — and, while the channel is open, the core
 //!   holds exactly the messages the model says are queued;
@@ -291,6 +291,11 @@ pub(crate) fn run(data: &[u8]) {
                     if side == Side::Server {
                         d.post(side, OpCode::HelloResponse, 0, false);
                     }
+                }
+                96..=99 => {
+                    // Time passes: hello and bye timeouts may fire.
+                    d.pair
+                        .advance(std::time::Duration::from_millis(u64::from(arg) * 100));
                 }
                 _ => {
                     // Let everything move.

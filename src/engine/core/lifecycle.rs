@@ -17,6 +17,7 @@ use crate::message::{Message, Origin};
 
 use super::super::IntMap;
 use super::super::directory::{Directory, Numbers, RESERVE};
+use super::Close;
 
 /// A closed channel whose number still has posts on their way.
 #[derive(Debug)]
@@ -25,6 +26,7 @@ struct Zombie {
     first_id: u64,
     status: Status,
     report: bool,
+    cause: Option<Status>,
     pending: u32,
 }
 
@@ -90,20 +92,21 @@ impl Lifecycle {
     }
 
     /// Closes `number` for new posts. Messages posted before that and still on
-    /// their way come back (with `status`) before the `channel_closed` report;
-    /// returns the report when none is on its way.
+    /// their way come back (with the close's status) before the
+    /// `channel_closed` report (with its cause); returns the report when none
+    /// is on its way.
     pub(crate) fn retire(
         &mut self,
         directory: &Directory,
         number: u16,
         group: u32,
         first_id: u64,
-        status: Status,
-        report: bool,
+        close: &Close,
     ) -> Option<ForGroup> {
+        let (status, report, cause) = (close.status, close.report, close.report_cause());
         let pending = directory.close(number);
         if pending == 0 {
-            return self.finish(number, group, first_id, report);
+            return self.finish(number, group, first_id, report.then_some(cause));
         }
         self.zombies.insert(
             number,
@@ -112,6 +115,7 @@ impl Lifecycle {
                 first_id,
                 status,
                 report,
+                cause,
                 pending,
             },
         );
@@ -136,7 +140,7 @@ impl Lifecycle {
         msg.header.status = z.status as u8;
         let group = z.group;
         z.pending -= 1;
-        let done = (z.pending == 0).then_some((z.first_id, z.report));
+        let done = (z.pending == 0).then_some((z.first_id, z.report.then_some(z.cause)));
         let report = match done {
             Some((first_id, report)) => {
                 self.zombies.remove(&number);
@@ -150,11 +154,19 @@ impl Lifecycle {
         })
     }
 
-    fn finish(&mut self, number: u16, group: u32, first_id: u64, report: bool) -> Option<ForGroup> {
+    /// Releases the number; `report` is `Some(cause)` when the group hears
+    /// of the close.
+    fn finish(
+        &mut self,
+        number: u16,
+        group: u32,
+        first_id: u64,
+        report: Option<Option<Status>>,
+    ) -> Option<ForGroup> {
         self.numbers.release(number);
-        report.then(|| ForGroup {
+        report.map(|cause| ForGroup {
             group,
-            msg: Message::report(number, Status::ChannelClosed, first_id),
+            msg: Message::closed_report(number, first_id, cause),
         })
     }
 }
@@ -162,6 +174,7 @@ impl Lifecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::core::Cause;
     use crate::message::OpCode;
 
     fn posted(number: u16, id: u64) -> Message {
@@ -178,13 +191,20 @@ mod tests {
         let n = l.alloc().unwrap();
         d.open(n, 7);
         let r = l
-            .retire(&d, n, 7, 42, Status::PeerDisconnected, true)
+            .retire(
+                &d,
+                n,
+                7,
+                42,
+                &Close::new(Status::PeerDisconnected, true, Cause::ReadEnded),
+            )
             .expect("report");
         assert_eq!(r.group, 7);
         assert_eq!(r.msg.status(), Status::ChannelClosed);
         assert_eq!(r.msg.header.message_id, 42);
         assert_eq!(r.msg.opcode(), OpCode::Signal);
         assert!(r.msg.is_from_engine());
+        assert_eq!(r.msg.close_cause(), Some(Status::PeerDisconnected));
         assert!(!l.is_zombie(n));
     }
 
@@ -197,8 +217,14 @@ mod tests {
         d.acquire(n, 3).unwrap();
         d.acquire(n, 3).unwrap();
         assert!(
-            l.retire(&d, n, 3, 9, Status::PeerDisconnected, true)
-                .is_none()
+            l.retire(
+                &d,
+                n,
+                3,
+                9,
+                &Close::new(Status::PeerDisconnected, true, Cause::ReadEnded)
+            )
+            .is_none()
         );
         assert!(l.is_zombie(n));
         // Two posts were on their way: each is given back with the status,
@@ -213,6 +239,7 @@ mod tests {
         assert_eq!(last.given_back.msg.header.message_id, 2);
         let report = last.report.expect("report after the last late message");
         assert_eq!((report.group, report.msg.header.message_id), (3, 9));
+        assert_eq!(report.msg.close_cause(), Some(Status::PeerDisconnected));
         assert!(!l.is_zombie(n));
         // Not a zombie any more: a stray message is handed back untouched.
         assert!(l.late(n, posted(n, 3)).is_err());
@@ -225,8 +252,14 @@ mod tests {
         let n = l.alloc().unwrap();
         d.open(n, 1);
         assert!(
-            l.retire(&d, n, 1, 0, Status::InvalidMessage, false)
-                .is_none()
+            l.retire(
+                &d,
+                n,
+                1,
+                0,
+                &Close::new(Status::InvalidMessage, false, Cause::InvalidFrame)
+            )
+            .is_none()
         );
         assert!(!l.is_zombie(n));
         assert_eq!(d.acquire(n, 1), Err(crate::Error::InvalidChannelNumber));

@@ -32,6 +32,8 @@ pub(crate) mod pair;
 #[cfg(test)]
 mod tests;
 
+use std::time::Duration;
+
 use crate::error::Status;
 
 /// How the transport ended, as the I/O layer saw it: the core decides what it
@@ -70,6 +72,10 @@ pub(crate) enum Cause {
     ConnectFailed,
     /// The group was destroyed or the engine shuts down.
     Local,
+    /// An accepted connection sent no HelloRequest within the hello timeout.
+    HelloTimeout,
+    /// Our ByeRequest went unanswered for the bye timeout.
+    ByeTimeout,
 }
 
 /// A channel's close, as decided by the core.
@@ -103,8 +109,48 @@ impl Close {
         !self.report
             && matches!(
                 self.cause,
-                Cause::InvalidFrame | Cause::NotHello | Cause::LeftBeforeHello
+                Cause::InvalidFrame
+                    | Cause::NotHello
+                    | Cause::LeftBeforeHello
+                    | Cause::HelloTimeout
             )
+    }
+
+    /// The `~cause` of the `channel_closed` report (SPEC §5.6): the status
+    /// when the channel ended by a failure, a timeout or the peer's abort;
+    /// `None` when it ended in order (the Bye handshake completed, this
+    /// side's ByeSignal, group destroy, shutdown).
+    pub(crate) fn report_cause(&self) -> Option<Status> {
+        match self.cause {
+            Cause::Abort | Cause::Handshake | Cause::Local => None,
+            _ if self.status == Status::ChannelClosed => None,
+            _ => Some(self.status),
+        }
+    }
+
+    /// The handshake completed: the socket closes with a FIN, so no data the
+    /// peer has not read yet is destroyed (SPEC §5.5). Every other close
+    /// resets.
+    pub(crate) fn is_graceful(&self) -> bool {
+        self.report_cause().is_none() && matches!(self.cause, Cause::Handshake | Cause::ReadEnded)
+    }
+}
+
+/// How long the core waits on a peer (SPEC §5.7a); `None` waits forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Timeouts {
+    /// An accepted connection's HelloRequest must arrive within this.
+    pub(crate) hello: Option<Duration>,
+    /// Our ByeRequest must be answered within this (counted from its post).
+    pub(crate) bye: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            hello: Some(Duration::from_secs(10)),
+            bye: Some(Duration::from_secs(10)),
+        }
     }
 }
 

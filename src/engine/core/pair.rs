@@ -8,13 +8,14 @@
 //! exactly when the test says.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crate::message::{Message, OpCode, Pool};
 
 use super::backpressure;
 use super::channel::{ChannelCore, Posted};
 use super::send::IoVec;
-use super::{Close, End, Flow};
+use super::{Close, End, Flow, Timeouts};
 
 /// The client's channel number in a [`Pair`].
 pub(crate) const CLIENT: u16 = 1;
@@ -52,10 +53,12 @@ pub(crate) struct Peer {
     pub(crate) starved: bool,
     /// Frames completely written so far.
     pub(crate) frames_written: usize,
+    /// This peer's clock: only [`Pair::advance`] moves it.
+    pub(crate) now: Instant,
 }
 
 impl Peer {
-    fn new(core: ChannelCore, pool_size: usize) -> Peer {
+    fn new(core: ChannelCore, pool_size: usize, now: Instant) -> Peer {
         Peer {
             core,
             pool: Pool::new(pool_size, pool_size),
@@ -64,6 +67,7 @@ impl Peer {
             closed: None,
             starved: false,
             frames_written: 0,
+            now,
         }
     }
 
@@ -83,7 +87,7 @@ impl Peer {
     /// Posts `msg` as the application would.
     pub(crate) fn post(&mut self, msg: Message) -> Posted {
         assert!(self.closed.is_none(), "post on a closed channel");
-        let posted = self.core.handle_post(msg);
+        let posted = self.core.handle_post(msg, self.now);
         self.collect();
         if let Posted::Close(close) = posted {
             self.close(close);
@@ -142,6 +146,17 @@ impl Peer {
         self.after(flow)
     }
 
+    /// Lets the core act on its clock (a deadline may have passed).
+    pub(crate) fn tick(&mut self) -> Option<Close> {
+        if self.closed.is_some() {
+            return None;
+        }
+        let close = self.core.handle_timeout(self.now)?;
+        self.collect();
+        self.close(close);
+        Some(close)
+    }
+
     /// The transport ended under this peer.
     pub(crate) fn end(&mut self, end: End) -> Close {
         let close = self.core.handle_end(end);
@@ -192,15 +207,36 @@ impl Pair {
     }
 
     pub(crate) fn with_pools(client_pool: usize, server_pool: usize) -> Pair {
+        Pair::with_timeouts(client_pool, server_pool, Timeouts::default())
+    }
+
+    pub(crate) fn with_timeouts(
+        client_pool: usize,
+        server_pool: usize,
+        timeouts: Timeouts,
+    ) -> Pair {
+        let now = Instant::now();
         let mut hello = Message::new();
         hello.header.proto.opcode = OpCode::HelloRequest;
         hello.header.message_id = Pair::HELLO_ID;
-        let mut client = ChannelCore::client(CLIENT, hello);
+        let mut client = ChannelCore::client(CLIENT, hello, timeouts);
         client.handle_connecting();
         client.handle_connected();
         Pair {
-            client: Peer::new(client, client_pool),
-            server: Peer::new(ChannelCore::accepted(SERVER), server_pool),
+            client: Peer::new(client, client_pool, now),
+            server: Peer::new(
+                ChannelCore::accepted(SERVER, timeouts, now),
+                server_pool,
+                now,
+            ),
+        }
+    }
+
+    /// Moves both clocks forward by `d`, then lets both cores act on them.
+    pub(crate) fn advance(&mut self, d: Duration) {
+        for peer in [&mut self.client, &mut self.server] {
+            peer.now += d;
+            peer.tick();
         }
     }
 

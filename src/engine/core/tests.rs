@@ -3,7 +3,9 @@
 
 use super::channel::{Bye, ChannelCore, Phase, Posted, listener_post};
 use super::pair::{CLIENT, Pair, SERVER, Side};
-use super::{Cause, Close, End, Flow};
+use std::time::{Duration, Instant};
+
+use super::{Cause, Close, End, Flow, Timeouts};
 use crate::error::Status;
 use crate::message::{Message, More, OpCode, Origin};
 use crate::wire::{self, HEADER_LEN};
@@ -90,7 +92,7 @@ fn hello_is_delivered_and_answered() {
 fn nothing_is_written_before_the_connect_completes() {
     let mut hello = Message::new();
     hello.header.proto.opcode = OpCode::HelloRequest;
-    let mut core = ChannelCore::client(3, hello);
+    let mut core = ChannelCore::client(3, hello, Timeouts::default());
     assert_eq!(core.phase(), Phase::Resolving);
     assert!(
         core.seen(),
@@ -101,7 +103,7 @@ fn nothing_is_written_before_the_connect_completes() {
     assert!(!core.wants_write());
     // Posts made while connecting wait behind the HelloRequest.
     let m = Message::new();
-    assert_eq!(core.handle_post(m), Posted::Queued);
+    assert_eq!(core.handle_post(m, Instant::now()), Posted::Queued);
     core.handle_connected();
     assert!(core.wants_write());
     assert_eq!(core.queued(), 2);
@@ -470,14 +472,209 @@ fn end_of_stream_before_our_bye_is_written_is_a_disconnect() {
 }
 
 #[test]
-fn end_of_stream_after_our_bye_request_counts_as_the_handshake() {
-    // SPEC §5.5 as implemented today (the Promises issue revisits it): once
-    // our ByeRequest is written, the peer closing counts as its answer.
-    let mut p = Pair::connected(16);
-    let bye = p.client.message(OpCode::ByeRequest, 1, b"");
-    p.client.post(bye);
+fn a_crash_after_our_bye_request_is_not_a_goodbye() {
+    // SPEC §5.5: the stream ends after our ByeRequest was written but before
+    // its ByeResponse was read — the peer crashed or aborted.
+    for (end, status) in [
+        (End::Eof, Status::PeerDisconnected),
+        (End::Disconnect, Status::PeerDisconnected),
+        (End::Failed, Status::RecvFailed),
+    ] {
+        let mut p = Pair::connected(16);
+        let bye = p.client.message(OpCode::ByeRequest, 1, b"");
+        p.client.post(bye);
+        p.client.write_all();
+        let close = p.client.end(end);
+        assert_eq!(close.status, status, "{end:?}");
+        assert_eq!(close.report_cause(), Some(status), "the report says why");
+        assert!(!close.is_graceful());
+    }
+}
+
+#[test]
+fn the_end_after_our_bye_response_is_the_normal_end() {
+    // Our ByeResponse is written: a FIN — or the reset the original tofu
+    // sends when it reads a ByeResponse — ends the handshake in order.
+    for end in [End::Eof, End::Disconnect, End::Failed] {
+        let mut p = Pair::connected(16);
+        let bye = p.client.message(OpCode::ByeRequest, 1, b"");
+        p.client.post(bye);
+        p.settle();
+        let mut answer = p.server.take_delivered().pop().unwrap();
+        answer.header.proto.opcode = OpCode::ByeResponse;
+        p.server.post(answer);
+        p.server.write_all();
+        let close = p.server.end(end);
+        assert_eq!(close.status, Status::ChannelClosed, "{end:?}");
+        assert_eq!(close.report_cause(), None);
+        assert!(close.is_graceful());
+    }
+}
+
+#[test]
+fn close_causes_say_how_a_channel_ended() {
+    let orderly = [
+        Close::new(Status::ChannelClosed, true, Cause::Handshake),
+        Close::new(Status::ChannelClosed, true, Cause::Abort),
+        Close::new(Status::ChannelClosed, false, Cause::Local),
+        Close::new(Status::ChannelClosed, true, Cause::ReadEnded),
+    ];
+    for c in orderly {
+        assert_eq!(c.report_cause(), None, "{c:?}");
+    }
+    let failed = [
+        (
+            Close::new(Status::PeerDisconnected, true, Cause::ReadEnded),
+            Status::PeerDisconnected,
+        ),
+        (
+            Close::new(Status::SendFailed, true, Cause::WriteFailed),
+            Status::SendFailed,
+        ),
+        (
+            Close::new(Status::InvalidMessage, true, Cause::InvalidFrame),
+            Status::InvalidMessage,
+        ),
+        (
+            Close::new(Status::ConnectFailed, true, Cause::ConnectFailed),
+            Status::ConnectFailed,
+        ),
+        (
+            Close::new(Status::CommunicationFailed, true, Cause::ByeTimeout),
+            Status::CommunicationFailed,
+        ),
+    ];
+    for (c, cause) in failed {
+        assert_eq!(c.report_cause(), Some(cause), "{c:?}");
+        assert!(!c.is_graceful());
+    }
+    // Only a completed handshake closes with a FIN; an abort resets.
+    assert!(orderly[0].is_graceful());
+    assert!(!orderly[1].is_graceful());
+}
+
+// ----- timeouts --------------------------------------------------------------
+
+fn timeouts(hello: u64, bye: u64) -> Timeouts {
+    Timeouts {
+        hello: Some(Duration::from_secs(hello)),
+        bye: Some(Duration::from_secs(bye)),
+    }
+}
+
+#[test]
+fn a_silent_accepted_connection_times_out_silently() {
+    let mut p = Pair::with_timeouts(16, 16, timeouts(10, 10));
+    let start = p.server.now;
+    assert_eq!(
+        p.server.core.poll_timeout(),
+        Some(start + Duration::from_secs(10))
+    );
+    p.advance(Duration::from_secs(9));
+    assert!(p.server.closed.is_none());
+    p.advance(Duration::from_secs(1));
+    let close = p.server.closed.expect("timed out");
+    assert_eq!(close.cause, Cause::HelloTimeout);
+    assert!(close.is_silent(), "the application never saw the channel");
+    assert!(p.server.delivered.is_empty());
+}
+
+#[test]
+fn half_a_hello_does_not_stop_the_hello_timeout() {
+    let mut p = Pair::with_timeouts(16, 16, timeouts(5, 10));
     p.client.write_all();
-    assert_eq!(p.client.end(End::Disconnect).status, Status::ChannelClosed);
+    p.transfer(Side::Client, HEADER_LEN / 2, 1 << 16);
+    p.advance(Duration::from_secs(5));
+    assert_eq!(p.server.closed.map(|c| c.cause), Some(Cause::HelloTimeout));
+}
+
+#[test]
+fn a_hello_in_time_clears_the_hello_timeout() {
+    let mut p = Pair::with_timeouts(16, 16, timeouts(5, 10));
+    p.settle();
+    assert_eq!(p.server.core.poll_timeout(), None);
+    p.advance(Duration::from_secs(3600));
+    assert!(p.server.closed.is_none() && p.client.closed.is_none());
+}
+
+#[test]
+fn an_unanswered_bye_request_aborts_after_the_bye_timeout() {
+    let mut p = Pair::with_timeouts(16, 16, timeouts(5, 7));
+    p.settle();
+    let hello = p.server.take_delivered();
+    let answer = p
+        .server
+        .message(OpCode::HelloResponse, hello[0].header.message_id, b"");
+    p.server.post(answer);
+    p.settle();
+    post_signals(&mut p, Side::Client, 1, 2);
+    let bye = p.client.message(OpCode::ByeRequest, 3, b"");
+    p.client.post(bye);
+    assert_eq!(
+        p.client.core.poll_timeout(),
+        Some(p.client.now + Duration::from_secs(7))
+    );
+    // The peer never reads: nothing is written beyond the socket buffer.
+    p.client.write(HEADER_LEN + 8);
+    p.advance(Duration::from_secs(6));
+    assert!(p.client.closed.is_none());
+    p.advance(Duration::from_secs(1));
+    let close = p.client.closed.expect("aborted");
+    assert_eq!(close.cause, Cause::ByeTimeout);
+    assert_eq!(close.report_cause(), Some(Status::CommunicationFailed));
+    // What was not written comes back with the timeout's status.
+    let back: Vec<&Message> = p
+        .client
+        .delivered
+        .iter()
+        .filter(|m| m.is_from_engine())
+        .collect();
+    assert_eq!(
+        back.iter().map(|m| m.header.message_id).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    assert!(
+        back.iter()
+            .all(|m| m.status() == Status::CommunicationFailed)
+    );
+}
+
+#[test]
+fn an_answered_bye_request_never_times_out() {
+    let mut p = Pair::with_timeouts(16, 16, timeouts(5, 7));
+    p.settle();
+    let bye = p.client.message(OpCode::ByeRequest, 3, b"");
+    p.client.post(bye);
+    p.settle();
+    let mut answer = p.server.take_delivered().pop().unwrap();
+    assert_eq!(answer.opcode(), OpCode::ByeRequest);
+    answer.header.proto.opcode = OpCode::ByeResponse;
+    p.server.post(answer);
+    p.settle();
+    assert_eq!(p.client.closed.map(|c| c.cause), Some(Cause::Handshake));
+    p.advance(Duration::from_secs(60));
+    assert_eq!(p.client.closed.map(|c| c.cause), Some(Cause::Handshake));
+}
+
+#[test]
+fn no_timeouts_means_waiting_forever() {
+    let none = Timeouts {
+        hello: None,
+        bye: None,
+    };
+    let mut p = Pair::with_timeouts(16, 16, none);
+    assert_eq!(p.server.core.poll_timeout(), None);
+    p.advance(Duration::from_secs(1 << 30));
+    assert!(p.server.closed.is_none());
+    assert_eq!(p.server.core.take_new_deadline(), None);
+}
+
+#[test]
+fn a_new_deadline_is_reported_once() {
+    let mut core = ChannelCore::accepted(4, timeouts(5, 5), Instant::now());
+    assert!(core.take_new_deadline().is_some());
+    assert_eq!(core.take_new_deadline(), None);
+    assert_eq!(core.handle_timeout(Instant::now()), None, "not due yet");
 }
 
 #[test]
@@ -568,7 +765,7 @@ fn abort_accounting_prefix_delivered_suffix_given_back() {
 
 #[test]
 fn silent_close_frees_queued_messages_without_giving_back() {
-    let mut core = ChannelCore::accepted(4);
+    let mut core = ChannelCore::accepted(4, Timeouts::default(), Instant::now());
     let close = Close::new(Status::ShutdownStarted, false, Cause::Local);
     core.give_back_unsent(&close);
     assert!(core.poll_delivery().is_none());
@@ -846,7 +1043,7 @@ fn posts_on_a_listener() {
 
 #[test]
 fn a_new_channel_holds_no_heap_memory() {
-    let core = ChannelCore::accepted(1);
+    let core = ChannelCore::accepted(1, Timeouts::default(), Instant::now());
     assert_eq!(core.heap_capacity(), 0);
     let mut p = Pair::connected(16);
     post_signals(&mut p, Side::Client, 1, 200);

@@ -14,12 +14,13 @@
 mod io;
 mod open;
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 use tracing::{debug, trace};
@@ -27,7 +28,7 @@ use tracing::{debug, trace};
 use super::core::backpressure::Refill;
 use super::core::channel::{ChannelCore, Posted, listener_post};
 use super::core::lifecycle::{ForGroup, Lifecycle};
-use super::core::{Cause, Close};
+use super::core::{Cause, Close, Timeouts};
 use super::resolver::Resolver;
 use super::slab::{Key, Slab, WAKER_TOKEN};
 use super::{Command, Counters, Delivery, GroupShared, IntMap, Shared};
@@ -103,10 +104,23 @@ pub(crate) struct Reactor {
     accept_blocked: Vec<Key>,
     retry_accept: bool,
     resolver: Resolver,
+    timeouts: Timeouts,
+    /// The time, read once per loop iteration (after `poll` returns).
+    now: Instant,
+    /// Channel deadlines (hello, bye), earliest first. An entry is acted on
+    /// only if the channel still has that deadline; stale ones are dropped
+    /// when they come due, so the heap holds at most two entries per channel
+    /// opened within the longest timeout.
+    timers: BinaryHeap<Reverse<(Instant, Key)>>,
 }
 
 impl Reactor {
-    pub(crate) fn new(poll: Poll, shared: Arc<Shared>, read_chunk: usize) -> Reactor {
+    pub(crate) fn new(
+        poll: Poll,
+        shared: Arc<Shared>,
+        read_chunk: usize,
+        timeouts: Timeouts,
+    ) -> Reactor {
         let mut r = Reactor {
             poll,
             shared,
@@ -122,6 +136,9 @@ impl Reactor {
             accept_blocked: Vec::new(),
             retry_accept: false,
             resolver: Resolver::default(),
+            timeouts,
+            now: Instant::now(),
+            timers: BinaryHeap::new(),
         };
         r.lifecycle.refill_reserve(&r.shared.directory);
         r
@@ -140,6 +157,7 @@ impl Reactor {
                     break 'outer;
                 }
             }
+            self.fire_timers();
             self.flush_dirty();
             self.retry_blocked_accepts();
             self.resume_starved();
@@ -154,10 +172,11 @@ impl Reactor {
                 if !self.shared.commands.is_empty() {
                     Some(Duration::ZERO)
                 } else {
-                    refill
+                    earliest(refill, self.timer_timeout())
                 }
             };
             let polled = self.poll.poll(&mut events, timeout);
+            self.now = Instant::now();
             self.shared.wake.awake();
             Counters::add(&self.shared.counters.polls, 1);
             if let Err(e) = polled {
@@ -258,8 +277,13 @@ impl Reactor {
                     self.close(key, close);
                 }
             }
-            State::Stream(s) => match s.core.handle_post(msg) {
-                Posted::Queued => self.dirty.add(key, &mut s.listed),
+            State::Stream(s) => match s.core.handle_post(msg, self.now) {
+                Posted::Queued => {
+                    self.dirty.add(key, &mut s.listed);
+                    if let Some(deadline) = s.core.take_new_deadline() {
+                        self.timers.push(Reverse((deadline, key)));
+                    }
+                }
                 Posted::GivenBack => self.deliver_from(key),
                 Posted::Close(close) => {
                     self.deliver_from(key);
@@ -324,6 +348,11 @@ impl Reactor {
             State::Stream(mut s) => {
                 if let Some(mut sock) = s.sock.take() {
                     let _ = self.poll.registry().deregister(&mut sock);
+                    if close.is_graceful() {
+                        // A FIN, not a reset: the peer keeps what it has not
+                        // read yet (SPEC §5.5).
+                        sock.close_gracefully();
+                    }
                 }
                 s.core.give_back_unsent(&close);
                 while let Some(msg) = s.core.poll_delivery() {
@@ -339,14 +368,9 @@ impl Reactor {
 
     /// Closes `number` for new posts; the report follows the late posts.
     fn retire(&mut self, number: u16, group: u32, first_id: u64, close: Close) {
-        let report = self.lifecycle.retire(
-            &self.shared.directory,
-            number,
-            group,
-            first_id,
-            close.status,
-            close.report,
-        );
+        let report = self
+            .lifecycle
+            .retire(&self.shared.directory, number, group, first_id, &close);
         if let Some(report) = report {
             self.deliver_to(report);
         }
@@ -360,6 +384,11 @@ impl Reactor {
         }
         if close.is_silent() {
             Counters::add(&c.silent_closes, 1);
+        }
+        match close.cause {
+            Cause::HelloTimeout => Counters::add(&c.hello_timeouts, 1),
+            Cause::ByeTimeout => Counters::add(&c.bye_timeouts, 1),
+            _ => {}
         }
         self.close(key, close);
     }
@@ -417,8 +446,46 @@ impl Reactor {
         Counters::add(&self.shared.counters.messages_received, received);
     }
 
+    // ----- time --------------------------------------------------------------
+
+    /// Closes the channels whose deadline passed.
+    fn fire_timers(&mut self) {
+        while let Some(&Reverse((deadline, key))) = self.timers.peek() {
+            if deadline > self.now {
+                return;
+            }
+            self.timers.pop();
+            let now = self.now;
+            let Some(s) = self.stream_mut(key) else {
+                continue; // closed meanwhile
+            };
+            if s.core.poll_timeout() != Some(deadline) {
+                continue; // replaced or cleared
+            }
+            if let Some(close) = s.core.handle_timeout(now) {
+                debug!(channel = s.core.number(), cause = ?close.cause, "timed out");
+                self.deliver_from(key);
+                self.close_counted(key, close);
+            }
+        }
+    }
+
+    /// How long until the next deadline.
+    fn timer_timeout(&self) -> Option<Duration> {
+        let &Reverse((deadline, _)) = self.timers.peek()?;
+        Some(deadline.saturating_duration_since(Instant::now()))
+    }
+
     fn stream_mut(&mut self, key: Key) -> Option<&mut Stream> {
         stream_of(&mut self.slab, key)
+    }
+}
+
+/// The shorter of two optional sleeps (`None` = forever).
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -455,7 +522,11 @@ mod tests {
         let total = slot + stream;
         println!("idle connection: slot {slot} B + stream state {stream} B = {total} B");
         assert!(total <= 1024, "idle connection takes {total} bytes");
-        let s = Stream::new(ChannelCore::accepted(1));
+        let s = Stream::new(ChannelCore::accepted(
+            1,
+            Timeouts::default(),
+            Instant::now(),
+        ));
         assert_eq!(s.core.queued(), 0);
         assert_eq!(s.core.stashed(), 0);
     }

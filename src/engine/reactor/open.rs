@@ -134,7 +134,11 @@ impl Reactor {
             let key = self.slab.insert_with(|_| Channel {
                 number,
                 group,
-                state: State::Stream(Stream::new(ChannelCore::accepted(number))),
+                state: State::Stream(Stream::new(ChannelCore::accepted(
+                    number,
+                    self.timeouts,
+                    self.now,
+                ))),
             });
             let Some(key) = key else {
                 self.lifecycle.release_unused(number);
@@ -152,6 +156,9 @@ impl Reactor {
             }
             if let Some(s) = self.stream_mut(key) {
                 s.sock = Some(sock);
+                if let Some(deadline) = s.core.take_new_deadline() {
+                    self.timers.push(std::cmp::Reverse((deadline, key)));
+                }
             }
             self.shared.directory.open(number, group);
             self.by_number.insert(number, key);
@@ -176,7 +183,7 @@ impl Reactor {
     pub(super) fn connect(&mut self, group: u32, msg: Message, addr: Result<Address, Error>) {
         let number = msg.header.channel_number;
         let first_id = msg.header.message_id;
-        let core = ChannelCore::client(number, msg);
+        let core = ChannelCore::client(number, msg, self.timeouts);
         let Some(key) = self.slab.insert_with(|_| Channel {
             number,
             group,
