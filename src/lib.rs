@@ -402,6 +402,7 @@
 //!     let report = group.wait_receive(t)?.ok_or("timed out")?;
 //!     assert!(report.is_from_engine());
 //!     assert_eq!((report.channel_number(), report.status()), (ch, Status::ChannelClosed));
+//!     assert_eq!(report.close_cause(), None, "ended in order");
 //! }
 //!
 //! // Abort: the ByeSignal comes back, then the report; the peer sees a disconnect.
@@ -412,7 +413,42 @@
 //! assert_eq!(client.wait_receive(t)?.ok_or("timed out")?.status(), Status::ChannelClosed);
 //! let report = server.wait_receive(t)?.ok_or("timed out")?;
 //! assert_eq!((report.channel_number(), report.status()), (peer, Status::ChannelClosed));
+//! assert_eq!(report.close_cause(), Some(Status::PeerDisconnected), "the peer aborted");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## How did my channel end?
+//!
+//! The `channel_closed` report is always the last message about a channel, and
+//! [`Message::close_cause`] says how it ended:
+//!
+//! * `None` — in order: the Bye handshake completed (either side asked), your
+//!   own `ByeSignal`, or your group was destroyed or the engine shut down.
+//! * `Some(status)` — by a failure, a timeout or the peer's abort:
+//!   `peer_disconnected` (the peer vanished or reset, also after your
+//!   `ByeRequest` but before its answer: a crash is not a goodbye),
+//!   `invalid_message` (it broke the framing), `connect_failed`,
+//!   `send_failed` / `recv_failed`, `communication_failed` (your ByeRequest
+//!   went unanswered for [`Options::bye_timeout`]).
+//!
+//! Messages still queued come back before the report with the same status.
+//! Accepted connections that never send their HelloRequest (within
+//! [`Options::hello_timeout`]) are closed without a word to the application
+//! and counted in [`Stats::hello_timeouts`].
+//!
+//! ```
+//! use tofu::{Message, Status};
+//!
+//! fn on_engine_message(msg: &Message) {
+//!     if msg.status() != Status::ChannelClosed || !msg.is_from_engine() {
+//!         return;
+//!     }
+//!     match msg.close_cause() {
+//!         None => println!("channel {} finished", msg.channel_number()),
+//!         Some(cause) => println!("channel {} failed: {cause}", msg.channel_number()),
+//!     }
+//! }
+//! # on_engine_message(&Message::new());
 //! ```
 //!
 //! # Examples

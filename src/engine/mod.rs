@@ -98,6 +98,7 @@ impl Engine {
             directory: Directory::new(),
             counters: Counters::default(),
             next_group: AtomicU32::new(1),
+            groups: Mutex::new(Vec::new()),
         });
         let reactor = reactor::Reactor::new(
             poll,
@@ -108,9 +109,16 @@ impl Engine {
                 bye: options.bye_timeout,
             },
         );
+        let watched = shared.clone();
         let thread = std::thread::Builder::new()
             .name("tofu-io".into())
-            .spawn(move || reactor.run())
+            .spawn(move || {
+                // A panic is a bug; it must not leave waiters hanging.
+                let run = std::panic::AssertUnwindSafe(move || reactor.run());
+                if std::panic::catch_unwind(run).is_err() {
+                    watched.io_thread_died();
+                }
+            })
             .map_err(|_| Error::AllocationFailed)?;
         Ok(Engine {
             inner: Arc::new(EngineInner {
@@ -133,6 +141,7 @@ impl Engine {
         let id = shared.next_group.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = crossbeam_channel::unbounded();
         let group = Arc::new(GroupShared { id, tx, rx });
+        shared.add_group(&group);
         shared.push(Command::CreateGroup(group.clone()));
         Ok(ChannelGroup::new(self.clone(), group))
     }
@@ -226,5 +235,62 @@ impl fmt::Debug for Engine {
             .field("shut_down", &self.is_shut_down())
             .field("pool", &self.inner.shared.pool)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// SPEC §5.7b: if the I/O thread dies, the engine behaves as shut down —
+    /// a blocked waiter wakes, calls fail with `ShutdownStarted`, drops
+    /// return. The fault is injected with a test-only command.
+    #[test]
+    fn a_dead_io_thread_takes_nobody_down_with_it() {
+        let engine = Engine::new(Options::default()).unwrap();
+        let group = Arc::new(engine.create_group().unwrap());
+        let other = engine.create_group().unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let waiter = {
+            let group = group.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(group.wait_receive(None));
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20)); // let it block
+        engine.shared().push(Command::Fault);
+        let woke = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the waiter woke");
+        assert_eq!(woke.unwrap_err(), Error::ShutdownStarted);
+        waiter.join().unwrap();
+        assert!(engine.is_shut_down());
+        assert_eq!(
+            other
+                .wait_receive(Some(Duration::from_secs(10)))
+                .unwrap_err(),
+            Error::ShutdownStarted
+        );
+        assert_eq!(
+            engine.get(Allocation::Always).unwrap_err(),
+            Error::ShutdownStarted
+        );
+        let mut m = Message::new();
+        m.header.channel_number = 5;
+        assert_eq!(group.post(m).unwrap_err().error, Error::ShutdownStarted);
+        // Dropping everything returns (bounded by the test's own timeout).
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            drop(other);
+            drop(group);
+            engine.shutdown();
+            drop(engine);
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("drops and shutdown return");
     }
 }

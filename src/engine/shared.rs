@@ -3,8 +3,8 @@
 //! directory and the counters.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
+use std::sync::{Arc, Mutex, Weak};
 
 use crossbeam_channel::{Receiver, Sender};
 use crossbeam_queue::SegQueue;
@@ -109,6 +109,9 @@ pub(crate) enum Command {
         result: std::io::Result<Vec<SocketAddr>>,
     },
     Shutdown,
+    /// Test builds only: makes the I/O thread panic, as a bug would.
+    #[cfg(test)]
+    Fault,
 }
 
 pub(crate) struct Shared {
@@ -121,6 +124,9 @@ pub(crate) struct Shared {
     pub(crate) directory: Directory,
     pub(crate) counters: Counters,
     pub(crate) next_group: AtomicU32,
+    /// Every group's queue, so that waiters still wake if the I/O thread
+    /// dies (SPEC §5.7b). Touched only when a group is created and then.
+    pub(crate) groups: Mutex<Vec<Weak<GroupShared>>>,
 }
 
 impl Shared {
@@ -131,5 +137,35 @@ impl Shared {
 
     pub(crate) fn is_shut_down(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Remembers a new group's queue (and forgets those of dropped groups).
+    pub(crate) fn add_group(&self, group: &Arc<GroupShared>) {
+        if let Ok(mut groups) = self.groups.lock() {
+            groups.retain(|g| g.strong_count() > 0);
+            groups.push(Arc::downgrade(group));
+        }
+    }
+
+    /// The I/O thread died (a bug): the engine behaves as shut down. Every
+    /// call returns `ShutdownStarted`, every waiter wakes with it, dropping
+    /// a group returns, messages still in commands are freed (SPEC §5.7b).
+    pub(crate) fn io_thread_died(&self) {
+        tracing::error!("the tofu I/O thread died: the engine is shut down");
+        self.shutdown.store(true, Ordering::Release);
+        self.pool.close();
+        let groups = match self.groups.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        for g in groups.iter().filter_map(Weak::upgrade) {
+            let _ = g.tx.send(Delivery::Shutdown);
+        }
+        self.io_exited.store(true, Ordering::Release);
+        while let Some(cmd) = self.commands.pop() {
+            if let Command::DestroyGroup { done, .. } = cmd {
+                let _ = done.send(());
+            }
+        }
     }
 }

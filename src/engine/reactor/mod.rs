@@ -233,6 +233,8 @@ impl Reactor {
             Command::Send { group, msg } => self.send(group, msg),
             Command::Resolved { key, result } => self.resolved(key, result),
             Command::Shutdown => return ControlFlow::Break(()),
+            #[cfg(test)]
+            Command::Fault => panic!("injected fault on the I/O thread"),
         }
         ControlFlow::Continue(())
     }

@@ -1,0 +1,209 @@
+//! Promises under hostile peers, over real sockets (SPEC §5.5–§5.7a): how a
+//! channel ended is in its report, a crash after our ByeRequest is not a
+//! goodbye, a completed handshake closes with a FIN, and silent peers time
+//! out. Each behaviour has its deterministic test in the core harness
+//! (`src/engine/core/tests.rs`) first.
+
+#[macro_use]
+mod util;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use tofu::{Address, ChannelGroup, Engine, Message, OpCode, Options, Status};
+use util::*;
+
+/// A raw std listener: the function accepting one connection, and the address
+/// to connect to.
+fn raw_server(t: Transport) -> (Box<dyn FnOnce() -> RawStream + Send>, Address) {
+    match t {
+        Transport::Tcp => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            let accept = move || RawStream::Tcp(l.accept().unwrap().0).with_timeouts();
+            (Box::new(accept), Address::tcp_client("127.0.0.1", port))
+        }
+        Transport::Uds => {
+            let path = tofu::testing::temp_uds_path();
+            let accept = raw_uds_listener(&path);
+            let accept = move || RawStream::Uds(accept()).with_timeouts();
+            (Box::new(accept), Address::uds_client(path))
+        }
+    }
+}
+
+fn engine_with(f: impl FnOnce(&mut Options)) -> Engine {
+    let mut o = Options::default();
+    f(&mut o);
+    Engine::new(o).expect("engine")
+}
+
+/// An engine client connected to a raw server that answered its hello;
+/// returns the client's channel and the raw side.
+fn client_of_raw_server(engine: &Engine, group: &ChannelGroup, t: Transport) -> (u16, RawStream) {
+    let (accept, caddr) = raw_server(t);
+    let mut hello = engine.get(tofu::Allocation::Always).unwrap().unwrap();
+    caddr.format(&mut hello).unwrap();
+    let ch = group.post(hello).unwrap().channel_number;
+    let mut raw = accept();
+    let f = raw.read_frame();
+    assert_eq!(f.header[2] & 0x0f, 3, "HelloRequest");
+    raw.write_all(&raw_frame(9, 4, 0, f.message_id(), b"", b""))
+        .unwrap();
+    let answer = recv(group);
+    assert_eq!(answer.opcode(), OpCode::HelloResponse);
+    (ch, raw)
+}
+
+/// The next report about `ch`, skipping anything else.
+fn closed_report(group: &ChannelGroup, ch: u16) -> Message {
+    loop {
+        let m = recv(group);
+        if m.is_from_engine() && m.status() == Status::ChannelClosed && m.opcode() == OpCode::Signal
+        {
+            assert_eq!(m.channel_number(), ch);
+            return m;
+        }
+    }
+}
+
+fn a_crash_after_our_bye_request_is_reported_as_a_disconnect(t: Transport) {
+    let engine = engine();
+    let group = engine.create_group().unwrap();
+    let (ch, mut raw) = client_of_raw_server(&engine, &group, t);
+    group
+        .post(msg(&engine, ch, OpCode::ByeRequest, b""))
+        .unwrap();
+    let bye = raw.read_frame();
+    assert_eq!(bye.header[2] & 0x0f, 5, "ByeRequest");
+    drop(raw); // crashes instead of answering
+    let report = closed_report(&group, ch);
+    assert_eq!(
+        report.close_cause(),
+        Some(Status::PeerDisconnected),
+        "{report:?}"
+    );
+}
+tcp_and_uds!(a_crash_after_our_bye_request_is_reported_as_a_disconnect);
+
+fn a_completed_handshake_reports_no_cause(t: Transport) {
+    let c = connected(t);
+    c.client
+        .post(msg(&c.engine, c.cch, OpCode::ByeRequest, b""))
+        .unwrap();
+    let mut bye = recv(&c.server);
+    assert_eq!(bye.opcode(), OpCode::ByeRequest);
+    bye.header.proto.opcode = OpCode::ByeResponse;
+    c.server.post(bye).unwrap();
+    assert_eq!(recv(&c.client).opcode(), OpCode::ByeResponse);
+    for (group, ch) in [(&c.client, c.cch), (&c.server, c.sch)] {
+        let report = closed_report(group, ch);
+        assert_eq!(report.close_cause(), None, "an orderly end: {report:?}");
+    }
+}
+tcp_and_uds!(a_completed_handshake_reports_no_cause);
+
+fn a_peer_that_vanishes_is_reported_with_its_cause(t: Transport) {
+    let engine = engine();
+    let group = engine.create_group().unwrap();
+    let (ch, raw) = client_of_raw_server(&engine, &group, t);
+    drop(raw);
+    let report = closed_report(&group, ch);
+    assert_eq!(report.close_cause(), Some(Status::PeerDisconnected));
+}
+tcp_and_uds!(a_peer_that_vanishes_is_reported_with_its_cause);
+
+#[test]
+fn a_failed_connect_is_reported_with_its_cause() {
+    let engine = engine();
+    let group = engine.create_group().unwrap();
+    // A port nobody listens on.
+    let port = tofu::testing::free_tcp_port().unwrap();
+    let mut hello = engine.get(tofu::Allocation::Always).unwrap().unwrap();
+    Address::tcp_client("127.0.0.1", port)
+        .format(&mut hello)
+        .unwrap();
+    let ch = group.post(hello).unwrap().channel_number;
+    let back = recv(&group);
+    assert_eq!(
+        (back.opcode(), back.status()),
+        (OpCode::HelloRequest, Status::ConnectFailed)
+    );
+    let report = closed_report(&group, ch);
+    assert_eq!(report.close_cause(), Some(Status::ConnectFailed));
+}
+
+#[test]
+fn our_own_abort_reports_no_cause() {
+    let c = connected(Transport::Tcp);
+    c.client
+        .post(msg(&c.engine, c.cch, OpCode::ByeSignal, b""))
+        .unwrap();
+    let back = recv(&c.client);
+    assert_eq!(back.opcode(), OpCode::ByeSignal);
+    assert_eq!(closed_report(&c.client, c.cch).close_cause(), None);
+    // The peer saw an abort: a cause.
+    let theirs = closed_report(&c.server, c.sch);
+    assert_eq!(theirs.close_cause(), Some(Status::PeerDisconnected));
+}
+
+/// After our ByeResponse the initiator (here raw) closes; after reading it,
+/// an engine initiator closes with a FIN: the raw responder reads the end of
+/// the stream, not a reset that could have destroyed unread data.
+#[test]
+fn a_completed_handshake_closes_with_a_fin_not_a_reset() {
+    let engine = engine();
+    let group = engine.create_group().unwrap();
+    let (ch, mut raw) = client_of_raw_server(&engine, &group, Transport::Tcp);
+    group
+        .post(msg(&engine, ch, OpCode::ByeRequest, b""))
+        .unwrap();
+    let bye = raw.read_frame();
+    raw.write_all(&raw_frame(9, 6, 0, bye.message_id(), b"", b""))
+        .unwrap();
+    assert_eq!(recv(&group).opcode(), OpCode::ByeResponse);
+    assert_eq!(closed_report(&group, ch).close_cause(), None);
+    let mut buf = [0u8; 16];
+    match raw.read(&mut buf) {
+        Ok(0) => {}
+        other => panic!("expected a FIN (end of stream), got {other:?}"),
+    }
+}
+
+/// An accepted connection that never says hello is closed after the hello
+/// timeout, silently, and counted.
+fn a_silent_connection_times_out(t: Transport) {
+    let engine = engine_with(|o| o.hello_timeout = Some(Duration::from_millis(200)));
+    let server = engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(t);
+    listen(&engine, &server, &saddr);
+    let mut raw = RawStream::connect(&caddr);
+    raw.expect_closed();
+    let s = engine.stats();
+    assert_eq!(s.hello_timeouts, 1, "{s:?}");
+    assert_eq!(s.silent_closes, 1, "{s:?}");
+    recv_nothing(&server, Duration::from_millis(50));
+    // A client that does say hello in time is unaffected.
+    let client = engine.create_group().unwrap();
+    let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
+    std::thread::sleep(Duration::from_millis(300));
+    round_trip(&engine, &client, &server, cch, sch, b"still here");
+}
+tcp_and_uds!(a_silent_connection_times_out);
+
+/// A peer that reads our ByeRequest and never answers: the channel is
+/// aborted after the bye timeout, the report says so.
+fn an_unanswered_bye_request_times_out(t: Transport) {
+    let engine = engine_with(|o| o.bye_timeout = Some(Duration::from_millis(300)));
+    let group = engine.create_group().unwrap();
+    let (ch, mut raw) = client_of_raw_server(&engine, &group, t);
+    group
+        .post(msg(&engine, ch, OpCode::ByeRequest, b""))
+        .unwrap();
+    let _bye = raw.read_frame();
+    let report = closed_report(&group, ch);
+    assert_eq!(report.close_cause(), Some(Status::CommunicationFailed));
+    assert_eq!(engine.stats().bye_timeouts, 1);
+    raw.expect_closed();
+}
+tcp_and_uds!(an_unanswered_bye_request_times_out);
