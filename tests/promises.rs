@@ -207,3 +207,45 @@ fn an_unanswered_bye_request_times_out(t: Transport) {
     raw.expect_closed();
 }
 tcp_and_uds!(an_unanswered_bye_request_times_out);
+
+/// SPEC §5.7b: checking whether a UDS path has a live listener never blocks
+/// the I/O thread — not even when that listener's backlog is full, where a
+/// blocking connect would wait for as long as the listener lives.
+#[cfg(unix)]
+#[test]
+fn listening_where_a_foreign_listener_has_a_full_backlog_does_not_block() {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let path = tofu::testing::temp_uds_path();
+    let foreign = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+    foreign.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+    foreign.listen(0).unwrap();
+    // Fill the backlog: non-blocking connects until the kernel says EAGAIN.
+    let mut fillers = Vec::new();
+    for _ in 0..1024 {
+        let s = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        match s.connect(&SockAddr::unix(&path).unwrap()) {
+            Ok(()) => fillers.push(s),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling the backlog: {e}"),
+        }
+    }
+    let engine = engine();
+    let group = engine.create_group().unwrap();
+    let mut welcome = engine.get(tofu::Allocation::Always).unwrap().unwrap();
+    Address::uds_server(path.clone())
+        .format(&mut welcome)
+        .unwrap();
+    group.post(welcome).unwrap();
+    // Answered at once: the path is in use by a live listener.
+    let answer = recv(&group);
+    assert_eq!(answer.opcode(), OpCode::WelcomeResponse);
+    assert_eq!(answer.status(), Status::ListenFailed, "{answer:?}");
+    // And the engine keeps working meanwhile.
+    let c = connected(Transport::Tcp);
+    round_trip(&c.engine, &c.client, &c.server, c.cch, c.sch, b"alive");
+    assert!(path.exists(), "a live listener's socket file is left alone");
+    drop(fillers);
+    drop(foreign);
+    let _ = std::fs::remove_file(&path);
+}

@@ -256,14 +256,27 @@ pub(crate) fn connect_tcp(addr: SocketAddr) -> io::Result<Stream> {
 pub(crate) fn listen_uds(path: &Path) -> io::Result<Listener> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
-        // Connecting to a Unix-domain socket never waits on the network: it is
-        // accepted into the backlog or refused at once.
-        let live = std::os::unix::net::UnixStream::connect(path).is_ok();
-        if meta.file_type().is_socket() && !live {
+        if meta.file_type().is_socket() && !uds_listener_alive(path) {
             let _ = std::fs::remove_file(path);
         }
     }
     Ok(Listener::Unix(mio::net::UnixListener::bind(path)?))
+}
+
+/// Whether a live listener is behind a socket file, without ever waiting
+/// (SPEC §5.7b): a *non-blocking* connect is accepted, or refused at once when
+/// the listener is gone. A full backlog (`EAGAIN`; a blocking connect would
+/// wait there for as long as the listener lives) and any other error (say,
+/// no permission) count as alive, so nothing that may be in use is removed.
+#[cfg(unix)]
+fn uds_listener_alive(path: &Path) -> bool {
+    match mio::net::UnixStream::connect(path) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+        ),
+    }
 }
 
 /// Starts a non-blocking Unix-domain connect.
