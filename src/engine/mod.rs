@@ -108,6 +108,10 @@ impl Engine {
                 hello: options.hello_timeout,
                 bye: options.bye_timeout,
             },
+            match options.partial_frame_budget {
+                0 => options::DEFAULT_PARTIAL_FRAME_BUDGET,
+                n => n,
+            },
         );
         let watched = shared.clone();
         let thread = std::thread::Builder::new()
@@ -189,6 +193,7 @@ impl Engine {
             silent_closes: get(&c.silent_closes),
             hello_timeouts: get(&c.hello_timeouts),
             bye_timeouts: get(&c.bye_timeouts),
+            partial_frame_bytes: get(&c.partial_frame_bytes),
         }
     }
 

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// Default `partial_frame_budget`.
+pub(crate) const DEFAULT_PARTIAL_FRAME_BUDGET: usize = 4 * 1024 * 1024;
+
 /// Default hello and bye timeouts (SPEC §5.7a).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -23,6 +26,13 @@ pub struct Options {
     /// 4 KiB and 16 MiB).
     /// The I/O thread owns one buffer of this size, shared by all channels.
     pub read_chunk: usize,
+    /// Bytes the engine holds, in all, for frames that have not fully arrived
+    /// and have no pool message (default 4 MiB; 0 means the default). Over
+    /// it, channels that could add to it are not read — their bytes stay in
+    /// the kernel — except for frames already complete there (TCP), so a
+    /// crowd of peers stalling mid-frame cannot grow memory or stop
+    /// well-behaved channels (SPEC §5.7).
+    pub partial_frame_budget: usize,
     /// An accepted connection that sends no HelloRequest within this is
     /// closed silently and counted in [`Stats::hello_timeouts`](crate::Stats)
     /// (default 10 s; `None` waits forever).
@@ -50,6 +60,7 @@ impl Default for Options {
             initial_pool_msgs: DEFAULT_INITIAL_POOL_MSGS,
             max_pool_msgs: DEFAULT_MAX_POOL_MSGS,
             read_chunk: 64 * 1024,
+            partial_frame_budget: DEFAULT_PARTIAL_FRAME_BUDGET,
             hello_timeout: Some(DEFAULT_TIMEOUT),
             bye_timeout: Some(DEFAULT_TIMEOUT),
         }

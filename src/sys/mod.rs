@@ -139,6 +139,20 @@ impl Stream {
         }
     }
 
+    /// Copies the bytes waiting in the kernel into `buf` without taking them.
+    /// TCP only: on a Unix-domain stream it fails with `Unsupported`.
+    pub(crate) fn peek_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            // Through `try_io`, as `peek`.
+            Stream::Tcp(s) => s.try_io(|| s.peek(buf)),
+            #[cfg(any(unix, windows))]
+            Stream::Unix(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no peek on Unix-domain streams here",
+            )),
+        }
+    }
+
     /// The pending socket error, if any (SO_ERROR).
     pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {

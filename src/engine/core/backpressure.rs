@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::wire::{FrameHeader, HEADER_LEN};
+
 /// Reads per channel before other channels get a turn.
 pub(crate) const READ_BUDGET: usize = 16;
 /// The longest a starved channel waits for the pool to refill past its
@@ -32,6 +34,69 @@ pub(crate) fn partial_reserve(capacity: usize) -> usize {
 /// and the peer's flow control slows it down.
 pub(crate) fn may_read(has_message: bool, free: usize) -> bool {
     has_message || free > 0
+}
+
+/// The engine-wide budget for bytes held for frames that have not fully
+/// arrived and have no pool message (the channels' stashes), SPEC §5.7.
+/// Over it, a channel whose read could add to its stash is not read (its
+/// bytes stay in the kernel) until the budget has room again.
+#[derive(Debug)]
+pub(crate) struct StashBudget {
+    limit: usize,
+    used: usize,
+}
+
+impl StashBudget {
+    pub(crate) fn new(limit: usize) -> StashBudget {
+        StashBudget { limit, used: 0 }
+    }
+
+    /// Reads that may stash are allowed.
+    pub(crate) fn has_room(&self) -> bool {
+        self.used < self.limit
+    }
+
+    /// Bytes held now.
+    pub(crate) fn used(&self) -> usize {
+        self.used
+    }
+
+    /// A stash went from `from` to `to` bytes.
+    pub(crate) fn update(&mut self, from: usize, to: usize) {
+        self.used = self.used + to - from;
+    }
+}
+
+/// Whether a read could have to stash bytes: no frame in progress holds a
+/// message, and either a frame is already held back or a new partial frame
+/// would not get a message (the pool is down to its
+/// [reserve](partial_reserve)).
+pub(crate) fn read_may_stash(
+    has_message: bool,
+    has_backlog: bool,
+    free: usize,
+    capacity: usize,
+) -> bool {
+    !has_message && (has_backlog || free <= partial_reserve(capacity))
+}
+
+/// The leading bytes of `peeked` (bytes waiting in the kernel) that make up
+/// complete frames: those can be read over an exhausted budget, since they
+/// decode without being stashed. An invalid header counts as complete (the
+/// decoder then closes the channel).
+pub(crate) fn complete_frames_len(peeked: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(header) = peeked.get(at..at + HEADER_LEN) {
+        let header: &[u8; HEADER_LEN] = header.try_into().expect("16 bytes");
+        let Ok(fh) = FrameHeader::decode(header) else {
+            return at + HEADER_LEN;
+        };
+        if at + fh.frame_len() > peeked.len() {
+            break;
+        }
+        at += fh.frame_len();
+    }
+    at
 }
 
 /// Which notification the reactor arms on the pool before it sleeps.
@@ -130,6 +195,49 @@ mod tests {
         // Deadline passed: read into the three.
         assert!(r.resume_now(3, 64, t0 + REFILL_WAIT));
         assert_eq!(r.arm(64), Arm::Any, "the episode is over");
+    }
+
+    #[test]
+    fn the_stash_budget_counts_what_is_held() {
+        let mut b = StashBudget::new(100);
+        assert!(b.has_room());
+        b.update(0, 60);
+        b.update(0, 50);
+        assert_eq!(b.used(), 110);
+        assert!(!b.has_room());
+        b.update(60, 0);
+        assert!(b.has_room());
+        // Only channels that could stash need room.
+        assert!(!read_may_stash(true, true, 0, 64), "a frame with a message");
+        assert!(read_may_stash(false, true, 64, 64), "a frame held back");
+        assert!(
+            read_may_stash(false, false, 8, 64),
+            "the pool is at its reserve"
+        );
+        assert!(
+            !read_may_stash(false, false, 9, 64),
+            "a partial frame gets a message"
+        );
+    }
+
+    #[test]
+    fn complete_frames_are_found_in_peeked_bytes() {
+        let frame = |body: usize| {
+            let mut f = vec![0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0];
+            f.extend_from_slice(&(body as u16).to_be_bytes());
+            f.extend(std::iter::repeat_n(7, body));
+            f
+        };
+        let mut bytes = frame(3);
+        bytes.extend(frame(0));
+        let two = bytes.len();
+        bytes.extend(&frame(100)[..50]);
+        assert_eq!(complete_frames_len(&bytes), two);
+        assert_eq!(complete_frames_len(&bytes[..10]), 0);
+        assert_eq!(complete_frames_len(&[]), 0);
+        let mut bad = frame(0);
+        bad[2] = 14; // opcode 14: invalid, read it so the channel closes
+        assert_eq!(complete_frames_len(&bad), HEADER_LEN);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::Instant;
 use crate::error::Status;
 use crate::message::{Message, OpCode, Origin, Pool};
 
+use super::backpressure::StashBudget;
 use super::recv::{Decode, Receiver};
 use super::send::{IoVec, SendQueue};
 use super::{Cause, Close, End, Flow, Timeouts};
@@ -244,20 +245,42 @@ impl ChannelCore {
         self.recv.has_backlog()
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, feature = "unstable"))]
     /// Bytes read but not decoded yet.
     pub(crate) fn stashed(&self) -> usize {
         self.recv.stashed()
     }
 
-    /// Bytes read from the socket, decoded into messages from `pool`.
-    pub(crate) fn handle_read(&mut self, bytes: &[u8], pool: &Pool) -> Flow {
-        self.decode_with(|recv, on_frame| recv.read(bytes, pool, on_frame))
+    /// Bytes read from the socket, decoded into messages from `pool`; what
+    /// stays stashed is counted in `budget`.
+    pub(crate) fn handle_read(
+        &mut self,
+        bytes: &[u8],
+        pool: &Pool,
+        budget: &mut StashBudget,
+    ) -> Flow {
+        let flow = self.decode_with(|recv, on_frame| recv.read(bytes, pool, on_frame));
+        self.recv.settle(budget);
+        flow
     }
 
     /// The pool has messages again: decode the backlog.
-    pub(crate) fn handle_resume(&mut self, pool: &Pool) -> Flow {
-        self.decode_with(|recv, on_frame| recv.resume(pool, on_frame))
+    pub(crate) fn handle_resume(&mut self, pool: &Pool, budget: &mut StashBudget) -> Flow {
+        let flow = self.decode_with(|recv, on_frame| recv.resume(pool, on_frame));
+        self.recv.settle(budget);
+        flow
+    }
+
+    /// With a frame held back for want of a message: the bytes still to come
+    /// before it is complete (reading exactly those stashes nothing new for
+    /// long: the frame then decodes).
+    pub(crate) fn rest_of_held_frame(&self) -> Option<usize> {
+        self.recv.rest_of_held_frame()
+    }
+
+    /// The channel is gone: its stash leaves the budget.
+    pub(crate) fn release_budget(&mut self, budget: &mut StashBudget) {
+        self.recv.release(budget);
     }
 
     /// Runs the receiver with the protocol checking each frame it yields.

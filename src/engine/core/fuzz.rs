@@ -184,6 +184,16 @@ impl Driver {
         }
         mine.checked = delivered.len();
         let peer = &self.pair.peer(side);
+        let held = if peer.closed.is_some() {
+            0
+        } else {
+            peer.core.stashed()
+        };
+        assert_eq!(
+            peer.budget.used(),
+            held,
+            "the budget counts exactly the stash"
+        );
         match peer.closed {
             None => assert_eq!(
                 peer.core.queued(),

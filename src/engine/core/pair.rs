@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::message::{Message, OpCode, Pool};
 
-use super::backpressure;
+use super::backpressure::{self, StashBudget};
 use super::channel::{ChannelCore, Posted};
 use super::send::IoVec;
 use super::{Close, End, Flow, Timeouts};
@@ -55,6 +55,8 @@ pub(crate) struct Peer {
     pub(crate) frames_written: usize,
     /// This peer's clock: only [`Pair::advance`] moves it.
     pub(crate) now: Instant,
+    /// This peer's engine-wide stash budget (one channel here).
+    pub(crate) budget: StashBudget,
 }
 
 impl Peer {
@@ -68,6 +70,7 @@ impl Peer {
             starved: false,
             frames_written: 0,
             now,
+            budget: StashBudget::new(usize::MAX / 2),
         }
     }
 
@@ -132,7 +135,7 @@ impl Peer {
 
     /// Feeds `bytes` to the core as one read.
     pub(crate) fn read(&mut self, bytes: &[u8]) -> Flow {
-        let flow = self.core.handle_read(bytes, &self.pool);
+        let flow = self.core.handle_read(bytes, &self.pool, &mut self.budget);
         self.after(flow)
     }
 
@@ -142,7 +145,7 @@ impl Peer {
             return Flow::Continue;
         }
         self.starved = false;
-        let flow = self.core.handle_resume(&self.pool);
+        let flow = self.core.handle_resume(&self.pool, &mut self.budget);
         self.after(flow)
     }
 
@@ -175,6 +178,7 @@ impl Peer {
     }
 
     fn close(&mut self, close: Close) {
+        self.core.release_budget(&mut self.budget);
         self.core.give_back_unsent(&close);
         self.collect();
         self.closed = Some(close);

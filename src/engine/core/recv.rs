@@ -14,7 +14,7 @@ use std::cell::Cell;
 use crate::message::{Allocation, Message, Pool};
 use crate::wire::{Decoded, Decoder, FrameError};
 
-use super::backpressure::partial_reserve;
+use super::backpressure::{StashBudget, partial_reserve};
 
 /// What decoding some bytes came to.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub(crate) struct Receiver {
     /// Bytes read but not decoded because the pool ran dry, or the part of a
     /// frame that waits for the rest before it takes a message.
     stash: Vec<u8>,
+    /// Stash bytes counted in the engine's [`StashBudget`].
+    charged: usize,
 }
 
 impl Receiver {
@@ -50,8 +52,28 @@ impl Receiver {
         !self.stash.is_empty() || self.decoder.needs_message()
     }
 
-    #[cfg(test)]
+    /// Brings the budget up to date with the stash.
+    pub(crate) fn settle(&mut self, budget: &mut StashBudget) {
+        budget.update(self.charged, self.stash.len());
+        self.charged = self.stash.len();
+    }
+
+    /// Gives the stash's share of the budget back (the channel closed).
+    pub(crate) fn release(&mut self, budget: &mut StashBudget) {
+        budget.update(self.charged, 0);
+        self.charged = 0;
+        self.stash = Vec::new();
+    }
+
+    /// With a frame held back (its header complete, no message yet): the
+    /// bytes still to come before it is complete.
+    pub(crate) fn rest_of_held_frame(&self) -> Option<usize> {
+        let rest = self.decoder.pending_len()?;
+        Some(rest.saturating_sub(self.stash.len()))
+    }
+
     /// Bytes held in the stash.
+    #[cfg(any(test, feature = "unstable"))]
     pub(crate) fn stashed(&self) -> usize {
         self.stash.len()
     }

@@ -1053,3 +1053,36 @@ fn a_new_channel_holds_no_heap_memory() {
         "a drained send queue shrinks back"
     );
 }
+
+// ----- the stash budget ----------------------------------------------------------
+
+#[test]
+fn the_stash_budget_counts_held_back_bytes_and_gets_them_back() {
+    // Pool of 8: partial frames take no message once only the reserve is left.
+    let mut p = Pair::connected(8);
+    let held: Vec<Message> = (0..7)
+        .map(|_| {
+            p.server
+                .pool
+                .get(crate::message::Allocation::PoolOnly)
+                .unwrap()
+        })
+        .collect();
+    let frame = raw_frame(2, 1, 1, b"", &[7; 1000]);
+    p.server.read(&frame[..400]);
+    assert_eq!(p.server.budget.used(), 400 - HEADER_LEN);
+    assert_eq!(
+        p.server.core.rest_of_held_frame(),
+        Some(1000 - (400 - HEADER_LEN))
+    );
+    // Exactly the rest completes the frame and empties the stash.
+    p.server.read(&frame[400..]);
+    assert_eq!(p.server.budget.used(), 0);
+    assert_eq!(ids(&p.server.delivered), [1]);
+    // A close gives a held-back stash back.
+    p.server.read(&frame[..600]);
+    assert!(p.server.budget.used() > 0);
+    p.server.end(End::Disconnect);
+    assert_eq!(p.server.budget.used(), 0);
+    drop(held);
+}

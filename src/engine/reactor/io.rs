@@ -33,6 +33,8 @@ pub(super) enum List {
     Again = 2,
     /// Waiting for pool messages: read once the pool refills.
     Starved = 4,
+    /// Waiting for room in the stash budget.
+    OverBudget = 8,
 }
 
 /// The work lists a channel is on (so it is on each at most once).
@@ -75,6 +77,13 @@ impl WorkList {
         }
     }
 
+    pub(super) fn over_budget() -> WorkList {
+        WorkList {
+            list: List::OverBudget,
+            keys: Vec::new(),
+        }
+    }
+
     pub(super) fn add(&mut self, key: Key, listed: &mut Listed) {
         if !listed.contains(self.list) {
             listed.0 |= self.list as u8;
@@ -92,6 +101,8 @@ enum Stop {
     /// Nothing more to read now (would block, budget spent, or not readable).
     Done,
     Starved,
+    /// Waiting for room in the stash budget.
+    OverBudget,
     Closed,
 }
 
@@ -196,6 +207,13 @@ impl Reactor {
         self.drain(|r| &mut r.starved, Reactor::read);
     }
 
+    /// Channels that waited for stash budget read again once there is room.
+    pub(super) fn resume_over_budget(&mut self) {
+        if !self.over_budget.is_empty() && self.budget.has_room() {
+            self.drain(|r| &mut r.over_budget, Reactor::read);
+        }
+    }
+
     /// How long to sleep while channels wait for pool messages (`None` = until
     /// an event), with the pool's notification armed to match. Called after
     /// `prepare_sleep`, so a message returned from now on wakes us.
@@ -232,11 +250,14 @@ impl Reactor {
         let Some(s) = stream_of(&mut self.slab, key) else {
             return Stop::Closed;
         };
-        if s.listed.contains(List::Starved) || s.sock.is_none() {
+        if s.listed.contains(List::Starved)
+            || s.listed.contains(List::OverBudget)
+            || s.sock.is_none()
+        {
             return Stop::Closed;
         }
         if s.core.has_backlog() {
-            let flow = s.core.handle_resume(&self.shared.pool);
+            let flow = s.core.handle_resume(&self.shared.pool, &mut self.budget);
             if let Some(stop) = self.after_decode(key, flow) {
                 return stop;
             }
@@ -281,13 +302,45 @@ impl Reactor {
                     }
                 }
             }
+            let mut want = buf.len();
+            if !self.budget.has_room()
+                && backpressure::read_may_stash(
+                    s.core.has_message(),
+                    s.core.has_backlog(),
+                    pool.len(),
+                    pool.capacity(),
+                )
+            {
+                // Over budget: read only what completes frames without
+                // stashing, as far as the kernel shows it (TCP can peek).
+                let sock = s.sock.as_ref().expect("connected stream");
+                want = match sock.peek_into(buf) {
+                    Ok(0) => buf.len(), // end of stream: read it
+                    Ok(k) => match s.core.rest_of_held_frame() {
+                        Some(rest) if rest <= k => rest,
+                        Some(_) => 0,
+                        None => backpressure::complete_frames_len(&buf[..k]),
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        s.readable = false;
+                        break Stop::Done;
+                    }
+                    Err(_) => 0, // cannot peek here (UDS): wait for room
+                };
+                if want == 0 {
+                    self.over_budget.add(key, &mut s.listed);
+                    break Stop::OverBudget;
+                }
+            }
             let sock = s.sock.as_mut().expect("connected stream");
-            match sock.read(buf) {
+            match sock.read(&mut buf[..want]) {
                 Ok(0) => break self.end(key, End::Eof),
                 Ok(n) => {
                     received += n as u64;
                     reads += 1;
-                    let flow = s.core.handle_read(&buf[..n], &self.shared.pool);
+                    let flow = s
+                        .core
+                        .handle_read(&buf[..n], &self.shared.pool, &mut self.budget);
                     if let Some(stop) = self.after_decode(key, flow) {
                         break stop;
                     }

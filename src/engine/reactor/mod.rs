@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll};
 use tracing::{debug, trace};
 
-use super::core::backpressure::Refill;
+use super::core::backpressure::{Refill, StashBudget};
 use super::core::channel::{ChannelCore, Posted, listener_post};
 use super::core::lifecycle::{ForGroup, Lifecycle};
 use super::core::{Cause, Close, Timeouts};
@@ -107,6 +107,10 @@ pub(crate) struct Reactor {
     timeouts: Timeouts,
     /// The time, read once per loop iteration (after `poll` returns).
     now: Instant,
+    /// Bytes held in all channels' stashes, and its limit.
+    budget: StashBudget,
+    /// Channels not read because the stash budget is spent.
+    over_budget: WorkList,
     /// Channel deadlines (hello, bye), earliest first. An entry is acted on
     /// only if the channel still has that deadline; stale ones are dropped
     /// when they come due, so the heap holds at most two entries per channel
@@ -120,6 +124,7 @@ impl Reactor {
         shared: Arc<Shared>,
         read_chunk: usize,
         timeouts: Timeouts,
+        partial_frame_budget: usize,
     ) -> Reactor {
         let mut r = Reactor {
             poll,
@@ -139,6 +144,8 @@ impl Reactor {
             timeouts,
             now: Instant::now(),
             timers: BinaryHeap::new(),
+            budget: StashBudget::new(partial_frame_budget),
+            over_budget: WorkList::over_budget(),
         };
         r.lifecycle.refill_reserve(&r.shared.directory);
         r
@@ -161,7 +168,12 @@ impl Reactor {
             self.flush_dirty();
             self.retry_blocked_accepts();
             self.resume_starved();
+            self.resume_over_budget();
             self.continue_reads();
+            self.shared
+                .counters
+                .partial_frame_bytes
+                .store(self.budget.used() as u64, Ordering::Relaxed);
             self.lifecycle.refill_reserve(&self.shared.directory);
 
             let timeout = if !self.again.is_empty() || !self.dirty.is_empty() {
@@ -356,6 +368,7 @@ impl Reactor {
                         sock.close_gracefully();
                     }
                 }
+                s.core.release_budget(&mut self.budget);
                 s.core.give_back_unsent(&close);
                 while let Some(msg) = s.core.poll_delivery() {
                     self.deliver(ch.group, msg);
