@@ -86,10 +86,11 @@ fn update_receiver_is_fifo_with_other_messages() {
             .post(msg(&engine, sch, OpCode::Signal, &[i]))
             .unwrap();
     }
+    // `messages_received` counts a frame once it is in the group's queue,
+    // so this proves the three are queued before what follows.
     eventually("3 signals to reach the client", || {
         engine.stats().messages_received >= before + 3
     });
-    std::thread::sleep(Duration::from_millis(20));
     let mut a = Message::new();
     a.body.push(b'a');
     client.update_receiver(Some(a)).unwrap();

@@ -125,7 +125,9 @@ fn printed_seqs(child: &ChildProc, into: &mut Vec<u64>) {
 #[ignore = "entry point of the child processes (runs only with TOFU_CHILD_ROLE set)"]
 fn child_entry() {
     match child_role().as_deref() {
-        None => {}
+        None => println!(
+            "not applicable: the entry point of this file's child processes, run by its tests"
+        ),
         Some("stream_peer") => run_stream_peer(),
         Some(other) => panic!("unknown child role {other}"),
     }

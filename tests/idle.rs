@@ -47,7 +47,11 @@ fn idle_engine_uses_no_cpu() {
 
     let before = thread_ticks("tofu-io");
     assert_eq!(before.len(), 1, "one engine, one I/O thread: {before:?}");
+    let polls = engine.stats().polls;
     std::thread::sleep(Duration::from_millis(500));
+    // The exact measure: an idle engine does not even wake up (no timer is
+    // due: the hello and bye timeouts only run while a peer owes an answer).
+    assert_eq!(engine.stats().polls, polls, "the idle I/O thread woke up");
     let after = thread_ticks("tofu-io");
     assert_eq!(after.len(), 1);
     assert_eq!(before[0].0, after[0].0);

@@ -63,7 +63,9 @@ fn run_sender() {
 #[ignore = "entry point of the child processes (runs only with TOFU_CHILD_ROLE set)"]
 fn child_entry() {
     match child_role().as_deref() {
-        None => {}
+        None => println!(
+            "not applicable: the entry point of this file's child processes, run by its tests"
+        ),
         Some("sender") => run_sender(),
         Some(other) => panic!("unknown child role {other}"),
     }
@@ -144,7 +146,12 @@ fn stream_into_tiny_pool(mb: u64, rss_ceiling_kib: u64) {
          sender waited for its engine {waits} times (window {WINDOW}), sender RSS {sender_rss} KiB"
     );
     assert!(pool_empty >= 1 && stats.pool_empty_events >= 1, "{stats:?}");
-    assert!(stats.pool_free <= 4, "the pool stays bounded: {stats:?}");
+    // Every message the engine used came from its 4-message pool: it never
+    // allocated more (free + taken = all it has).
+    assert!(
+        stats.pool_free + stats.pool_outstanding <= 4,
+        "the pool stays bounded: {stats:?}"
+    );
     assert!(
         growth < rss_ceiling_kib,
         "receiver RSS grew by {growth} KiB receiving {bytes} bytes"

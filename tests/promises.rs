@@ -249,3 +249,21 @@ fn listening_where_a_foreign_listener_has_a_full_backlog_does_not_block() {
     drop(foreign);
     let _ = std::fs::remove_file(&path);
 }
+
+/// A timeout that no longer applies (the hello came) never wakes the I/O
+/// thread: an idle engine stays idle.
+#[test]
+fn an_answered_hello_leaves_no_wake_up_behind() {
+    let engine = engine_with(|o| o.hello_timeout = Some(Duration::from_millis(200)));
+    let server = engine.create_group().unwrap();
+    let client = engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(Transport::Tcp);
+    listen(&engine, &server, &saddr);
+    let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
+    round_trip(&engine, &client, &server, cch, sch, b"x");
+    std::thread::sleep(Duration::from_millis(50));
+    let polls = engine.stats().polls;
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(engine.stats().polls, polls, "woke up for a stale deadline");
+    assert_eq!(engine.stats().hello_timeouts, 0);
+}

@@ -98,7 +98,9 @@ fn run_echo_server() {
 #[ignore = "entry point of the child processes (runs only with TOFU_CHILD_ROLE set)"]
 fn child_entry() {
     match child_role().as_deref() {
-        None => {}
+        None => println!(
+            "not applicable: the entry point of this file's child processes, run by its tests"
+        ),
         Some("echo_server") => run_echo_server(),
         Some(other) => panic!("unknown child role {other}"),
     }

@@ -113,8 +113,9 @@ pub(crate) struct Reactor {
     over_budget: WorkList,
     /// Channel deadlines (hello, bye), earliest first. An entry is acted on
     /// only if the channel still has that deadline; stale ones are dropped
-    /// when they come due, so the heap holds at most two entries per channel
-    /// opened within the longest timeout.
+    /// when they reach the top, so the heap holds at most two entries per
+    /// channel opened within the longest timeout, and a stale one never
+    /// wakes the I/O thread.
     timers: BinaryHeap<Reverse<(Instant, Key)>>,
 }
 
@@ -485,10 +486,20 @@ impl Reactor {
         }
     }
 
-    /// How long until the next deadline.
-    fn timer_timeout(&self) -> Option<Duration> {
-        let &Reverse((deadline, _)) = self.timers.peek()?;
-        Some(deadline.saturating_duration_since(Instant::now()))
+    /// How long until the next deadline. Stale entries on top (the channel
+    /// closed, or its deadline was cleared — a hello arrived) are dropped
+    /// first, so they cause no wake-up.
+    fn timer_timeout(&mut self) -> Option<Duration> {
+        loop {
+            let &Reverse((deadline, key)) = self.timers.peek()?;
+            let live = self.slab.get(key).is_some_and(
+                |c| matches!(&c.state, State::Stream(s) if s.core.poll_timeout() == Some(deadline)),
+            );
+            if live {
+                return Some(deadline.saturating_duration_since(Instant::now()));
+            }
+            self.timers.pop();
+        }
     }
 
     fn stream_mut(&mut self, key: Key) -> Option<&mut Stream> {
