@@ -107,6 +107,7 @@ impl Engine {
             core::Timeouts {
                 hello: options.hello_timeout,
                 bye: options.bye_timeout,
+                lookup: options.lookup_timeout,
             },
             match options.partial_frame_budget {
                 0 => options::DEFAULT_PARTIAL_FRAME_BUDGET,
@@ -193,6 +194,7 @@ impl Engine {
             silent_closes: get(&c.silent_closes),
             hello_timeouts: get(&c.hello_timeouts),
             bye_timeouts: get(&c.bye_timeouts),
+            lookup_timeouts: get(&c.lookup_timeouts),
             partial_frame_bytes: get(&c.partial_frame_bytes),
         }
     }

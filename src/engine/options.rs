@@ -42,6 +42,10 @@ pub struct Options {
     /// `channel_closed` report carries `~cause:communication_failed`
     /// (default 10 s; `None` waits forever).
     pub bye_timeout: Option<Duration>,
+    /// A host-name lookup that takes longer fails the connect
+    /// (`connect_failed`; default 10 s; `None` waits forever). A lookup that
+    /// hangs frees its place for the next one when it times out.
+    pub lookup_timeout: Option<Duration>,
 }
 
 /// Smallest `read_chunk` used (smaller values are raised to it).
@@ -63,6 +67,7 @@ impl Default for Options {
             partial_frame_budget: DEFAULT_PARTIAL_FRAME_BUDGET,
             hello_timeout: Some(DEFAULT_TIMEOUT),
             bye_timeout: Some(DEFAULT_TIMEOUT),
+            lookup_timeout: Some(DEFAULT_TIMEOUT),
         }
     }
 }

@@ -45,6 +45,9 @@ pub struct Stats {
     /// Channels aborted because a ByeRequest went unanswered for
     /// [`Options::bye_timeout`](crate::Options).
     pub bye_timeouts: u64,
+    /// Connects failed because the host-name lookup took longer than
+    /// [`Options::lookup_timeout`](crate::Options).
+    pub lookup_timeouts: u64,
     /// Gauge: bytes held for frames that have not fully arrived and have no
     /// pool message (bounded by
     /// [`Options::partial_frame_budget`](crate::Options) plus one read).
@@ -67,6 +70,7 @@ pub(crate) struct Counters {
     pub(crate) silent_closes: AtomicU64,
     pub(crate) hello_timeouts: AtomicU64,
     pub(crate) bye_timeouts: AtomicU64,
+    pub(crate) lookup_timeouts: AtomicU64,
     pub(crate) partial_frame_bytes: AtomicU64,
 }
 

@@ -151,9 +151,17 @@ impl ChannelCore {
 
     // ----- connecting --------------------------------------------------------
 
+    /// A host-name lookup started at `now` (it must end within the lookup
+    /// timeout).
+    pub(crate) fn handle_resolving(&mut self, now: Instant) {
+        self.phase = Phase::Resolving;
+        self.set_deadline(self.timeouts.lookup.map(|t| now + t));
+    }
+
     /// A non-blocking connect started.
     pub(crate) fn handle_connecting(&mut self) {
         self.phase = Phase::Connecting;
+        self.deadline = None;
     }
 
     /// The connect completed: the queued HelloRequest may go out.
@@ -374,12 +382,16 @@ impl ChannelCore {
             _ => return None,
         }
         self.deadline = None;
-        if self.phase == Phase::AwaitHello {
-            return Some(Close::new(
-                Status::PeerDisconnected,
-                false,
-                Cause::HelloTimeout,
-            ));
+        match self.phase {
+            Phase::AwaitHello => {
+                let close = Close::new(Status::PeerDisconnected, false, Cause::HelloTimeout);
+                return Some(close);
+            }
+            Phase::Resolving => {
+                let close = Close::new(Status::ConnectFailed, true, Cause::LookupTimeout);
+                return Some(close);
+            }
+            Phase::Connecting | Phase::Open => {}
         }
         // Our ByeRequest went unanswered: abort (SPEC §5.7a).
         Some(Close::new(

@@ -76,6 +76,8 @@ pub(crate) enum Cause {
     HelloTimeout,
     /// Our ByeRequest went unanswered for the bye timeout.
     ByeTimeout,
+    /// The host-name lookup took longer than the lookup timeout.
+    LookupTimeout,
 }
 
 /// A channel's close, as decided by the core.
@@ -143,6 +145,8 @@ pub(crate) struct Timeouts {
     pub(crate) hello: Option<Duration>,
     /// Our ByeRequest must be answered within this (counted from its post).
     pub(crate) bye: Option<Duration>,
+    /// A host-name lookup must finish within this.
+    pub(crate) lookup: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -150,6 +154,7 @@ impl Default for Timeouts {
         Timeouts {
             hello: Some(Duration::from_secs(10)),
             bye: Some(Duration::from_secs(10)),
+            lookup: Some(Duration::from_secs(10)),
         }
     }
 }

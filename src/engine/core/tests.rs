@@ -559,6 +559,7 @@ fn timeouts(hello: u64, bye: u64) -> Timeouts {
     Timeouts {
         hello: Some(Duration::from_secs(hello)),
         bye: Some(Duration::from_secs(bye)),
+        lookup: Some(Duration::from_secs(3)),
     }
 }
 
@@ -661,6 +662,7 @@ fn no_timeouts_means_waiting_forever() {
     let none = Timeouts {
         hello: None,
         bye: None,
+        lookup: None,
     };
     let mut p = Pair::with_timeouts(16, 16, none);
     assert_eq!(p.server.core.poll_timeout(), None);
@@ -1085,4 +1087,42 @@ fn the_stash_budget_counts_held_back_bytes_and_gets_them_back() {
     p.server.end(End::Disconnect);
     assert_eq!(p.server.budget.used(), 0);
     drop(held);
+}
+
+#[test]
+fn a_lookup_that_takes_too_long_fails_the_connect() {
+    let t0 = Instant::now();
+    let mut hello = Message::new();
+    hello.header.proto.opcode = OpCode::HelloRequest;
+    hello.header.message_id = 8;
+    let mut core = ChannelCore::client(3, hello, timeouts(5, 5));
+    core.handle_resolving(t0);
+    assert_eq!(core.take_new_deadline(), Some(t0 + Duration::from_secs(3)));
+    assert_eq!(core.handle_timeout(t0 + Duration::from_secs(2)), None);
+    let close = core
+        .handle_timeout(t0 + Duration::from_secs(3))
+        .expect("timed out");
+    assert_eq!(close.cause, Cause::LookupTimeout);
+    assert_eq!(close.report_cause(), Some(Status::ConnectFailed));
+    assert!(close.report);
+    core.give_back_unsent(&close);
+    let back = core.poll_delivery().expect("the HelloRequest comes back");
+    assert_eq!(
+        (back.opcode(), back.status()),
+        (OpCode::HelloRequest, Status::ConnectFailed)
+    );
+}
+
+#[test]
+fn a_lookup_in_time_clears_its_deadline() {
+    let t0 = Instant::now();
+    let mut core = ChannelCore::client(3, Message::new(), timeouts(5, 5));
+    core.handle_resolving(t0);
+    core.handle_connecting();
+    assert_eq!(
+        core.poll_timeout(),
+        None,
+        "connecting has no lookup deadline"
+    );
+    assert_eq!(core.handle_timeout(t0 + Duration::from_secs(60)), None);
 }

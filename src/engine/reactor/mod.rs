@@ -104,6 +104,8 @@ pub(crate) struct Reactor {
     accept_blocked: Vec<Key>,
     retry_accept: bool,
     resolver: Resolver,
+    /// A lookup was abandoned: waiting ones may start.
+    retry_lookups: bool,
     timeouts: Timeouts,
     /// The time, read once per loop iteration (after `poll` returns).
     now: Instant,
@@ -142,6 +144,7 @@ impl Reactor {
             accept_blocked: Vec::new(),
             retry_accept: false,
             resolver: Resolver::default(),
+            retry_lookups: false,
             timeouts,
             now: Instant::now(),
             timers: BinaryHeap::new(),
@@ -166,6 +169,7 @@ impl Reactor {
                 }
             }
             self.fire_timers();
+            self.start_lookups();
             self.flush_dirty();
             self.retry_blocked_accepts();
             self.resume_starved();
@@ -361,6 +365,11 @@ impl Reactor {
                 }
             }
             State::Stream(mut s) => {
+                if s.core.phase() == super::core::channel::Phase::Resolving {
+                    // Its lookup may still run: free its place at once.
+                    self.resolver.abandon(key);
+                    self.retry_lookups = true;
+                }
                 if let Some(mut sock) = s.sock.take() {
                     let _ = self.poll.registry().deregister(&mut sock);
                     if close.is_graceful() {
@@ -404,6 +413,7 @@ impl Reactor {
         match close.cause {
             Cause::HelloTimeout => Counters::add(&c.hello_timeouts, 1),
             Cause::ByeTimeout => Counters::add(&c.bye_timeouts, 1),
+            Cause::LookupTimeout => Counters::add(&c.lookup_timeouts, 1),
             _ => {}
         }
         self.close(key, close);

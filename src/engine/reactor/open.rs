@@ -11,6 +11,7 @@ use tracing::debug;
 
 use super::super::core::channel::ChannelCore;
 use super::super::core::{Cause, Close};
+use super::super::resolver::spawn_system_lookup;
 use super::super::slab::Key;
 use super::{Channel, Counters, ListenerChannel, Reactor, State, Stream};
 use crate::address::Address;
@@ -215,10 +216,17 @@ impl Reactor {
                     let Address::TcpClient { host, port } = a else {
                         unreachable!("matched above")
                     };
-                    let slab = &self.slab;
-                    let failed = self
-                        .resolver
-                        .lookup(&self.shared, key, host, port, |k| slab.get(k).is_some());
+                    let now = self.now;
+                    if let Some(s) = self.stream_mut(key) {
+                        s.core.handle_resolving(now);
+                        if let Some(deadline) = s.core.take_new_deadline() {
+                            self.timers.push(std::cmp::Reverse((deadline, key)));
+                        }
+                    }
+                    let shared = &self.shared;
+                    let failed = self.resolver.lookup(key, host, port, &mut |k, h, p| {
+                        spawn_system_lookup(shared, k, h, p)
+                    });
                     self.lookups_failed(failed);
                 }
             },
@@ -232,12 +240,25 @@ impl Reactor {
         }
     }
 
-    pub(super) fn resolved(&mut self, key: Key, result: io::Result<Vec<SocketAddr>>) {
-        let slab = &self.slab;
+    /// Starts waiting lookups once a place is free.
+    pub(super) fn start_lookups(&mut self) {
+        if !std::mem::take(&mut self.retry_lookups) {
+            return;
+        }
+        let shared = &self.shared;
         let failed = self
             .resolver
-            .finished(&self.shared, |k| slab.get(k).is_some());
+            .start(&mut |k, h, p| spawn_system_lookup(shared, k, h, p));
         self.lookups_failed(failed);
+    }
+
+    pub(super) fn resolved(&mut self, key: Key, result: io::Result<Vec<SocketAddr>>) {
+        let wanted = self.resolver.finished(key);
+        self.retry_lookups = true;
+        self.start_lookups();
+        if !wanted {
+            return; // abandoned: its channel is gone
+        }
         let Some(ch) = self.slab.get(key) else {
             return; // closed meanwhile
         };
