@@ -13,25 +13,6 @@ use std::time::Duration;
 use tofu::{Address, ChannelGroup, Engine, Message, OpCode, Options, Status};
 use util::*;
 
-/// A raw std listener: the function accepting one connection, and the address
-/// to connect to.
-fn raw_server(t: Transport) -> (Box<dyn FnOnce() -> RawStream + Send>, Address) {
-    match t {
-        Transport::Tcp => {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = l.local_addr().unwrap().port();
-            let accept = move || RawStream::Tcp(l.accept().unwrap().0).with_timeouts();
-            (Box::new(accept), Address::tcp_client("127.0.0.1", port))
-        }
-        Transport::Uds => {
-            let path = tofu::testing::temp_uds_path();
-            let accept = raw_uds_listener(&path);
-            let accept = move || RawStream::Uds(accept()).with_timeouts();
-            (Box::new(accept), Address::uds_client(path))
-        }
-    }
-}
-
 fn engine_with(f: impl FnOnce(&mut Options)) -> Engine {
     let mut o = Options::default();
     f(&mut o);

@@ -35,25 +35,6 @@ fn raw_accepted(server: &ChannelGroup, caddr: &Address) -> (RawStream, u16) {
     (raw, sch)
 }
 
-/// A raw std listener: the function accepting one connection, and the address
-/// to connect to. (A UDS socket file is left in the temp dir.)
-fn raw_server(t: Transport) -> (Box<dyn FnOnce() -> RawStream + Send>, Address) {
-    match t {
-        Transport::Tcp => {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = l.local_addr().unwrap().port();
-            let accept = move || RawStream::Tcp(l.accept().unwrap().0).with_timeouts();
-            (Box::new(accept), Address::tcp_client("127.0.0.1", port))
-        }
-        Transport::Uds => {
-            let path = tofu::testing::temp_uds_path();
-            let accept = raw_uds_listener(&path);
-            let accept = move || RawStream::Uds(accept()).with_timeouts();
-            (Box::new(accept), Address::uds_client(path))
-        }
-    }
-}
-
 fn server_setup(t: Transport) -> (Engine, ChannelGroup, Address) {
     let engine = engine();
     let server = engine.create_group().unwrap();

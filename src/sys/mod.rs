@@ -49,8 +49,9 @@ const BACKLOG: i32 = 1024;
 /// kept for the NUL that the OS expects at the end of the path.
 pub(crate) const MAX_UDS_PATH_LEN: usize = SUN_PATH_LEN - 1;
 
-/// The size of `sockaddr_un.sun_path`: 104 bytes on Apple platforms and the BSDs.
-#[cfg(any(
+/// The size of `sockaddr_un.sun_path`: 104 bytes on Apple platforms and the
+/// BSDs, 108 on Linux and Windows (and assumed elsewhere).
+const SUN_PATH_LEN: usize = if cfg!(any(
     target_os = "macos",
     target_os = "ios",
     target_os = "tvos",
@@ -60,23 +61,11 @@ pub(crate) const MAX_UDS_PATH_LEN: usize = SUN_PATH_LEN - 1;
     target_os = "openbsd",
     target_os = "netbsd",
     target_os = "dragonfly",
-))]
-const SUN_PATH_LEN: usize = 104;
-
-/// The size of `sockaddr_un.sun_path`: 108 bytes on Linux and Windows, assumed
-/// elsewhere.
-#[cfg(not(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "tvos",
-    target_os = "watchos",
-    target_os = "visionos",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
-    target_os = "dragonfly",
-)))]
-const SUN_PATH_LEN: usize = 108;
+)) {
+    104
+} else {
+    108
+};
 
 /// A connected (or connecting) non-blocking stream.
 #[derive(Debug)]

@@ -388,6 +388,25 @@ pub fn raw_uds_listener(path: &std::path::Path) -> impl FnOnce() -> RawUds + Sen
     move || l.accept().unwrap().0
 }
 
+/// A raw std listener: the function accepting one connection, and the address
+/// to connect to. (A UDS socket file is left in the temp dir.)
+pub fn raw_server(t: Transport) -> (Box<dyn FnOnce() -> RawStream + Send>, Address) {
+    match t {
+        Transport::Tcp => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            let accept = move || RawStream::Tcp(l.accept().unwrap().0).with_timeouts();
+            (Box::new(accept), Address::tcp_client("127.0.0.1", port))
+        }
+        Transport::Uds => {
+            let path = tofu::testing::temp_uds_path();
+            let accept = raw_uds_listener(&path);
+            let accept = move || RawStream::Uds(accept()).with_timeouts();
+            (Box::new(accept), Address::uds_client(path))
+        }
+    }
+}
+
 /// A blocking std socket talking to an engine: TCP or Unix-domain.
 pub enum RawStream {
     Tcp(std::net::TcpStream),
