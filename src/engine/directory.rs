@@ -13,7 +13,7 @@
 //! lock-free reserve that the I/O thread keeps topped up.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::error::Error;
 
@@ -31,6 +31,9 @@ const COUNT_MASK: u64 = 0xffff_ffff;
 pub(crate) struct Directory {
     owners: Box<[AtomicU64]>,
     pub(crate) reserve: ArrayQueue<u16>,
+    /// Set by the I/O thread when it found no free number for the reserve:
+    /// `post` on channel 0 then fails at once instead of waiting.
+    exhausted: AtomicBool,
 }
 
 impl Directory {
@@ -38,6 +41,18 @@ impl Directory {
         Directory {
             owners: (0..=u16::MAX as usize).map(|_| AtomicU64::new(0)).collect(),
             reserve: ArrayQueue::new(RESERVE),
+            exhausted: AtomicBool::new(false),
+        }
+    }
+
+    /// Every channel number is in use (as of the I/O thread's last refill).
+    pub(crate) fn is_exhausted(&self) -> bool {
+        self.exhausted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_exhausted(&self, exhausted: bool) {
+        if self.exhausted.load(Ordering::Relaxed) != exhausted {
+            self.exhausted.store(exhausted, Ordering::Release);
         }
     }
 

@@ -177,7 +177,8 @@ impl ChannelGroup {
         Ok(())
     }
 
-    /// A channel number from the I/O thread's reserve; in a burst that drains the
+    /// A channel number from the I/O thread's reserve. When every number is in
+    /// use it fails at once; in a burst that drains the
     /// reserve, waits (bounded) for the I/O thread to refill it.
     fn reserve_number(&self) -> Option<u16> {
         let engine = self.engine.shared();
@@ -185,7 +186,12 @@ impl ChannelGroup {
             return Some(n);
         }
         let deadline = Instant::now() + RESERVE_WAIT;
-        while Instant::now() < deadline && !engine.is_shut_down() {
+        // Every number in use: fail at once. Otherwise a burst drained the
+        // reserve and the I/O thread refills it within a loop iteration.
+        while Instant::now() < deadline
+            && !engine.is_shut_down()
+            && !engine.directory.is_exhausted()
+        {
             engine.wake.wake_always();
             std::thread::yield_now();
             if let Some(n) = engine.directory.reserve.pop() {

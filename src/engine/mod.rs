@@ -113,6 +113,7 @@ impl Engine {
                 0 => options::DEFAULT_PARTIAL_FRAME_BUDGET,
                 n => n,
             },
+            options.tcp_keepalive,
         );
         let watched = shared.clone();
         let thread = std::thread::Builder::new()

@@ -46,6 +46,10 @@ pub struct Options {
     /// (`connect_failed`; default 10 s; `None` waits forever). A lookup that
     /// hangs frees its place for the next one when it times out.
     pub lookup_timeout: Option<Duration>,
+    /// TCP keepalive on every TCP stream, first probe after this long without
+    /// traffic (default `None`: off, as in the original). Lets the kernel
+    /// notice a peer host that vanished without a word.
+    pub tcp_keepalive: Option<Duration>,
 }
 
 /// Smallest `read_chunk` used (smaller values are raised to it).
@@ -68,6 +72,7 @@ impl Default for Options {
             hello_timeout: Some(DEFAULT_TIMEOUT),
             bye_timeout: Some(DEFAULT_TIMEOUT),
             lookup_timeout: Some(DEFAULT_TIMEOUT),
+            tcp_keepalive: None,
         }
     }
 }

@@ -115,6 +115,26 @@ impl Stream {
         }
     }
 
+    /// Turns TCP keepalive on, first probe after `idle` without traffic (a
+    /// no-op on Unix-domain streams). Failure is not fatal: the stream works
+    /// without it.
+    pub(crate) fn set_keepalive(&self, idle: Duration) {
+        if let Stream::Tcp(s) = self {
+            let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+            let _ = SockRef::from(s).set_tcp_keepalive(&keepalive);
+        }
+    }
+
+    /// Whether TCP keepalive is on (tests).
+    #[cfg(test)]
+    pub(crate) fn keepalive(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => SockRef::from(s).keepalive().unwrap_or(false),
+            #[cfg(any(unix, windows))]
+            Stream::Unix(_) => false,
+        }
+    }
+
     /// Makes the coming close a FIN instead of the reset every stream is set
     /// up for (SO_LINGER back to the default). Used only after a completed
     /// Bye handshake, so no data the peer has not read is destroyed.
@@ -348,6 +368,16 @@ pub(crate) fn is_disconnect(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Options::tcp_keepalive` reaches the socket (loopback).
+    #[test]
+    fn keepalive_is_set_on_tcp_streams() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = connect_tcp(listener.local_addr().unwrap()).unwrap();
+        assert!(!stream.keepalive(), "off by default");
+        stream.set_keepalive(Duration::from_secs(30));
+        assert!(stream.keepalive());
+    }
 
     #[test]
     fn uds_path_limit_is_the_platform_one() {

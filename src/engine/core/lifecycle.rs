@@ -70,19 +70,21 @@ impl Lifecycle {
     }
 
     /// Keeps the reserve `post` takes numbers from topped up.
+    /// An empty reserve after refilling means every number is in use: the
+    /// directory says so, and `post` on channel 0 fails at once.
     pub(crate) fn refill_reserve(&mut self, directory: &Directory) {
         let reserve = &directory.reserve;
-        if reserve.len() >= RESERVE / 2 {
-            return;
-        }
-        while reserve.len() < RESERVE {
-            match self.numbers.alloc() {
-                Some(n) => {
-                    let _ = reserve.push(n);
+        if reserve.len() < RESERVE / 2 {
+            while reserve.len() < RESERVE {
+                match self.numbers.alloc() {
+                    Some(n) => {
+                        let _ = reserve.push(n);
+                    }
+                    None => break,
                 }
-                None => break,
             }
         }
+        directory.set_exhausted(reserve.is_empty());
     }
 
     #[cfg(test)]
@@ -263,6 +265,22 @@ mod tests {
         );
         assert!(!l.is_zombie(n));
         assert_eq!(d.acquire(n, 1), Err(crate::Error::InvalidChannelNumber));
+    }
+
+    #[test]
+    fn an_empty_reserve_says_the_numbers_are_exhausted() {
+        let d = Directory::new();
+        let mut l = Lifecycle::new();
+        let mut held = Vec::new();
+        while let Some(n) = l.alloc() {
+            held.push(n);
+        }
+        l.refill_reserve(&d);
+        assert!(d.is_exhausted(), "no number left for the reserve");
+        l.release_unused(held[0]);
+        l.refill_reserve(&d);
+        assert!(!d.is_exhausted());
+        assert_eq!(d.reserve.pop(), Some(held[0]));
     }
 
     #[test]

@@ -113,6 +113,8 @@ pub(crate) struct Reactor {
     budget: StashBudget,
     /// Channels not read because the stash budget is spent.
     over_budget: WorkList,
+    /// TCP keepalive idle time for every TCP stream (`Options::tcp_keepalive`).
+    keepalive: Option<Duration>,
     /// Channel deadlines (hello, bye), earliest first. An entry is acted on
     /// only if the channel still has that deadline; stale ones are dropped
     /// when they reach the top, so the heap holds at most two entries per
@@ -128,6 +130,7 @@ impl Reactor {
         read_chunk: usize,
         timeouts: Timeouts,
         partial_frame_budget: usize,
+        keepalive: Option<Duration>,
     ) -> Reactor {
         let mut r = Reactor {
             poll,
@@ -150,6 +153,7 @@ impl Reactor {
             timers: BinaryHeap::new(),
             budget: StashBudget::new(partial_frame_budget),
             over_budget: WorkList::over_budget(),
+            keepalive,
         };
         r.lifecycle.refill_reserve(&r.shared.directory);
         r

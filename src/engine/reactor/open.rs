@@ -128,6 +128,9 @@ impl Reactor {
                 }
             };
             l.blocked = false;
+            if let Some(idle) = self.keepalive {
+                sock.set_keepalive(idle);
+            }
             let Some(number) = self.lifecycle.alloc() else {
                 debug!("no channel number free: connection dropped");
                 continue;
@@ -290,6 +293,9 @@ impl Reactor {
     }
 
     fn start_connect(&mut self, key: Key, mut sock: sys::Stream) {
+        if let Some(idle) = self.keepalive {
+            sock.set_keepalive(idle);
+        }
         let registered = self.poll.registry().register(
             &mut sock,
             key.token(),
