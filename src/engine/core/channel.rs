@@ -417,8 +417,8 @@ impl ChannelCore {
     /// close's status (after what is already queued for delivery), or, on a
     /// silent close, is freed.
     pub(crate) fn give_back_unsent(&mut self, close: &Close) {
-        let unsent: Vec<Message> = self.send.drain().collect();
-        for msg in unsent {
+        let mut send = std::mem::take(&mut self.send);
+        for msg in send.drain() {
             if close.report {
                 self.give_back(msg, close.status);
             }

@@ -90,7 +90,6 @@ impl Driver {
     fn new(client_pool: usize, server_pool: usize) -> Driver {
         let mut models: [Model; 2] = Default::default();
         models[0].queued.push_back(Pair::HELLO_ID);
-        models[1].greeted = false;
         Driver {
             pair: Pair::with_pools(client_pool, server_pool),
             models,
@@ -136,7 +135,6 @@ impl Driver {
 
     /// Checks every new delivery of `side`.
     fn check(&mut self, side: Side) {
-        let other = index(side.other());
         let me = index(side);
         let number = match side {
             Side::Client => CLIENT,
@@ -150,7 +148,6 @@ impl Driver {
             let (a, b) = self.models.split_at_mut(1);
             (&mut b[0], &a[0])
         };
-        let _ = other;
         for msg in &delivered[mine.checked..] {
             let id = msg.header.message_id;
             match msg.header.proto.origin {

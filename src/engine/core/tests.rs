@@ -52,6 +52,13 @@ fn closed(p: &mut Pair, side: Side) -> Close {
     p.peer(side).closed.expect("channel closed")
 }
 
+/// Takes `n` messages out of `peer`'s pool (as a busy application would).
+fn hold(peer: &super::pair::Peer, n: usize) -> Vec<Message> {
+    (0..n)
+        .map(|_| peer.pool.get(crate::message::Allocation::PoolOnly).unwrap())
+        .collect()
+}
+
 /// The server's channel right after the HelloRequest arrived (not answered).
 fn greeted() -> Pair {
     let mut p = Pair::new(16);
@@ -933,14 +940,7 @@ fn an_empty_pool_leaves_data_in_the_kernel() {
 fn a_partial_frame_does_not_take_the_reserve() {
     // Pool of 8: one message is kept for complete frames.
     let mut p = Pair::connected(8);
-    let held: Vec<Message> = (0..7)
-        .map(|_| {
-            p.server
-                .pool
-                .get(crate::message::Allocation::PoolOnly)
-                .unwrap()
-        })
-        .collect();
+    let held = hold(&p.server, 7);
     assert_eq!(p.server.pool.len(), 1);
     let frame = raw_frame(2, 1, 1, b"", &[7; 100]);
     assert_eq!(p.server.read(&frame[..50]), Flow::Continue);
@@ -1062,14 +1062,7 @@ fn a_new_channel_holds_no_heap_memory() {
 fn the_stash_budget_counts_held_back_bytes_and_gets_them_back() {
     // Pool of 8: partial frames take no message once only the reserve is left.
     let mut p = Pair::connected(8);
-    let held: Vec<Message> = (0..7)
-        .map(|_| {
-            p.server
-                .pool
-                .get(crate::message::Allocation::PoolOnly)
-                .unwrap()
-        })
-        .collect();
+    let held = hold(&p.server, 7);
     let frame = raw_frame(2, 1, 1, b"", &[7; 1000]);
     p.server.read(&frame[..400]);
     assert_eq!(p.server.budget.used(), 400 - HEADER_LEN);

@@ -26,7 +26,7 @@ use crate::sys;
 /// Which work list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub(super) enum List {
+pub(crate) enum List {
     /// New messages to flush.
     Dirty = 1,
     /// Read budget spent with data left: read again next iteration.
@@ -56,30 +56,9 @@ pub(super) struct WorkList {
 }
 
 impl WorkList {
-    pub(super) fn dirty() -> WorkList {
+    pub(super) fn new(list: List) -> WorkList {
         WorkList {
-            list: List::Dirty,
-            keys: Vec::new(),
-        }
-    }
-
-    pub(super) fn again() -> WorkList {
-        WorkList {
-            list: List::Again,
-            keys: Vec::new(),
-        }
-    }
-
-    pub(super) fn starved() -> WorkList {
-        WorkList {
-            list: List::Starved,
-            keys: Vec::new(),
-        }
-    }
-
-    pub(super) fn over_budget() -> WorkList {
-        WorkList {
-            list: List::OverBudget,
+            list,
             keys: Vec::new(),
         }
     }

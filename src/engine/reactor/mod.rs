@@ -35,7 +35,7 @@ use super::{Command, Counters, Delivery, GroupShared, IntMap, Shared};
 use crate::error::Status;
 use crate::message::{Message, Origin};
 use crate::sys::{self, Listener};
-use io::{Listed, WorkList};
+use io::{List, Listed, WorkList};
 
 /// Commands handled per loop iteration before sockets get a turn.
 const COMMAND_BATCH: usize = 4096;
@@ -140,9 +140,9 @@ impl Reactor {
             groups: IntMap::default(),
             lifecycle: Lifecycle::new(),
             read_buf: vec![0u8; read_chunk].into_boxed_slice(),
-            dirty: WorkList::dirty(),
-            again: WorkList::again(),
-            starved: WorkList::starved(),
+            dirty: WorkList::new(List::Dirty),
+            again: WorkList::new(List::Again),
+            starved: WorkList::new(List::Starved),
             refill: Refill::default(),
             accept_blocked: Vec::new(),
             retry_accept: false,
@@ -152,7 +152,7 @@ impl Reactor {
             now: Instant::now(),
             timers: BinaryHeap::new(),
             budget: StashBudget::new(partial_frame_budget),
-            over_budget: WorkList::over_budget(),
+            over_budget: WorkList::new(List::OverBudget),
             keepalive,
         };
         r.lifecycle.refill_reserve(&r.shared.directory);
@@ -303,9 +303,7 @@ impl Reactor {
             State::Stream(s) => match s.core.handle_post(msg, self.now) {
                 Posted::Queued => {
                     self.dirty.add(key, &mut s.listed);
-                    if let Some(deadline) = s.core.take_new_deadline() {
-                        self.timers.push(Reverse((deadline, key)));
-                    }
+                    schedule(&mut self.timers, key, &mut s.core);
                 }
                 Posted::GivenBack => self.deliver_from(key),
                 Posted::Close(close) => {
@@ -518,6 +516,13 @@ impl Reactor {
 
     fn stream_mut(&mut self, key: Key) -> Option<&mut Stream> {
         stream_of(&mut self.slab, key)
+    }
+}
+
+/// Puts a deadline the core just set on the timer heap.
+fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, Key)>>, key: Key, core: &mut ChannelCore) {
+    if let Some(deadline) = core.take_new_deadline() {
+        timers.push(Reverse((deadline, key)));
     }
 }
 

@@ -13,7 +13,7 @@ use super::super::core::channel::ChannelCore;
 use super::super::core::{Cause, Close};
 use super::super::resolver::spawn_system_lookup;
 use super::super::slab::Key;
-use super::{Channel, Counters, ListenerChannel, Reactor, State, Stream};
+use super::{Channel, Counters, ListenerChannel, Reactor, State, Stream, schedule, stream_of};
 use crate::address::Address;
 use crate::error::{Error, Status};
 use crate::message::{Message, OpCode, Origin};
@@ -158,11 +158,9 @@ impl Reactor {
                 self.lifecycle.release_unused(number);
                 continue;
             }
-            if let Some(s) = self.stream_mut(key) {
+            if let Some(s) = stream_of(&mut self.slab, key) {
                 s.sock = Some(sock);
-                if let Some(deadline) = s.core.take_new_deadline() {
-                    self.timers.push(std::cmp::Reverse((deadline, key)));
-                }
+                schedule(&mut self.timers, key, &mut s.core);
             }
             self.shared.directory.open(number, group);
             self.by_number.insert(number, key);
@@ -219,12 +217,9 @@ impl Reactor {
                     let Address::TcpClient { host, port } = a else {
                         unreachable!("matched above")
                     };
-                    let now = self.now;
-                    if let Some(s) = self.stream_mut(key) {
-                        s.core.handle_resolving(now);
-                        if let Some(deadline) = s.core.take_new_deadline() {
-                            self.timers.push(std::cmp::Reverse((deadline, key)));
-                        }
+                    if let Some(s) = stream_of(&mut self.slab, key) {
+                        s.core.handle_resolving(self.now);
+                        schedule(&mut self.timers, key, &mut s.core);
                     }
                     let shared = &self.shared;
                     let failed = self.resolver.lookup(key, host, port, &mut |k, h, p| {
