@@ -263,13 +263,22 @@ fn peer_disconnect_returns_queued_messages(t: Transport) {
         cch,
         ..
     } = slow_server(t);
-    const N: u64 = 300;
     const LEN: usize = 60 * 1024;
-    for i in 0..N {
-        client
-            .post(msg(&client_engine, cch, OpCode::Request, &seq_body(i, LEN)))
-            .unwrap();
+    // Until the channel's outgoing limit refuses one (8 MiB by default).
+    let mut n = 0;
+    while n < 1000 {
+        let m = msg(&client_engine, cch, OpCode::Request, &seq_body(n, LEN));
+        match client.post(m) {
+            Ok(_) => n += 1,
+            Err(e) => {
+                assert_eq!(e.error, Error::PoolEmpty, "refused over the limit");
+                check_seq_body(&e.message.body, LEN);
+                break;
+            }
+        }
     }
+    assert!(n < 1000, "the outgoing limit refused a post");
+    let total = n;
     // Let the client write what the kernel takes.
     let mut last = u64::MAX;
     eventually("the client to stop making progress", || {
@@ -305,12 +314,12 @@ fn peer_disconnect_returns_queued_messages(t: Transport) {
     }
     assert!(
         !returned.is_empty(),
-        "{N} x {LEN} bytes cannot all fit in kernel buffers"
+        "{total} x {LEN} bytes cannot all fit in kernel buffers"
     );
     let first = returned[0];
     assert_eq!(
         returned,
-        (first..N).collect::<Vec<_>>(),
+        (first..total).collect::<Vec<_>>(),
         "an ordered suffix"
     );
     recv_nothing(&client, Duration::from_millis(50));

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tofu::testing::free_tcp_port;
-use tofu::{Address, Error, Message, OpCode, Status};
+use tofu::{Address, Engine, Error, Message, OpCode, Options, Status};
 use util::*;
 
 /// Statuses a message may come back with when its channel failed.
@@ -137,7 +137,13 @@ fn child_entry() {
 /// is killed with SIGKILL mid-stream.
 #[test]
 fn peer_killed_mid_stream() {
-    let engine = engine();
+    // Everything is queued up front (48 MiB): above the default limits.
+    let engine = Engine::new(Options {
+        channel_send_limit: 64 << 20,
+        engine_send_limit: 64 << 20,
+        ..Options::default()
+    })
+    .unwrap();
     let server = engine.create_group().unwrap();
     let port = free_tcp_port().unwrap();
     listen(&engine, &server, &Address::tcp_server("127.0.0.1", port));

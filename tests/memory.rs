@@ -105,6 +105,60 @@ mod linux_only {
         );
     }
 
+    /// SPEC §5.7, outgoing: 3,000 × 60 kB Signals posted to a peer that
+    /// never reads. The channel's limit refuses what does not fit, so memory
+    /// stays near the limit (8 MiB by default) instead of growing with every
+    /// post; every message is refused, written or returned, once.
+    #[test]
+    fn a_peer_that_never_reads_grows_memory_by_less_than_32_mib() {
+        let _serial = serial();
+        const N: u64 = 3000;
+        const LEN: usize = 60_000;
+        let engine = Engine::new(Options::default()).unwrap();
+        let group = engine.create_group().unwrap();
+        let (accept, caddr) = raw_server(Transport::Tcp);
+        let mut hello = engine.get(tofu::Allocation::Always).unwrap().unwrap();
+        caddr.format(&mut hello).unwrap();
+        let ch = group.post(hello).unwrap().channel_number;
+        let raw = accept(); // never read
+        let rss0 = rss_kib();
+        let (mut accepted, mut refused) = (0u64, 0u64);
+        for seq in 0..N {
+            let m = msg(&engine, ch, tofu::OpCode::Signal, &fast_seq_body(seq, LEN));
+            match group.post(m) {
+                Ok(_) => accepted += 1,
+                Err(e) => {
+                    assert_eq!(e.error, tofu::Error::PoolEmpty);
+                    refused += 1;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let grown = rss_kib().saturating_sub(rss0);
+        let s = engine.stats();
+        println!(
+            "MEMORY {N} x {LEN} B to a peer that never reads: RSS +{grown} KiB; \
+             {accepted} accepted, {refused} refused, {} written, {} B queued",
+            s.messages_sent - 1,
+            s.queued_bytes
+        );
+        assert!(grown < 32 * 1024, "RSS grew by {grown} KiB ({s:?})");
+        drop(raw);
+        let mut returned = 0;
+        loop {
+            let m = recv_skip_pool_empty(&group);
+            if m.is_from_engine() && m.body.is_empty() {
+                assert_report(&m, ch, tofu::Status::ChannelClosed);
+                break;
+            }
+            check_fast_seq_body(&m.body, LEN);
+            returned += 1;
+        }
+        let written = engine.stats().messages_sent - 1; // the HelloRequest
+        assert_eq!(accepted + refused, N);
+        assert_eq!(written + returned, accepted, "written or returned, once");
+    }
+
     fn engine_small() -> Engine {
         Engine::new(Options::default()).unwrap()
     }
@@ -113,5 +167,11 @@ mod linux_only {
 #[cfg(not(target_os = "linux"))]
 #[test]
 fn a_thousand_stalled_peers_grow_memory_by_less_than_16_mib() {
+    println!("not applicable: measures RSS through /proc (Linux only)");
+}
+
+#[cfg(not(target_os = "linux"))]
+#[test]
+fn a_peer_that_never_reads_grows_memory_by_less_than_32_mib() {
     println!("not applicable: measures RSS through /proc (Linux only)");
 }

@@ -248,3 +248,191 @@ fn an_answered_hello_leaves_no_wake_up_behind() {
     assert_eq!(engine.stats().polls, polls, "woke up for a stale deadline");
     assert_eq!(engine.stats().hello_timeouts, 0);
 }
+
+// ----- outgoing limits (SPEC §5.7) ------------------------------------------
+
+const BIG: usize = 60_000;
+
+/// Posts Signals of `BIG` bytes (sequence numbers from `first`) until one is
+/// refused or `most` are queued; returns how many were accepted. A refusal
+/// must be `PoolEmpty` with the message untouched.
+fn post_until_refused(
+    engine: &Engine,
+    group: &ChannelGroup,
+    ch: u16,
+    first: u64,
+    most: u64,
+) -> u64 {
+    for seq in first..first + most {
+        let m = msg(engine, ch, OpCode::Signal, &fast_seq_body(seq, BIG));
+        if let Err(e) = group.post(m) {
+            assert_eq!(e.error, tofu::Error::PoolEmpty, "refused over the limit");
+            assert_eq!(check_fast_seq_body(&e.message.body, BIG), seq, "untouched");
+            assert_eq!(e.message.header.status, 0);
+            return seq - first;
+        }
+    }
+    most
+}
+
+/// Posts until the queue is full and stays full: the kernel's buffers are
+/// full too and the I/O thread writes no more. Returns how many were posted.
+fn fill_to_the_limit(engine: &Engine, group: &ChannelGroup, ch: u16) -> u64 {
+    let mut next = 0;
+    for _ in 0..100 {
+        next += post_until_refused(engine, group, ch, next, 10_000);
+        let sent = engine.stats().messages_sent;
+        std::thread::sleep(Duration::from_millis(100));
+        if engine.stats().messages_sent == sent {
+            return next;
+        }
+    }
+    panic!("the peer never stopped taking bytes");
+}
+
+/// 3,000 × 60 kB to a peer that never reads: the channel's queue stops at
+/// its limit and `post` refuses the rest; when the peer goes away every
+/// accepted message was either written or comes back, exactly once.
+fn a_peer_that_never_reads_cannot_grow_the_send_queue(t: Transport) {
+    const N: u64 = 3000;
+    let limit = 2 << 20;
+    let engine = engine_with(|o| o.channel_send_limit = limit);
+    let group = engine.create_group().unwrap();
+    let (ch, raw) = client_of_raw_server(&engine, &group, t);
+    let sent0 = engine.stats().messages_sent;
+    let mut accepted = 0;
+    let mut refused = 0;
+    let mut seq = 0;
+    while seq < N {
+        let n = post_until_refused(&engine, &group, ch, seq, N - seq);
+        accepted += n;
+        seq += n;
+        if seq < N {
+            refused += 1;
+            seq += 1;
+        }
+    }
+    let s = engine.stats();
+    assert_eq!(accepted + refused, N);
+    assert!(
+        refused > 0,
+        "{N} x {BIG} B cannot fit in {limit} B and the kernel"
+    );
+    assert_eq!(s.send_limit_refusals, refused);
+    assert!(s.queued_bytes <= limit as u64, "{s:?}");
+    // The peer goes away: what was not written comes back, then the report.
+    drop(raw);
+    let mut returned = Vec::new();
+    loop {
+        let m = recv_skip_pool_empty(&group);
+        if m.opcode() == OpCode::Signal && m.is_from_engine() && m.body.is_empty() {
+            assert_report(&m, ch, Status::ChannelClosed);
+            break;
+        }
+        assert!(m.is_from_engine(), "{m:?}");
+        returned.push(check_fast_seq_body(&m.body, BIG));
+    }
+    let s = engine.stats();
+    let written = s.messages_sent - sent0;
+    assert_eq!(
+        written + returned.len() as u64,
+        accepted,
+        "written or returned, once: {s:?}"
+    );
+    assert_eq!((s.queued_bytes, s.queued_messages), (0, 0), "{s:?}");
+    println!(
+        "OUTGOING {t:?}: {N} posted, {refused} refused, {written} written, {} returned",
+        returned.len()
+    );
+}
+tcp_and_uds!(a_peer_that_never_reads_cannot_grow_the_send_queue);
+
+/// `post_timeout` waits while the queue is full — returning `PoolEmpty`
+/// with the message after its timeout — and succeeds as soon as the peer
+/// reads; a reader then gets every message in order.
+fn post_timeout_waits_for_room(t: Transport) {
+    let engine = engine_with(|o| o.channel_send_limit = 1 << 20);
+    let group = engine.create_group().unwrap();
+    let (ch, mut raw) = client_of_raw_server(&engine, &group, t);
+    let next = fill_to_the_limit(&engine, &group, ch);
+    let m = msg(&engine, ch, OpCode::Signal, &fast_seq_body(next, BIG));
+    let start = std::time::Instant::now();
+    let e = group
+        .post_timeout(m, Duration::from_millis(200))
+        .unwrap_err();
+    assert!(start.elapsed() >= Duration::from_millis(200), "waited");
+    assert_eq!(e.error, tofu::Error::PoolEmpty);
+    assert_eq!(check_fast_seq_body(&e.message.body, BIG), next);
+    // A reader drains the peer's side; the posts go through.
+    const MORE: u64 = 200;
+    let total = next + MORE;
+    let reader = std::thread::spawn(move || {
+        for seq in 0..total {
+            let f = raw.read_frame();
+            assert_eq!(check_fast_seq_body(&f.body, BIG), seq, "in order");
+        }
+        raw
+    });
+    for seq in next..total {
+        let m = msg(&engine, ch, OpCode::Signal, &fast_seq_body(seq, BIG));
+        group
+            .post_timeout(m, timeout())
+            .expect("room within the timeout");
+    }
+    let _raw = join_within(reader);
+    eventually("the queue to drain", || engine.stats().queued_bytes == 0);
+}
+tcp_and_uds!(post_timeout_waits_for_room);
+
+/// The engine-wide limit holds across channels: with one channel's queue
+/// full at the engine limit, another channel's post is refused too.
+#[test]
+fn the_engine_limit_holds_across_channels() {
+    let engine = engine_with(|o| o.engine_send_limit = 1 << 20);
+    let group = engine.create_group().unwrap();
+    let (a, _raw_a) = client_of_raw_server(&engine, &group, Transport::Tcp);
+    let (b, _raw_b) = client_of_raw_server(&engine, &group, Transport::Tcp);
+    fill_to_the_limit(&engine, &group, a);
+    let e = group
+        .post(msg(&engine, b, OpCode::Signal, &fast_seq_body(0, BIG)))
+        .unwrap_err();
+    assert_eq!(e.error, tofu::Error::PoolEmpty, "the engine is full");
+    let s = engine.stats();
+    assert!(s.queued_bytes <= 1 << 20, "{s:?}");
+    assert!(s.send_limit_refusals >= 2, "{s:?}");
+}
+
+/// SPEC §5.7a: at the open-channel cap, `post` of a HelloRequest fails at
+/// once, listeners stop accepting (the connection waits in the backlog) and
+/// resume when a channel closes.
+#[test]
+fn at_the_open_channel_cap_accepting_pauses_and_opening_fails_fast() {
+    // The listener and one accepted channel.
+    let engine = engine_with(|o| o.max_channels = 2);
+    let server = engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(Transport::Tcp);
+    listen(&engine, &server, &saddr);
+    let client_engine = util::engine();
+    let client = client_engine.create_group().unwrap();
+    let (c1, s1) = connect_pair(&client_engine, &client, &server, &caddr);
+    // The cap is reached: opening fails at once.
+    let start = std::time::Instant::now();
+    let e = server.post(opening(&engine, &caddr)).unwrap_err();
+    assert_eq!(e.error, tofu::Error::AllocationFailed);
+    assert!(start.elapsed() < Duration::from_secs(1), "no wait");
+    // A second client connects (the kernel completes the handshake) but is
+    // not accepted: its HelloRequest does not arrive.
+    let h2 = client.post(opening(&client_engine, &caddr)).unwrap();
+    recv_nothing(&server, Duration::from_millis(300));
+    let s = engine.stats();
+    assert_eq!(s.open_channels, 2, "{s:?}");
+    assert!(s.accept_pauses >= 1, "{s:?}");
+    // The first channel closes: the second is accepted.
+    abort(&client_engine, &client, c1);
+    let report = recv(&server);
+    assert_report(&report, s1, Status::ChannelClosed);
+    let hello = recv(&server);
+    assert_eq!(hello.opcode(), OpCode::HelloRequest, "{hello:?}");
+    assert_eq!(hello.header.message_id, h2.message_id);
+    assert_eq!(engine.stats().accepted, 2);
+}

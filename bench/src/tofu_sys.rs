@@ -202,9 +202,9 @@ fn pipelined(s: &Setup, size: usize, count: usize) -> Res<Measure> {
     Ok(Measure::from_rtts(&mut rtts, secs, size))
 }
 
-/// Signals of `size` bytes, at most `window` in flight (tofu has no
-/// sender-side backpressure: `post` queues without bound, so the sender
-/// limits itself, as an application would).
+/// Signals of `size` bytes, at most `window` in flight. `post` would refuse
+/// beyond the channel's outgoing limit (8 MiB by default); the window keeps
+/// the sender below it, as the other libraries' senders are kept.
 fn stream(s: &Setup, size: usize, count: usize) -> Res<Measure> {
     let ch = s.connect()?;
     let window: u64 = if size <= 1024 { 8192 } else { 64 };

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 
-use super::{Command, Delivery, Engine, GroupShared};
+use super::limits::{Parked, charge_len};
+use super::{Command, Counters, Delivery, Engine, GroupShared};
 use crate::address::Address;
 use crate::error::{Error, PostError, Status};
 use crate::message::{
@@ -77,7 +78,22 @@ impl ChannelGroup {
     /// `InvalidOpCode` (WelcomeResponse, which only the engine sends),
     /// `InvalidChannelNumber`, `InvalidChannelGroup`, `WrongAddress` (Welcome/Hello
     /// without text headers), `InvalidHeadersLen`/`InvalidBodyLen` (over 65535
-    /// bytes), `AllocationFailed` (no channel number free) and `ShutdownStarted`.
+    /// bytes), `AllocationFailed` (channel 0: no channel number free, or
+    /// [`Options::max_channels`](crate::Options) channels open),
+    /// `PoolEmpty` (the channel's or the engine's outgoing queue is full:
+    /// see below) and `ShutdownStarted`.
+    ///
+    /// # Outgoing limits
+    ///
+    /// The bytes queued for sending (16 + text headers + body per message,
+    /// from `post` until the message is written to the socket or comes back)
+    /// are limited per channel ([`Options::channel_send_limit`](crate::Options))
+    /// and in the whole engine ([`Options::engine_send_limit`](crate::Options)).
+    /// A post that would go over either is refused with
+    /// [`Error::PoolEmpty`]: nothing was queued and the message comes back
+    /// untouched. `post` never blocks; to wait for room, use
+    /// [`post_timeout`](Self::post_timeout). [`Stats::queued_bytes`](crate::Stats)
+    /// shows what is queued.
     ///
     /// # Examples
     ///
@@ -101,17 +117,38 @@ impl ChannelGroup {
         if let Err(error) = self.validate(&msg) {
             return reject(error, msg);
         }
-        // Claim the channel before touching the message, so a rejection gives
-        // it back unchanged.
+        // Claim the channel (and the room in the outgoing limits) before
+        // touching the message, so a rejection gives it back unchanged.
+        let limits = &engine.limits;
         let number = match msg.header.channel_number {
-            0 => match self.reserve_number() {
-                Some(n) => n,
-                None => return reject(Error::AllocationFailed, msg),
-            },
-            n => match engine.directory.acquire(n, group) {
-                Ok(()) => n,
-                Err(error) => return reject(error, msg),
-            },
+            0 => {
+                if !limits.take_slot() {
+                    return reject(Error::AllocationFailed, msg);
+                }
+                match self.reserve_number() {
+                    Some(n) => n,
+                    None => {
+                        limits.free_slot();
+                        return reject(Error::AllocationFailed, msg);
+                    }
+                }
+            }
+            n => {
+                // Charged first: once `acquire` counted the post, the I/O
+                // thread waits for it, so it can no longer be refused.
+                let len = charge_len(&msg);
+                if limits.charge(n, len).is_err() {
+                    Counters::add(&engine.counters.send_limit_refusals, 1);
+                    return reject(Error::PoolEmpty, msg);
+                }
+                match engine.directory.acquire(n, group) {
+                    Ok(()) => n,
+                    Err(error) => {
+                        limits.release(n, len, 1);
+                        return reject(error, msg);
+                    }
+                }
+            }
         };
         msg.header.proto.origin = Origin::Application;
         msg.header.status = Status::Success as u8;
@@ -136,6 +173,62 @@ impl ChannelGroup {
         };
         engine.push(cmd);
         Ok(header)
+    }
+
+    /// Like [`post`](Self::post), but when the outgoing queue is full
+    /// (`PoolEmpty`) waits up to `timeout` for room instead of refusing at
+    /// once. It sleeps until the I/O thread writes or gives back queued
+    /// messages (no polling); every other rejection returns at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`post`](Self::post); `PoolEmpty` when there was still no room
+    /// after `timeout`. The message comes back in the [`PostError`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tofu::{Engine, Error, Message, Options};
+    ///
+    /// let engine = Engine::new(Options::default())?;
+    /// let group = engine.create_group()?;
+    /// let mut msg = Message::new();
+    /// msg.header.channel_number = 42; // not open: refused at once
+    /// let rejected = group.post_timeout(msg, Duration::from_secs(5)).unwrap_err();
+    /// assert_eq!(rejected.error, Error::InvalidChannelNumber);
+    /// # Ok::<(), tofu::Error>(())
+    /// ```
+    pub fn post_timeout(&self, msg: Message, timeout: Duration) -> Result<BinaryHeader, PostError> {
+        let deadline = Instant::now().checked_add(timeout);
+        let limits = &self.engine.shared().limits;
+        let mut parked: Option<Parked> = None;
+        let mut msg = msg;
+        loop {
+            match self.post(msg) {
+                Err(e) if e.error == Error::PoolEmpty => msg = e.message,
+                done => return done,
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
+                return Err(PostError {
+                    error: Error::PoolEmpty,
+                    message: msg,
+                });
+            }
+            let parked = parked.get_or_insert_with(Parked::new);
+            limits.register(parked);
+            // A release between the refusal and the registration woke
+            // nobody: try once more before sleeping.
+            match self.post(msg) {
+                Err(e) if e.error == Error::PoolEmpty => msg = e.message,
+                done => return done,
+            }
+            parked.park(left);
+        }
     }
 
     fn validate(&self, msg: &Message) -> Result<(), Error> {

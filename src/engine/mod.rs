@@ -10,6 +10,7 @@
 mod core;
 mod directory;
 mod group;
+pub(crate) mod limits;
 mod options;
 mod reactor;
 mod resolver;
@@ -96,6 +97,20 @@ impl Engine {
             shutdown: AtomicBool::new(false),
             io_exited: AtomicBool::new(false),
             directory: Directory::new(),
+            limits: limits::Limits::new(
+                match options.channel_send_limit {
+                    0 => options::DEFAULT_CHANNEL_SEND_LIMIT,
+                    n => n,
+                },
+                match options.engine_send_limit {
+                    0 => options::DEFAULT_ENGINE_SEND_LIMIT,
+                    n => n,
+                },
+                match options.max_channels {
+                    0 => directory::MAX_CHANNEL,
+                    n => n.min(directory::MAX_CHANNEL),
+                } as usize,
+            ),
             counters: Counters::default(),
             next_group: AtomicU32::new(1),
             groups: Mutex::new(Vec::new()),
@@ -178,6 +193,7 @@ impl Engine {
         let c = &self.inner.shared.counters;
         let pool = &self.inner.shared.pool;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (queued_bytes, queued_messages) = self.inner.shared.limits.queued();
         Stats {
             messages_sent: get(&c.messages_sent),
             messages_received: get(&c.messages_received),
@@ -197,6 +213,10 @@ impl Engine {
             bye_timeouts: get(&c.bye_timeouts),
             lookup_timeouts: get(&c.lookup_timeouts),
             partial_frame_bytes: get(&c.partial_frame_bytes),
+            queued_bytes: queued_bytes as u64,
+            queued_messages: queued_messages as u64,
+            send_limit_refusals: get(&c.send_limit_refusals),
+            accept_pauses: get(&c.accept_pauses),
         }
     }
 

@@ -5,6 +5,11 @@ use std::time::Duration;
 /// Default `partial_frame_budget`.
 pub(crate) const DEFAULT_PARTIAL_FRAME_BUDGET: usize = 4 * 1024 * 1024;
 
+/// Default `channel_send_limit`.
+pub(crate) const DEFAULT_CHANNEL_SEND_LIMIT: usize = 8 * 1024 * 1024;
+/// Default `engine_send_limit`.
+pub(crate) const DEFAULT_ENGINE_SEND_LIMIT: usize = 64 * 1024 * 1024;
+
 /// Default hello and bye timeouts (SPEC §5.7a).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,6 +51,24 @@ pub struct Options {
     /// (`connect_failed`; default 10 s; `None` waits forever). A lookup that
     /// hangs frees its place for the next one when it times out.
     pub lookup_timeout: Option<Duration>,
+    /// Bytes that may wait to be sent on one channel (default 8 MiB; 0
+    /// means the default; never below one frame of 131,086 bytes): posted
+    /// messages count 16 + text headers + body from `post` until they are
+    /// written to the socket or come back. Over it `post` refuses with
+    /// `PoolEmpty` and [`post_timeout`](crate::ChannelGroup::post_timeout)
+    /// waits (SPEC §5.7).
+    pub channel_send_limit: usize,
+    /// The same, for all channels of the engine together (default 64 MiB; 0
+    /// means the default).
+    pub engine_send_limit: usize,
+    /// Most channels open at once — listeners, accepted and connecting
+    /// channels (default and maximum 65,534, the channel numbers; 0 means the
+    /// default). At the cap `post` of a WelcomeRequest or HelloRequest fails
+    /// at once with `AllocationFailed` and listeners stop accepting (the
+    /// connections wait in the kernel's backlog) until a channel closes.
+    /// Running out of file descriptors first is handled too: a failed accept
+    /// is reported once (`accept_failed`) and retried when a channel closes.
+    pub max_channels: u16,
     /// TCP keepalive on every TCP stream, first probe after this long without
     /// traffic (default `None`: off, as in the original). Lets the kernel
     /// notice a peer host that vanished without a word.
@@ -72,6 +95,9 @@ impl Default for Options {
             hello_timeout: Some(DEFAULT_TIMEOUT),
             bye_timeout: Some(DEFAULT_TIMEOUT),
             lookup_timeout: Some(DEFAULT_TIMEOUT),
+            channel_send_limit: DEFAULT_CHANNEL_SEND_LIMIT,
+            engine_send_limit: DEFAULT_ENGINE_SEND_LIMIT,
+            max_channels: 0,
             tcp_keepalive: None,
         }
     }

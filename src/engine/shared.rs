@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crossbeam_queue::SegQueue;
 
 use super::directory::Directory;
+use super::limits::Limits;
 use super::slab;
 use super::stats::Counters;
 use crate::address::Address;
@@ -122,6 +123,8 @@ pub(crate) struct Shared {
     /// Set by the I/O thread once it will process no more commands.
     pub(crate) io_exited: AtomicBool,
     pub(crate) directory: Directory,
+    /// Outgoing limits and the open-channel cap, checked by `post`.
+    pub(crate) limits: Limits,
     pub(crate) counters: Counters,
     pub(crate) next_group: AtomicU32,
     /// Every group's queue, so that waiters still wake if the I/O thread
@@ -162,6 +165,7 @@ impl Shared {
             let _ = g.tx.send(Delivery::Shutdown);
         }
         self.io_exited.store(true, Ordering::Release);
+        self.limits.wake_waiters();
         while let Some(cmd) = self.commands.pop() {
             if let Command::DestroyGroup { done, .. } = cmd {
                 let _ = done.send(());

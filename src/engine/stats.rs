@@ -52,6 +52,17 @@ pub struct Stats {
     /// pool message (bounded by
     /// [`Options::partial_frame_budget`](crate::Options) plus one read).
     pub partial_frame_bytes: u64,
+    /// Gauge: bytes posted and not yet written or given back (bounded by
+    /// [`Options::engine_send_limit`](crate::Options)).
+    pub queued_bytes: u64,
+    /// Gauge: messages posted and not yet written or given back.
+    pub queued_messages: u64,
+    /// Posts refused because a channel's or the engine's outgoing queue was
+    /// full (`PoolEmpty`; each failed attempt of `post_timeout` counts).
+    pub send_limit_refusals: u64,
+    /// Times a listener stopped accepting because
+    /// [`Options::max_channels`](crate::Options) channels were open.
+    pub accept_pauses: u64,
 }
 
 #[derive(Default)]
@@ -72,6 +83,8 @@ pub(crate) struct Counters {
     pub(crate) bye_timeouts: AtomicU64,
     pub(crate) lookup_timeouts: AtomicU64,
     pub(crate) partial_frame_bytes: AtomicU64,
+    pub(crate) send_limit_refusals: AtomicU64,
+    pub(crate) accept_pauses: AtomicU64,
 }
 
 impl Counters {

@@ -16,7 +16,7 @@ use crate::message::{Message, OpCode, Origin, Pool};
 
 use super::backpressure::StashBudget;
 use super::recv::{Decode, Receiver};
-use super::send::{IoVec, SendQueue};
+use super::send::{IoVec, Released, SendQueue};
 use super::{Cause, Close, End, Flow, Timeouts};
 
 /// Where a channel's connection stands.
@@ -84,7 +84,7 @@ impl ChannelCore {
     pub(crate) fn client(number: u16, hello: Message, timeouts: Timeouts) -> ChannelCore {
         let mut core = ChannelCore::new(number, Phase::Resolving, timeouts);
         core.first_id = hello.header.message_id;
-        if let Err(msg) = core.send.push(hello) {
+        if let Err(msg) = core.send.push(hello, false) {
             core.give_back(msg, Status::InvalidMessage);
         }
         core
@@ -187,7 +187,7 @@ impl ChannelCore {
             self.give_back(msg, Status::NotAllowed);
             return Posted::GivenBack;
         }
-        if let Err(msg) = self.send.push(msg) {
+        if let Err(msg) = self.send.push(msg, true) {
             self.give_back(msg, Status::InvalidMessage);
             return Posted::GivenBack;
         }
@@ -417,19 +417,32 @@ impl ChannelCore {
     /// close's status (after what is already queued for delivery), or, on a
     /// silent close, is freed.
     pub(crate) fn give_back_unsent(&mut self, close: &Close) {
-        let mut send = std::mem::take(&mut self.send);
-        for msg in send.drain() {
+        let deliveries = &mut self.deliveries;
+        for msg in self.send.drain() {
             if close.report {
-                self.give_back(msg, close.status);
+                given_back(deliveries, msg, close.status);
             }
         }
     }
 
-    fn give_back(&mut self, mut msg: Message, status: Status) {
-        msg.header.proto.origin = Origin::Engine;
-        msg.header.status = status as u8;
-        self.deliveries.push_back(msg);
+    /// Posted messages that left the send queue since the last call (written
+    /// completely, or drained at the close): the reactor releases them from
+    /// the outgoing limits. A post that was not queued
+    /// ([`Posted::GivenBack`], [`Posted::Close`]) is not counted here.
+    pub(crate) fn take_released(&mut self) -> Released {
+        self.send.take_released()
     }
+
+    fn give_back(&mut self, msg: Message, status: Status) {
+        given_back(&mut self.deliveries, msg, status);
+    }
+}
+
+/// `msg` goes back to the application with `status`, from the engine.
+fn given_back(deliveries: &mut VecDeque<Message>, mut msg: Message, status: Status) {
+    msg.header.proto.origin = Origin::Engine;
+    msg.header.status = status as u8;
+    deliveries.push_back(msg);
 }
 
 /// The parts of a channel a decoded frame touches (borrowed apart from the

@@ -59,7 +59,27 @@ impl<'a> Extend<IoSlice<'a>> for IoVec<'a> {
 struct Outgoing {
     header: [u8; HEADER_LEN],
     len: usize,
+    /// Counted against the outgoing limits (everything the application
+    /// posted on the open channel; not the HelloRequest that opened it).
+    charged: bool,
     msg: Message,
+}
+
+/// Charged messages that left the queue (written or drained), not yet
+/// released from the outgoing limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Released {
+    pub(crate) bytes: usize,
+    pub(crate) messages: usize,
+}
+
+impl Released {
+    fn add(&mut self, out: &Outgoing) {
+        if out.charged {
+            self.bytes += out.len;
+            self.messages += 1;
+        }
+    }
 }
 
 /// Frames queued on one channel, oldest first.
@@ -68,22 +88,30 @@ pub(crate) struct SendQueue {
     queue: VecDeque<Outgoing>,
     /// Bytes of the front frame already written.
     sent: usize,
+    released: Released,
 }
 
 impl SendQueue {
-    /// Queues `msg`; gives it back when a section is longer than 65535 bytes
-    /// (`post` has already refused those, so this does not happen).
+    /// Queues `msg` (`charged`: counted against the outgoing limits); gives
+    /// it back when a section is longer than 65535 bytes (`post` has already
+    /// refused those, so this does not happen).
     #[inline]
-    pub(crate) fn push(&mut self, msg: Message) -> Result<(), Message> {
+    pub(crate) fn push(&mut self, msg: Message, charged: bool) -> Result<(), Message> {
         let Ok(fh) = FrameHeader::for_message(&msg) else {
             return Err(msg);
         };
         self.queue.push_back(Outgoing {
             header: fh.encode(),
             len: fh.frame_len(),
+            charged,
             msg,
         });
         Ok(())
+    }
+
+    /// Charged messages that left since the last call.
+    pub(crate) fn take_released(&mut self) -> Released {
+        std::mem::take(&mut self.released)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -132,6 +160,7 @@ impl SendQueue {
             }
             done -= front.len;
             let out = self.queue.pop_front().expect("front exists");
+            self.released.add(&out);
             on_done(out.msg.header.proto.opcode);
             frames += 1;
         }
@@ -149,7 +178,11 @@ impl SendQueue {
     /// Empties the queue, oldest first (the channel is closing).
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = Message> + '_ {
         self.sent = 0;
-        self.queue.drain(..).map(|out| out.msg)
+        let released = &mut self.released;
+        self.queue.drain(..).map(move |out| {
+            released.add(&out);
+            out.msg
+        })
     }
 
     #[cfg(test)]
@@ -191,8 +224,8 @@ mod tests {
         all.extend(encoded(&b));
         for cut in 0..=all.len() {
             let mut q = SendQueue::default();
-            q.push(a.clone()).unwrap();
-            q.push(b.clone()).unwrap();
+            q.push(a.clone(), true).unwrap();
+            q.push(b.clone(), false).unwrap();
             let mut out = Vec::new();
             {
                 let mut iov = IoVec::new();
@@ -203,10 +236,20 @@ mod tests {
             }
             let done = q.advance(cut, |_| {});
             assert_eq!(done, usize::from(cut >= 21) + usize::from(cut == all.len()));
-            let mut iov = IoVec::new();
-            q.fill(&mut iov);
-            out.extend(gather(&iov));
+            // Only `a` was charged: it is released once it is written.
+            let first = q.take_released();
+            assert_eq!(first.messages, usize::from(cut >= 21));
+            assert_eq!(first.bytes, if cut >= 21 { 21 } else { 0 });
+            {
+                let mut iov = IoVec::new();
+                q.fill(&mut iov);
+                out.extend(gather(&iov));
+            }
             assert_eq!(out, all, "cut at {cut}");
+            let _ = q.drain().count();
+            let rest = q.take_released();
+            assert_eq!(rest.messages, usize::from(cut < 21), "drained: released");
+            assert_eq!(q.take_released(), Released::default(), "released once");
         }
     }
 
@@ -215,8 +258,8 @@ mod tests {
         let mut q = SendQueue::default();
         let mut bye = msg(1, b"");
         bye.header.proto.opcode = OpCode::ByeRequest;
-        q.push(bye).unwrap();
-        q.push(msg(2, b"after")).unwrap();
+        q.push(bye, true).unwrap();
+        q.push(msg(2, b"after"), true).unwrap();
         let mut iov = IoVec::new();
         q.fill(&mut iov);
         assert_eq!(gather(&iov).len(), HEADER_LEN, "only the ByeRequest");
@@ -226,7 +269,7 @@ mod tests {
     fn iov_never_overflows() {
         let mut q = SendQueue::default();
         for i in 0..200 {
-            q.push(msg(i, b"x")).unwrap();
+            q.push(msg(i, b"x"), true).unwrap();
         }
         let mut iov = IoVec::new();
         q.fill(&mut iov);
@@ -239,7 +282,7 @@ mod tests {
     fn drained_queue_shrinks() {
         let mut q = SendQueue::default();
         for i in 0..500 {
-            q.push(msg(i, b"")).unwrap();
+            q.push(msg(i, b""), true).unwrap();
         }
         let n = q.len();
         assert_eq!(q.advance(n * HEADER_LEN, |_| {}), n);

@@ -5,6 +5,7 @@ use super::channel::{Bye, ChannelCore, Phase, Posted, listener_post};
 use super::pair::{CLIENT, Pair, SERVER, Side};
 use std::time::{Duration, Instant};
 
+use super::send::Released;
 use super::{Cause, Close, End, Flow, Timeouts};
 use crate::error::Status;
 use crate::message::{Message, More, OpCode, Origin};
@@ -1118,4 +1119,86 @@ fn a_lookup_in_time_clears_its_deadline() {
         "connecting has no lookup deadline"
     );
     assert_eq!(core.handle_timeout(t0 + Duration::from_secs(60)), None);
+}
+
+// ----- outgoing limits: what the core releases -------------------------------
+
+/// Bytes a posted message is charged (and released).
+fn charged(m: &Message) -> usize {
+    crate::engine::limits::charge_len(m)
+}
+
+#[test]
+fn a_written_post_is_released_once_when_its_last_byte_is_written() {
+    let mut p = Pair::connected(16);
+    let m = p.client.message(OpCode::Signal, 1, &[7; 100]);
+    let len = charged(&m);
+    assert_eq!(p.client.post(m), Posted::Queued);
+    assert_eq!(p.client.core.take_released(), Released::default());
+    // All but the last byte: still queued, nothing released.
+    p.client.write(len - 1);
+    assert_eq!(p.client.core.take_released(), Released::default());
+    p.client.write(1);
+    let r = p.client.core.take_released();
+    assert_eq!(
+        r,
+        Released {
+            bytes: len,
+            messages: 1
+        }
+    );
+    assert_eq!(p.client.core.take_released(), Released::default());
+}
+
+#[test]
+fn the_hello_request_is_not_charged() {
+    // The client's HelloRequest opened the channel (channel 0 posts are
+    // limited by the open-channel cap, not the queue limits).
+    let mut p = Pair::new(16);
+    p.client.core.handle_connected();
+    p.client.write_all();
+    assert_eq!(p.client.frames_written, 1);
+    assert_eq!(p.client.core.take_released(), Released::default());
+}
+
+#[test]
+fn a_close_releases_what_was_still_queued_given_back_or_freed() {
+    for report in [true, false] {
+        let mut p = Pair::connected(16);
+        let mut total = 0;
+        for id in 1..=5u64 {
+            let m = p.client.message(OpCode::Request, id, &[1; 1000]);
+            total += charged(&m);
+            assert_eq!(p.client.post(m), Posted::Queued);
+        }
+        // Two and a half frames go out.
+        let first = charged(&p.client.message(OpCode::Request, 1, &[1; 1000]));
+        p.client.write(first * 5 / 2);
+        let written = p.client.core.take_released();
+        assert_eq!(written.messages, 2);
+        let close = Close::new(Status::PeerDisconnected, report, Cause::ReadEnded);
+        p.client.core.give_back_unsent(&close);
+        let rest = p.client.core.take_released();
+        assert_eq!(rest.messages, 3, "the partly written one included");
+        assert_eq!(written.bytes + rest.bytes, total, "every byte once");
+        let back = std::iter::from_fn(|| p.client.core.poll_delivery()).count();
+        assert_eq!(back, if report { 3 } else { 0 });
+    }
+}
+
+#[test]
+fn posts_the_core_does_not_queue_are_not_released_by_it() {
+    // The reactor releases these itself when `handle_post` does not answer
+    // `Queued`: counting them here too would release them twice.
+    let mut p = Pair::connected(16);
+    let bye = p.client.message(OpCode::ByeRequest, 1, b"");
+    assert_eq!(p.client.post(bye), Posted::Queued);
+    let late = p.client.message(OpCode::Signal, 2, b"late");
+    assert_eq!(p.client.post(late), Posted::GivenBack);
+    let abort = p.client.message(OpCode::ByeSignal, 3, b"");
+    assert!(matches!(p.client.post(abort), Posted::Close(_)));
+    let close = Close::new(Status::ChannelClosed, true, Cause::Abort);
+    p.client.core.give_back_unsent(&close);
+    let r = p.client.core.take_released();
+    assert_eq!(r.messages, 1, "only the queued ByeRequest");
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use super::super::core::backpressure::{self, Arm, READ_BUDGET};
-use super::super::core::send::IoVec;
+use super::super::core::send::{IoVec, Released};
 use super::super::core::{End, Flow};
 use super::super::slab::Key;
 use super::{Counters, Reactor, stream_of};
@@ -122,6 +122,8 @@ impl Reactor {
         let mut sent_msgs = 0u64;
         let mut sent_bytes = 0u64;
         let mut writes = 0u64;
+        let mut number = 0;
+        let mut released = Released::default();
         let result = loop {
             let Some(s) = self.stream_mut(key) else {
                 return ControlFlow::Break(());
@@ -141,6 +143,10 @@ impl Reactor {
                 Ok(n) => {
                     sent_bytes += n as u64;
                     sent_msgs += s.core.handle_written(n) as u64;
+                    let r = s.core.take_released();
+                    released.bytes += r.bytes;
+                    released.messages += r.messages;
+                    number = s.core.number();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     s.writable = false;
@@ -157,6 +163,7 @@ impl Reactor {
         Counters::add(&c.messages_sent, sent_msgs);
         Counters::add(&c.bytes_sent, sent_bytes);
         Counters::add(&c.write_calls, writes);
+        self.release(number, released);
         match result {
             Ok(()) => ControlFlow::Continue(()),
             Err(close) => {

@@ -28,7 +28,9 @@ use tracing::{debug, trace};
 use super::core::backpressure::{Refill, StashBudget};
 use super::core::channel::{ChannelCore, Posted, listener_post};
 use super::core::lifecycle::{ForGroup, Lifecycle};
+use super::core::send::Released;
 use super::core::{Cause, Close, Timeouts};
+use super::limits::charge_len;
 use super::resolver::Resolver;
 use super::slab::{Key, Slab, WAKER_TOKEN};
 use super::{Command, Counters, Delivery, GroupShared, IntMap, Shared};
@@ -260,13 +262,30 @@ impl Reactor {
         ControlFlow::Continue(())
     }
 
+    /// Charged messages left the engine from channel `number`: their room
+    /// goes back to `post` (and wakes `post_timeout`).
+    fn release(&self, number: u16, released: Released) {
+        if released.messages > 0 {
+            let limits = &self.shared.limits;
+            limits.release(number, released.bytes, released.messages);
+            limits.wake_waiters();
+        }
+    }
+
     /// A message posted on an open channel (or one that closed meanwhile).
     fn send(&mut self, group: u32, msg: Message) {
         let number = msg.header.channel_number;
         self.shared.directory.arrived(number);
+        // Released here unless the channel's send queue takes it (which
+        // then releases it when it is written or drained).
+        let given_back = Released {
+            bytes: charge_len(&msg),
+            messages: 1,
+        };
         // The common case (no zombie at all) costs one branch.
         let mut msg = match self.lifecycle.late(number, msg) {
             Ok(late) => {
+                self.release(number, given_back);
                 self.deliver_to(late.given_back);
                 if let Some(report) = late.report {
                     self.deliver_to(report);
@@ -283,6 +302,7 @@ impl Reactor {
             let mut msg = msg;
             msg.header.proto.origin = Origin::Engine;
             msg.header.status = Status::ChannelClosed as u8;
+            self.release(number, given_back);
             self.deliver(group, msg);
             return;
         };
@@ -295,6 +315,7 @@ impl Reactor {
                 let (status, close) = listener_post(msg.header.proto.opcode);
                 msg.header.proto.origin = Origin::Engine;
                 msg.header.status = status as u8;
+                self.release(number, given_back);
                 self.deliver(group, msg);
                 if let Some(close) = close {
                     self.close(key, close);
@@ -305,8 +326,12 @@ impl Reactor {
                     self.dirty.add(key, &mut s.listed);
                     schedule(&mut self.timers, key, &mut s.core);
                 }
-                Posted::GivenBack => self.deliver_from(key),
+                Posted::GivenBack => {
+                    self.release(number, given_back);
+                    self.deliver_from(key);
+                }
                 Posted::Close(close) => {
+                    self.release(number, given_back);
                     self.deliver_from(key);
                     self.close(key, close);
                 }
@@ -358,6 +383,7 @@ impl Reactor {
         let first_id = ch.first_id();
         self.by_number.remove(&ch.number);
         Counters::sub_open(&self.shared.counters);
+        self.shared.limits.free_slot();
         match ch.state {
             State::Listener(mut l) => {
                 let _ = self.poll.registry().deregister(&mut l.sock);
@@ -382,6 +408,7 @@ impl Reactor {
                 }
                 s.core.release_budget(&mut self.budget);
                 s.core.give_back_unsent(&close);
+                self.release(ch.number, s.core.take_released());
                 while let Some(msg) = s.core.poll_delivery() {
                     self.deliver(ch.group, msg);
                 }
@@ -435,6 +462,7 @@ impl Reactor {
         }
         self.groups.clear();
         self.shared.io_exited.store(true, Ordering::Release);
+        self.shared.limits.wake_waiters();
         while let Some(cmd) = self.shared.commands.pop() {
             if let Command::DestroyGroup { done, .. } = cmd {
                 let _ = done.send(());

@@ -87,6 +87,8 @@ impl Reactor {
         msg.header.proto.origin = Origin::Engine;
         msg.header.status = status as u8;
         self.deliver(group, msg);
+        self.shared.limits.free_slot();
+        self.retry_accept |= !self.accept_blocked.is_empty();
         let close = Close::new(Status::ChannelClosed, false, Cause::Local);
         self.retire(number, group, first_id, close);
     }
@@ -100,7 +102,22 @@ impl Reactor {
             let State::Listener(l) = &mut ch.state else {
                 return;
             };
-            let mut sock = match l.sock.accept() {
+            // At the open-channel cap: the connections wait in the backlog
+            // until a channel closes (SPEC §5.7a).
+            let limits = &self.shared.limits;
+            if !limits.take_slot() {
+                debug!(channel = lnum, "open-channel cap reached: accepting paused");
+                Counters::add(&self.shared.counters.accept_pauses, 1);
+                if !self.accept_blocked.contains(&listener_key) {
+                    self.accept_blocked.push(listener_key);
+                }
+                return;
+            }
+            let accepted = l.sock.accept();
+            if accepted.is_err() {
+                limits.free_slot();
+            }
+            let mut sock = match accepted {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -133,6 +150,7 @@ impl Reactor {
             }
             let Some(number) = self.lifecycle.alloc() else {
                 debug!("no channel number free: connection dropped");
+                self.shared.limits.free_slot();
                 continue;
             };
             let key = self.slab.insert_with(|_| Channel {
@@ -146,6 +164,7 @@ impl Reactor {
             });
             let Some(key) = key else {
                 self.lifecycle.release_unused(number);
+                self.shared.limits.free_slot();
                 continue;
             };
             let registered = self.poll.registry().register(
@@ -156,6 +175,7 @@ impl Reactor {
             if registered.is_err() {
                 self.slab.remove(key);
                 self.lifecycle.release_unused(number);
+                self.shared.limits.free_slot();
                 continue;
             }
             if let Some(s) = stream_of(&mut self.slab, key) {
@@ -192,6 +212,7 @@ impl Reactor {
             state: State::Stream(Stream::new(core)),
         }) else {
             // Cannot happen: there are more slots than channel numbers.
+            self.shared.limits.free_slot();
             let close = connect_failed(Status::ConnectFailed);
             self.retire(number, group, first_id, close);
             return;
