@@ -271,9 +271,30 @@
 //! For your own messages, [`Allocation::PoolOnly`] gives `None` when the pool is
 //! empty — use it where you can wait or skip, so sending does not grow memory;
 //! [`Allocation::Always`] never gives `None` (it allocates; the extra message joins
-//! the pool on drop if there is room). The engine does not limit how many
-//! messages you post ahead of the socket: bound that in the application, e.g. a
-//! window of requests awaiting their responses.
+//! the pool on drop if there is room).
+//!
+//! Sending is bounded too: the bytes posted and not yet written are limited
+//! per channel ([`Options::channel_send_limit`], 8 MiB) and in the whole
+//! engine ([`Options::engine_send_limit`], 64 MiB). A post over a limit is
+//! refused with [`Error::PoolEmpty`] and the message comes back in the
+//! [`PostError`], untouched; [`ChannelGroup::post_timeout`] waits for room
+//! instead (it sleeps until the engine has written or given back enough).
+//! [`Stats::queued_bytes`] shows what waits.
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use tofu::{Engine, Error, Message, Options};
+//! # fn send_all(group: &tofu::ChannelGroup, ch: u16, batch: Vec<Message>) -> Result<(), Error> {
+//! for mut m in batch {
+//!     m.header.channel_number = ch;
+//!     // Waits while the peer is slow; gives up (with the message) after 5 s.
+//!     group
+//!         .post_timeout(m, Duration::from_secs(5))
+//!         .map_err(|e| e.error)?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! ```
 //! use std::time::Duration;

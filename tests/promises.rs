@@ -436,3 +436,29 @@ fn at_the_open_channel_cap_accepting_pauses_and_opening_fails_fast() {
     assert_eq!(hello.header.message_id, h2.message_id);
     assert_eq!(engine.stats().accepted, 2);
 }
+
+/// Every way an open can fail gives its slot back: with a cap of one
+/// channel, failed connects and listens one after another never hit it.
+#[test]
+fn failed_opens_give_their_slot_back() {
+    let engine = engine_with(|o| o.max_channels = 1);
+    let group = engine.create_group().unwrap();
+    let dead_port = tofu::testing::free_tcp_port().unwrap();
+    for _ in 0..20 {
+        let hello = opening(&engine, &Address::tcp_client("127.0.0.1", dead_port));
+        let ch = group.post(hello).expect("a slot").channel_number;
+        let back = recv(&group);
+        assert_eq!(back.opcode(), OpCode::HelloRequest, "{back:?}");
+        assert_eq!(back.status(), Status::ConnectFailed, "{back:?}");
+        assert_report(&recv(&group), ch, Status::ChannelClosed);
+        let bad = opening(&engine, &Address::uds_server("/nonexistent-dir/x.sock"));
+        group.post(bad).expect("a slot");
+        let answer = recv(&group);
+        assert_eq!(answer.opcode(), OpCode::WelcomeResponse, "{answer:?}");
+        assert_ne!(answer.status(), Status::Success, "{answer:?}");
+    }
+    let (saddr, _) = addresses(Transport::Tcp);
+    listen(&engine, &group, &saddr);
+    let e = group.post(opening(&engine, &saddr)).unwrap_err();
+    assert_eq!(e.error, tofu::Error::AllocationFailed, "the cap is one");
+}
