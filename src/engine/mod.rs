@@ -41,6 +41,9 @@ use options::{MAX_READ_CHUNK, MIN_READ_CHUNK};
 
 struct EngineInner {
     shared: Arc<Shared>,
+    /// The I/O thread's state; a posting thread may take it to write to an
+    /// idle socket itself (SPEC §7).
+    reactor: Arc<Mutex<reactor::Reactor>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -115,8 +118,9 @@ impl Engine {
             next_group: AtomicU32::new(1),
             groups: Mutex::new(Vec::new()),
         });
+        let registry = poll.registry().try_clone().map_err(|_| Error::AllocationFailed)?;
         let reactor = reactor::Reactor::new(
-            poll,
+            registry,
             shared.clone(),
             options.read_chunk.clamp(MIN_READ_CHUNK, MAX_READ_CHUNK),
             core::Timeouts {
@@ -130,12 +134,13 @@ impl Engine {
             },
             options.tcp_keepalive,
         );
-        let watched = shared.clone();
+        let reactor = Arc::new(Mutex::new(reactor));
+        let (looped, watched) = (reactor.clone(), shared.clone());
         let thread = std::thread::Builder::new()
             .name("tofu-io".into())
             .spawn(move || {
                 // A panic is a bug; it must not leave waiters hanging.
-                let run = std::panic::AssertUnwindSafe(move || reactor.run());
+                let run = std::panic::AssertUnwindSafe(|| reactor::run(&looped, &watched, poll));
                 if std::panic::catch_unwind(run).is_err() {
                     watched.io_thread_died();
                 }
@@ -144,6 +149,7 @@ impl Engine {
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 shared,
+                reactor,
                 thread: Mutex::new(Some(thread)),
             }),
         })

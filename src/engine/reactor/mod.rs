@@ -18,11 +18,11 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll};
+use mio::{Events, Poll, Registry};
 use tracing::{debug, trace};
 
 use super::core::backpressure::{Refill, StashBudget};
@@ -90,7 +90,9 @@ struct GroupEntry {
 }
 
 pub(crate) struct Reactor {
-    poll: Poll,
+    /// Registers sockets with the poller (which the loop owns, outside the
+    /// lock: see [`run`]).
+    registry: Registry,
     shared: Arc<Shared>,
     slab: Slab<Channel>,
     by_number: IntMap<u16, Key>,
@@ -127,7 +129,7 @@ pub(crate) struct Reactor {
 
 impl Reactor {
     pub(crate) fn new(
-        poll: Poll,
+        registry: Registry,
         shared: Arc<Shared>,
         read_chunk: usize,
         timeouts: Timeouts,
@@ -135,7 +137,7 @@ impl Reactor {
         keepalive: Option<Duration>,
     ) -> Reactor {
         let mut r = Reactor {
-            poll,
+            registry,
             shared,
             slab: Slab::new(),
             by_number: IntMap::default(),
@@ -161,33 +163,31 @@ impl Reactor {
         r
     }
 
-    pub(crate) fn run(mut self) {
-        let mut events = Events::with_capacity(1024);
-        debug!("tofu engine I/O thread started");
-        'outer: loop {
-            // Bounded, so a flood of posts cannot starve reading and writing.
-            for _ in 0..COMMAND_BATCH {
-                let Some(cmd) = self.shared.commands.pop() else {
-                    break;
-                };
-                if self.command(cmd).is_break() {
-                    break 'outer;
-                }
-            }
-            self.fire_timers();
-            self.start_lookups();
-            self.flush_dirty();
-            self.retry_blocked_accepts();
-            self.resume_starved();
-            self.resume_over_budget();
-            self.continue_reads();
-            self.shared
-                .counters
-                .partial_frame_bytes
-                .store(self.budget.used() as u64, Ordering::Relaxed);
-            self.lifecycle.refill_reserve(&self.shared.directory);
-
-            let timeout = if !self.again.is_empty() || !self.dirty.is_empty() {
+    /// One turn of work before the loop sleeps: commands (a bounded batch),
+    /// deadlines, lookups, writes, retries and resumed reads. Returns how
+    /// long the loop may sleep (`Break`: shut down).
+    fn work(&mut self) -> ControlFlow<(), Option<Duration>> {
+        // Bounded, so a flood of posts cannot starve reading and writing.
+        for _ in 0..COMMAND_BATCH {
+            let Some(cmd) = self.shared.commands.pop() else {
+                break;
+            };
+            self.command(cmd)?;
+        }
+        self.fire_timers();
+        self.start_lookups();
+        self.flush_dirty();
+        self.retry_blocked_accepts();
+        self.resume_starved();
+        self.resume_over_budget();
+        self.continue_reads();
+        self.shared
+            .counters
+            .partial_frame_bytes
+            .store(self.budget.used() as u64, Ordering::Relaxed);
+        self.lifecycle.refill_reserve(&self.shared.directory);
+        ControlFlow::Continue(
+            if !self.again.is_empty() || !self.dirty.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 self.shared.wake.prepare_sleep();
@@ -197,32 +197,23 @@ impl Reactor {
                 } else {
                     earliest(refill, self.timer_timeout())
                 }
-            };
-            let polled = self.poll.poll(&mut events, timeout);
-            self.now = Instant::now();
-            self.shared.wake.awake();
-            Counters::add(&self.shared.counters.polls, 1);
-            if let Err(e) = polled {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    tracing::error!("poll failed, engine stops: {e}");
-                    self.shared.shutdown.store(true, Ordering::Release);
-                    break;
-                }
+            },
+        )
+    }
+
+    /// What `poll` returned.
+    fn handle_events(&mut self, events: &Events) {
+        self.now = Instant::now();
+        for ev in events.iter() {
+            if ev.token() == WAKER_TOKEN {
                 continue;
             }
-            for ev in events.iter() {
-                if ev.token() == WAKER_TOKEN {
-                    continue;
-                }
-                let Some(key) = self.slab.key_for_token(ev.token()) else {
-                    trace!("stale event ignored");
-                    continue;
-                };
-                self.event(key, ev);
-            }
+            let Some(key) = self.slab.key_for_token(ev.token()) else {
+                trace!("stale event ignored");
+                continue;
+            };
+            self.event(key, ev);
         }
-        self.shut_down_all();
-        debug!("tofu engine I/O thread stopped");
     }
 
     // ----- commands --------------------------------------------------------
@@ -386,7 +377,7 @@ impl Reactor {
         self.shared.limits.free_slot();
         match ch.state {
             State::Listener(mut l) => {
-                let _ = self.poll.registry().deregister(&mut l.sock);
+                let _ = self.registry.deregister(&mut l.sock);
                 drop(l.sock);
                 if let Some(p) = &l.uds_path {
                     sys::remove_socket_file(p);
@@ -399,7 +390,7 @@ impl Reactor {
                     self.retry_lookups = true;
                 }
                 if let Some(mut sock) = s.sock.take() {
-                    let _ = self.poll.registry().deregister(&mut sock);
+                    let _ = self.registry.deregister(&mut sock);
                     if close.is_graceful() {
                         // A FIN, not a reset: the peer keeps what it has not
                         // read yet (SPEC §5.5).
@@ -551,6 +542,51 @@ impl Reactor {
 fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, Key)>>, key: Key, core: &mut ChannelCore) {
     if let Some(deadline) = core.take_new_deadline() {
         timers.push(Reverse((deadline, key)));
+    }
+}
+
+/// The I/O thread's loop. The reactor is behind a lock so that a posting
+/// thread can write to an idle socket itself ([`Reactor::post_inline`]);
+/// `poll` runs outside it, so the lock is free while the loop sleeps.
+pub(crate) fn run(reactor: &Mutex<Reactor>, shared: &Shared, mut poll: Poll) {
+    let mut events = Events::with_capacity(1024);
+    debug!("tofu engine I/O thread started");
+    loop {
+        let timeout = {
+            let mut r = lock(reactor);
+            r.handle_events(&events);
+            match r.work() {
+                ControlFlow::Continue(timeout) => timeout,
+                ControlFlow::Break(()) => {
+                    r.shut_down_all();
+                    break;
+                }
+            }
+        };
+        let polled = poll.poll(&mut events, timeout);
+        shared.wake.awake();
+        Counters::add(&shared.counters.polls, 1);
+        if let Err(e) = polled {
+            events.clear();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                tracing::error!("poll failed, engine stops: {e}");
+                shared.shutdown.store(true, Ordering::Release);
+                lock(reactor).shut_down_all();
+                break;
+            }
+        }
+    }
+    debug!("tofu engine I/O thread stopped");
+}
+
+/// The reactor's lock, for the I/O thread. A poisoned lock means a posting
+/// thread panicked in the middle of the reactor's work (a bug): the I/O
+/// thread panics too, and the engine shuts down as after its own bug
+/// (SPEC §5.7b).
+fn lock(reactor: &Mutex<Reactor>) -> MutexGuard<'_, Reactor> {
+    match reactor.lock() {
+        Ok(r) => r,
+        Err(_) => panic!("a thread panicked while it held the reactor"),
     }
 }
 

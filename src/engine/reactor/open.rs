@@ -47,8 +47,7 @@ impl Reactor {
         }
         let registered = match self.slab.next_key() {
             Some(key) => self
-                .poll
-                .registry()
+                .registry
                 .register(&mut sock, key.token(), Interest::READABLE)
                 .map(|()| key),
             None => Err(io::Error::other("no free slot")),
@@ -167,7 +166,7 @@ impl Reactor {
                 self.shared.limits.free_slot();
                 continue;
             };
-            let registered = self.poll.registry().register(
+            let registered = self.registry.register(
                 &mut sock,
                 key.token(),
                 Interest::READABLE | Interest::WRITABLE,
@@ -312,7 +311,7 @@ impl Reactor {
         if let Some(idle) = self.keepalive {
             sock.set_keepalive(idle);
         }
-        let registered = self.poll.registry().register(
+        let registered = self.registry.register(
             &mut sock,
             key.token(),
             Interest::READABLE | Interest::WRITABLE,
@@ -346,7 +345,7 @@ impl Reactor {
             debug!("connect failed: {e}");
             let next = std::mem::take(&mut s.fallbacks);
             if let Some(mut old) = s.sock.take() {
-                let _ = self.poll.registry().deregister(&mut old);
+                let _ = self.registry.deregister(&mut old);
             }
             if next.is_empty() {
                 self.close(key, connect_failed(Status::ConnectFailed));
