@@ -159,19 +159,18 @@ impl ChannelGroup {
             channel_number: number,
             ..msg.header
         };
-        let cmd = if msg.header.channel_number == 0 {
+        if msg.header.channel_number == 0 {
             engine.directory.open(number, group);
             msg.header.channel_number = number;
             let addr = Address::parse(&msg);
-            if msg.header.proto.opcode == OpCode::WelcomeRequest {
+            engine.push(if msg.header.proto.opcode == OpCode::WelcomeRequest {
                 Command::Listen { group, msg, addr }
             } else {
                 Command::Connect { group, msg, addr }
-            }
+            });
         } else {
-            Command::Send { group, msg }
-        };
-        engine.push(cmd);
+            self.engine.send(group, msg);
+        }
         Ok(header)
     }
 

@@ -118,7 +118,10 @@ impl Engine {
             next_group: AtomicU32::new(1),
             groups: Mutex::new(Vec::new()),
         });
-        let registry = poll.registry().try_clone().map_err(|_| Error::AllocationFailed)?;
+        let registry = poll
+            .registry()
+            .try_clone()
+            .map_err(|_| Error::AllocationFailed)?;
         let reactor = reactor::Reactor::new(
             registry,
             shared.clone(),
@@ -240,6 +243,37 @@ impl Engine {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.inner.shared
+    }
+
+    /// Hands a post on an open channel to the engine. When no command is
+    /// waiting (so nothing posted earlier can be overtaken) and the I/O
+    /// thread does not hold the reactor, the posting thread does the work
+    /// itself: no hand-off to the I/O thread. Never blocks: the lock is only
+    /// tried.
+    pub(crate) fn send(&self, group: u32, msg: Message) {
+        let inner = &*self.inner;
+        let shared = &inner.shared;
+        if shared.commands.is_empty() {
+            if let Ok(mut r) = inner.reactor.try_lock() {
+                if shared.commands.is_empty() {
+                    match r.post_inline(group, msg) {
+                        Ok(settled) => {
+                            drop(r);
+                            if !settled {
+                                shared.wake.wake();
+                            }
+                            return;
+                        }
+                        Err(burst) => {
+                            drop(r);
+                            shared.push(Command::Send { group, msg: burst });
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        shared.push(Command::Send { group, msg });
     }
 }
 

@@ -18,8 +18,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Registry};
@@ -42,6 +42,13 @@ use io::{List, Listed, WorkList};
 /// Commands handled per loop iteration before sockets get a turn.
 const COMMAND_BATCH: usize = 4096;
 
+/// A post that follows the channel's previous one by less than this is
+/// part of a burst: the posting thread leaves it queued for the I/O thread,
+/// which writes the whole burst in one vectored write, instead of paying a
+/// system call per message. A lone post (a request, a response) is written
+/// by the posting thread itself.
+const INLINE_CORK: Duration = Duration::from_micros(5);
+
 /// A connected (or connecting) stream: its socket, the mio readiness seen on
 /// it, and its protocol core.
 struct Stream {
@@ -53,6 +60,9 @@ struct Stream {
     listed: Listed,
     /// Remaining addresses to try if the current connect fails.
     fallbacks: VecDeque<SocketAddr>,
+    /// When the application last posted on the channel from a posting
+    /// thread that did the work itself ([`Reactor::post_inline`]).
+    last_inline_post: Option<Instant>,
 }
 
 struct ListenerChannel {
@@ -186,19 +196,49 @@ impl Reactor {
             .partial_frame_bytes
             .store(self.budget.used() as u64, Ordering::Relaxed);
         self.lifecycle.refill_reserve(&self.shared.directory);
-        ControlFlow::Continue(
-            if !self.again.is_empty() || !self.dirty.is_empty() {
+        ControlFlow::Continue(if !self.again.is_empty() || !self.dirty.is_empty() {
+            Some(Duration::ZERO)
+        } else {
+            self.shared.wake.prepare_sleep();
+            let refill = self.refill_timeout();
+            if !self.shared.commands.is_empty() {
                 Some(Duration::ZERO)
             } else {
-                self.shared.wake.prepare_sleep();
-                let refill = self.refill_timeout();
-                if !self.shared.commands.is_empty() {
-                    Some(Duration::ZERO)
-                } else {
-                    earliest(refill, self.timer_timeout())
+                earliest(refill, self.timer_timeout())
+            }
+        })
+    }
+
+    /// The work of one post, done by the posting thread while the I/O thread
+    /// does not hold the reactor (SPEC §7): the message goes to its channel
+    /// and, unless it is part of a burst ([`INLINE_CORK`]), straight to the
+    /// socket — no thread hand-off. Returns `false` when the I/O thread
+    /// still has something to do for it (a burst to write, a new deadline,
+    /// a retry): the caller wakes it.
+    pub(crate) fn post_inline(&mut self, group: u32, msg: Message) -> Result<bool, Message> {
+        let now = Instant::now();
+        self.now = now;
+        let number = msg.header.channel_number;
+        let burst = match self.by_number.get(&number).copied() {
+            Some(key) => match stream_of(&mut self.slab, key) {
+                Some(s) => {
+                    let last = s.last_inline_post.replace(now);
+                    last.is_some_and(|t| now.saturating_duration_since(t) < INLINE_CORK)
                 }
+                None => false,
             },
-        )
+            None => false,
+        };
+        if burst {
+            return Err(msg);
+        }
+        let timers = self.timers.len();
+        self.send(group, msg);
+        self.flush_dirty();
+        Ok(self.timers.len() == timers
+            && self.dirty.is_empty()
+            && !self.retry_accept
+            && !self.retry_lookups)
     }
 
     /// What `poll` returned.
@@ -614,6 +654,7 @@ impl Stream {
             writable: false,
             listed: Listed::default(),
             fallbacks: VecDeque::new(),
+            last_inline_post: None,
         })
     }
 }
