@@ -181,8 +181,17 @@ start_pair() {
     send_args=("$@")
     RLOG=$workdir/$scenario.recv.log
     SLOG=$workdir/$scenario.send.log
-    timeout "$RUN_LIMIT" ip netns exec "$NB" "$BIN" recv --listen "tcp|10.77.0.2|$PORT" \
-        "${recv_args[@]}" >"$RLOG" 2>&1 &
+    : >"$RLOG"
+    : >"$SLOG"
+    # In a subshell whose stderr (nothing but the shell's own "Killed"
+    # notice: the driver's goes to the log) is dropped, so a receiver killed
+    # on purpose ends quietly with status 137.
+    (
+        timeout "$RUN_LIMIT" ip netns exec "$NB" "$BIN" recv --listen "tcp|10.77.0.2|$PORT" \
+            "${recv_args[@]}" >"$RLOG" 2>&1
+        rc=$?
+        exit $rc
+    ) 2>/dev/null &
     RPID=$!
     pids+=("$RPID")
     if ! wait_for "$RLOG" "^listening on" 10 "$RPID"; then
@@ -317,7 +326,7 @@ if start_pair -- --stall 1.5 --bye-timeout 2; then
     fi
     src=0
     wait "$SPID" || src=$?
-    { wait "$RPID"; } 2>/dev/null || true # killed on purpose
+    wait "$RPID" || true # killed on purpose
     show_logs
     check_accounted "$src"
     cause=$(field "$SLOG" sender cause)
@@ -343,7 +352,7 @@ if start_pair -- --stall 1.5 --bye-timeout 2; then
     fi
     src=0
     wait "$SPID" || src=$?
-    { wait "$RPID"; } 2>/dev/null || true # killed on purpose
+    wait "$RPID" || true # killed on purpose
     show_logs
     check_accounted "$src"
     cause=$(field "$SLOG" sender cause)

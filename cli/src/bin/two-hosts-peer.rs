@@ -26,7 +26,9 @@
 //!
 //! Both print one `RESULT` line of `key=value` pairs that the script reads.
 //! Exit status: 0 when every check passed, 1 otherwise. Every wait has a
-//! deadline (`--deadline`, seconds, for the whole run).
+//! deadline: `--deadline` seconds for the receiver's run and the sender's
+//! streaming, then the sender's close gets `--bye-timeout` + 5 s (and 5 s
+//! more for a ByeSignal if that fails).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -84,6 +86,14 @@ enum Role {
         /// Seconds the whole run may take.
         #[arg(long, default_value_t = 60)]
         deadline: u64,
+        /// `Options::tcp_keepalive` in seconds (default off).
+        #[arg(long)]
+        keepalive: Option<f64>,
+        /// Take data messages with `Allocation::Always` instead of waiting for
+        /// the pool (no backpressure from the application: shows what the
+        /// engine itself queues).
+        #[arg(long)]
+        always: bool,
     },
 }
 
@@ -102,6 +112,8 @@ fn main() -> ExitCode {
             stall,
             bye_timeout,
             deadline,
+            keepalive,
+            always,
         } => send(&SendPlan {
             connect,
             count,
@@ -110,6 +122,8 @@ fn main() -> ExitCode {
             stall: Duration::from_secs_f64(stall),
             bye_timeout: Duration::from_secs_f64(bye_timeout),
             deadline: Duration::from_secs(deadline),
+            keepalive: keepalive.map(Duration::from_secs_f64),
+            always,
         }),
     };
     match result {
@@ -265,6 +279,8 @@ struct SendPlan {
     stall: Duration,
     bye_timeout: Duration,
     deadline: Duration,
+    keepalive: Option<Duration>,
+    always: bool,
 }
 
 /// What the sender posted and what came back.
@@ -348,6 +364,7 @@ fn send(plan: &SendPlan) -> Res<bool> {
         initial_pool_msgs: plan.pool,
         max_pool_msgs: plan.pool,
         bye_timeout: Some(plan.bye_timeout),
+        tcp_keepalive: plan.keepalive,
         ..Options::default()
     })?;
     let group = engine.create_group()?;
@@ -395,7 +412,12 @@ fn send(plan: &SendPlan) -> Res<bool> {
             println!("progress posted={seq} written={}", stats.messages_sent);
             last_print = now;
         }
-        let Some(mut m) = engine.get(Allocation::PoolOnly)? else {
+        let how = if plan.always {
+            Allocation::Always
+        } else {
+            Allocation::PoolOnly
+        };
+        let Some(mut m) = engine.get(how)? else {
             // Backpressure: every message is in the engine or the kernel.
             pool_waits += 1;
             pump(&group, &mut tally, ch, Duration::from_millis(2))?;
@@ -436,8 +458,9 @@ fn send(plan: &SendPlan) -> Res<bool> {
             Err(e) => println!("note: ByeRequest refused: {}", e.error),
         }
     }
+    // Its own bound, also when the run's deadline has passed.
     let bye_end = Instant::now() + plan.bye_timeout + Duration::from_secs(5);
-    while tally.closed.is_none() && Instant::now() < bye_end.min(end) {
+    while tally.closed.is_none() && Instant::now() < bye_end {
         pump(&group, &mut tally, ch, TICK)?;
     }
     if tally.closed.is_none() {
