@@ -386,6 +386,7 @@ fn send(plan: &SendPlan) -> Res<bool> {
 
     let started = Instant::now();
     let mut pool_waits = 0u64;
+    let mut limit_refusals = 0u64;
     let mut max_outstanding = 0u64;
     let mut last_bytes = engine.stats().bytes_sent;
     let mut last_progress = Instant::now();
@@ -432,6 +433,15 @@ fn send(plan: &SendPlan) -> Res<bool> {
                 tally.posted_total += 1;
                 tally.posted_data += 1;
                 seq += 1;
+            }
+            Err(e) if e.error == tofu::Error::PoolEmpty => {
+                // Over the engine's outgoing limit: handed back untouched;
+                // not posted. Wait a little and offer it again (its seq
+                // header and body are already in place, so drop it and
+                // build it anew).
+                limit_refusals += 1;
+                drop(e.message);
+                pump(&group, &mut tally, ch, Duration::from_millis(2))?;
             }
             Err(e) => {
                 // Refused and handed back: not posted (the channel is gone).
@@ -514,7 +524,7 @@ fn send(plan: &SendPlan) -> Res<bool> {
         "RESULT sender posted_data={} written_data={written_data} returned_data={returned_data} \
          posted_total={} messages_sent={written_total} returned_total={} \
          returned_statuses={} cause={} gave_up={} pool={} pool_waits={pool_waits} \
-         max_outstanding={max_outstanding} posting_ms={posting_ms} elapsed_ms={} \
+         limit_refusals={limit_refusals} max_outstanding={max_outstanding} posting_ms={posting_ms} elapsed_ms={} \
          mbit_per_s={:.1} bytes_sent={} bye_timeouts={} after_close={}",
         tally.posted_data,
         tally.posted_total,
