@@ -42,10 +42,14 @@ pub struct Options {
     /// closed silently and counted in [`Stats::hello_timeouts`](crate::Stats)
     /// (default 10 s; `None` waits forever).
     pub hello_timeout: Option<Duration>,
-    /// A ByeRequest the peer does not answer within this (counted from its
-    /// post) aborts the channel: queued messages come back and the
-    /// `channel_closed` report carries `~cause:communication_failed`
-    /// (default 10 s; `None` waits forever).
+    /// A ByeRequest the peer does not answer within this aborts the
+    /// channel: queued messages come back and the `channel_closed` report
+    /// carries `~cause:communication_failed` (default 10 s; `None` waits
+    /// forever). It counts from the post, and again from each deadline at
+    /// which bytes of the channel were still being written since the last
+    /// one: a slow link that keeps draining the backlog before the request
+    /// is not a silent peer, a peer that stops reading is (between one and
+    /// two timeouts after the last byte went out).
     pub bye_timeout: Option<Duration>,
     /// A host-name lookup that takes longer fails the connect
     /// (`connect_failed`; default 10 s; `None` waits forever). A lookup that

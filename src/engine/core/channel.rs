@@ -77,6 +77,11 @@ pub(crate) struct ChannelCore {
     deadline: Option<Instant>,
     /// `deadline` was set since [`ChannelCore::take_new_deadline`].
     deadline_is_new: bool,
+    /// Bytes written in all, and as of when the bye deadline was (re)armed:
+    /// a ByeRequest still queued behind a backlog that keeps draining is not
+    /// a silent peer (a slow link is not a reason to abort).
+    written: u64,
+    written_at_deadline: u64,
 }
 
 impl ChannelCore {
@@ -111,12 +116,15 @@ impl ChannelCore {
             timeouts,
             deadline: None,
             deadline_is_new: false,
+            written: 0,
+            written_at_deadline: 0,
         }
     }
 
     fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
         self.deadline_is_new = deadline.is_some();
+        self.written_at_deadline = self.written;
     }
 
     pub(crate) fn number(&self) -> u16 {
@@ -224,6 +232,7 @@ impl ChannelCore {
     /// The socket took `n` bytes of what [`poll_transmit`](Self::poll_transmit)
     /// gave; returns how many frames are now completely written.
     pub(crate) fn handle_written(&mut self, n: usize) -> usize {
+        self.written += n as u64;
         let bye = &mut self.bye;
         self.send.advance(n, |op| match op {
             OpCode::ByeRequest => *bye = Bye::RequestWritten,
@@ -392,6 +401,14 @@ impl ChannelCore {
                 return Some(close);
             }
             Phase::Connecting | Phase::Open => {}
+        }
+        if self.written != self.written_at_deadline {
+            // Bytes went out since the deadline was set: the backlog before
+            // the ByeRequest (or the request itself) is draining, the peer is
+            // reading, only slowly. The timeout counts again from now, so the
+            // peer has at least the bye timeout after the last byte.
+            self.set_deadline(self.timeouts.bye.map(|t| now + t));
+            return None;
         }
         // Our ByeRequest went unanswered: abort (SPEC §5.7a).
         Some(Close::new(

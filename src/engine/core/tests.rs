@@ -624,7 +624,12 @@ fn an_unanswered_bye_request_aborts_after_the_bye_timeout() {
         Some(p.client.now + Duration::from_secs(7))
     );
     // The peer never reads: nothing is written beyond the socket buffer.
+    // (Bytes that did move count the timeout again from when it fired.)
     p.client.write(HEADER_LEN + 8);
+    p.advance(Duration::from_secs(6));
+    assert!(p.client.closed.is_none());
+    p.advance(Duration::from_secs(1));
+    assert!(p.client.closed.is_none(), "bytes moved: re-armed");
     p.advance(Duration::from_secs(6));
     assert!(p.client.closed.is_none());
     p.advance(Duration::from_secs(1));
@@ -646,6 +651,46 @@ fn an_unanswered_bye_request_aborts_after_the_bye_timeout() {
         back.iter()
             .all(|m| m.status() == Status::CommunicationFailed)
     );
+}
+
+#[test]
+fn a_bye_request_behind_a_draining_backlog_waits_as_long_as_bytes_move() {
+    // A slow link: the backlog before the ByeRequest takes longer than the
+    // bye timeout to write, but it keeps moving, so the close stays graceful.
+    let mut p = Pair::with_timeouts(16, 16, timeouts(5, 7));
+    p.settle();
+    let hello = p.server.take_delivered();
+    let answer = p
+        .server
+        .message(OpCode::HelloResponse, hello[0].header.message_id, b"");
+    p.server.post(answer);
+    p.settle();
+    for id in 1..=30u64 {
+        let m = p.client.message(OpCode::Signal, id, &[9; 1000]);
+        assert_eq!(p.client.post(m), Posted::Queued);
+    }
+    let bye = p.client.message(OpCode::ByeRequest, 31, b"");
+    p.client.post(bye);
+    // 1 kB every 4 s: 30 frames take about 120 s, far past the 7 s timeout.
+    let mut steps = 0;
+    while p.client.core.bye() == Bye::RequestQueued {
+        p.client.write(1000);
+        p.advance(Duration::from_secs(4));
+        assert!(p.client.closed.is_none(), "aborted while bytes were moving");
+        steps += 1;
+    }
+    assert!(steps >= 30, "{steps} steps");
+    // Written 4 s ago: the peer has at least 7 s from then to answer (at
+    // most twice that), and does not.
+    p.advance(Duration::from_secs(2));
+    assert!(p.client.closed.is_none(), "at least the bye timeout");
+    let mut waited = 6;
+    while p.client.closed.is_none() && waited < 20 {
+        p.advance(Duration::from_secs(1));
+        waited += 1;
+    }
+    assert!(waited <= 14, "at most twice the bye timeout ({waited} s)");
+    assert_eq!(p.client.closed.map(|c| c.cause), Some(Cause::ByeTimeout));
 }
 
 #[test]

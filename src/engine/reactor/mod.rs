@@ -543,16 +543,20 @@ impl Reactor {
             }
             self.timers.pop();
             let now = self.now;
-            let Some(s) = self.stream_mut(key) else {
+            let Some(s) = stream_of(&mut self.slab, key) else {
                 continue; // closed meanwhile
             };
             if s.core.poll_timeout() != Some(deadline) {
                 continue; // replaced or cleared
             }
-            if let Some(close) = s.core.handle_timeout(now) {
-                debug!(channel = s.core.number(), cause = ?close.cause, "timed out");
-                self.deliver_from(key);
-                self.close_counted(key, close);
+            match s.core.handle_timeout(now) {
+                Some(close) => {
+                    debug!(channel = s.core.number(), cause = ?close.cause, "timed out");
+                    self.deliver_from(key);
+                    self.close_counted(key, close);
+                }
+                // Re-armed (a ByeRequest behind a backlog still draining).
+                None => schedule(&mut self.timers, key, &mut s.core),
             }
         }
     }
