@@ -524,18 +524,24 @@ fn simultaneous_bye_requests(t: Transport) {
     server
         .post(msg(&engine, sch, OpCode::ByeRequest, b""))
         .unwrap();
-    for (group, ch) in [(&client, cch), (&server, sch)] {
-        for i in 0..N {
-            let m = recv_skip_pool_empty(group);
-            assert_eq!(m.opcode(), OpCode::Signal, "{m:?}");
-            assert_eq!(check_seq_body(&m.body, 100), i);
+    // Both groups at once: they share the engine's pool (16 messages), so
+    // what one group holds unread can stop the engine reading for the other.
+    std::thread::scope(|scope| {
+        for (group, ch) in [(&client, cch), (&server, sch)] {
+            scope.spawn(move || {
+                for i in 0..N {
+                    let m = recv_skip_pool_empty(group);
+                    assert_eq!(m.opcode(), OpCode::Signal, "{m:?}");
+                    assert_eq!(check_seq_body(&m.body, 100), i);
+                }
+                let bye = recv_skip_pool_empty(group);
+                assert_eq!(bye.opcode(), OpCode::ByeRequest, "{bye:?}");
+                assert!(bye.is_from_application());
+                assert_report(&recv_skip_pool_empty(group), ch, Status::ChannelClosed);
+                recv_nothing(group, Duration::from_millis(50));
+            });
         }
-        let bye = recv_skip_pool_empty(group);
-        assert_eq!(bye.opcode(), OpCode::ByeRequest, "{bye:?}");
-        assert!(bye.is_from_application());
-        assert_report(&recv_skip_pool_empty(group), ch, Status::ChannelClosed);
-        recv_nothing(group, Duration::from_millis(50));
-    }
+    });
 }
 
 tcp_and_uds!(simultaneous_bye_requests);

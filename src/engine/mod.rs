@@ -87,6 +87,7 @@ impl Engine {
         }
         .max(initial);
         let pool = Pool::new(initial as usize, max as usize);
+        pool.set_reserve(core::backpressure::partial_reserve(pool.capacity()));
         let poll = mio::Poll::new().map_err(|_| Error::AllocationFailed)?;
         let waker = mio::Waker::new(poll.registry(), slab::WAKER_TOKEN)
             .map_err(|_| Error::AllocationFailed)?;

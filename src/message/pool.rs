@@ -19,7 +19,9 @@ use super::{MAX_SECTION_LEN, Message};
 pub enum Allocation {
     /// Return `None` when the pool is empty.
     PoolOnly,
-    /// Allocate a new message when the pool is empty; never `None`.
+    /// Allocate a new message when the pool is empty; never `None`. An
+    /// engine's pool also allocates rather than hand out the last few free
+    /// messages it keeps for reading (see [`Engine::get`](crate::Engine::get)).
     Always,
 }
 
@@ -46,6 +48,8 @@ pub(crate) struct PoolInner {
     /// allocation, adoption and freeing touch it, never the get/return path.
     live: AtomicUsize,
     allocated: AtomicUsize,
+    /// Free messages `get(Always)` leaves for the engine's reads.
+    reserve: AtomicUsize,
 }
 
 /// A thread-safe, bounded pool of reusable messages.
@@ -87,6 +91,7 @@ impl Pool {
             notify: OnceLock::new(),
             live: AtomicUsize::new(initial),
             allocated: AtomicUsize::new(initial),
+            reserve: AtomicUsize::new(0),
         });
         for _ in 0..initial {
             let _ = inner.free.push(Buffers {
@@ -103,7 +108,16 @@ impl Pool {
     /// [`Allocation::Always`] allocates a new message instead (it joins the pool
     /// when dropped, if there is room).
     pub fn get(&self, how: Allocation) -> Option<Message> {
-        match self.inner.free.pop() {
+        let keep = match how {
+            Allocation::Always => self.inner.reserve.load(Ordering::Relaxed),
+            Allocation::PoolOnly => 0,
+        };
+        let taken = if keep == 0 || self.inner.free.len() > keep {
+            self.inner.free.pop()
+        } else {
+            None
+        };
+        match taken {
             Some(b) => Some(self.wrap(b)),
             None if how == Allocation::Always => {
                 self.inner.allocated.fetch_add(1, Ordering::Relaxed);
@@ -115,6 +129,22 @@ impl Pool {
             }
             None => None,
         }
+    }
+
+    /// The engine keeps the last `n` free messages for reading: `get(Always)`
+    /// allocates instead of taking them. Otherwise an application whose
+    /// posts (to a peer in the same engine) hold the pool could leave the
+    /// engine nothing to read the peer's side into, and each would wait for
+    /// the other. `PoolOnly` still takes them (it is how an application
+    /// waits for the pool).
+    pub(crate) fn set_reserve(&self, n: usize) {
+        self.inner.reserve.store(n, Ordering::Relaxed);
+    }
+
+    /// Messages that belong to the pool (free and handed out), at most its
+    /// capacity: what a refill can bring back.
+    pub(crate) fn size(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed).min(self.capacity())
     }
 
     fn wrap(&self, b: Buffers) -> Message {

@@ -153,7 +153,10 @@ pub fn slow_server(t: Transport) -> SlowServer {
 pub fn recv(group: &ChannelGroup) -> Message {
     match group.wait_receive(Some(timeout())) {
         Ok(Some(m)) => m,
-        Ok(None) => panic!("timed out waiting for a message"),
+        Ok(None) => panic!(
+            "timed out waiting for a message ({group:?}; {:?})",
+            group.engine().stats()
+        ),
         Err(e) => panic!("wait_receive failed: {e}"),
     }
 }

@@ -186,7 +186,7 @@ impl Reactor {
         let pool = &self.shared.pool;
         if !self
             .refill
-            .resume_now(pool.len(), pool.capacity(), Instant::now())
+            .resume_now(pool.len(), pool.size(), Instant::now())
         {
             return;
         }
@@ -208,12 +208,12 @@ impl Reactor {
             return None;
         }
         let pool = &self.shared.pool;
-        match self.refill.arm(pool.capacity()) {
+        match self.refill.arm(pool.size()) {
             Arm::Any => pool.arm(),
             Arm::At(mark) => pool.arm_at(mark),
         }
         self.refill
-            .timeout(pool.len(), pool.capacity(), Instant::now())
+            .timeout(pool.len(), pool.size(), Instant::now())
     }
 
     /// Decodes the backlog, then reads the socket until it would block, the
