@@ -88,7 +88,8 @@ pub(crate) struct Plan {
     /// Request/response rounds per connection in the connections workload.
     pub(crate) conn_rounds: usize,
     /// Most time one round-trip measurement may take (it stops early, with
-    /// fewer samples, when a system is very slow).
+    /// fewer samples, when a system is very slow; message-io and NNG).
+    #[cfg_attr(not(any(feature = "message-io", feature = "nng")), allow(dead_code))]
     pub(crate) budget: Duration,
     /// Least time every measurement runs: each keeps going until both its
     /// count and this time are reached.
