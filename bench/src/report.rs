@@ -131,6 +131,15 @@ fn fmt_ratio(v: Option<f64>) -> String {
     v.map_or("-".into(), |x| format!("{x:.2}×"))
 }
 
+/// A ratio for the markdown tables: "n/c" where the row is not comparable.
+fn ratio_cell(rows: &[Row], r: &Row, base: &str) -> String {
+    if r.comparable {
+        fmt_ratio(ratio(rows, r, base))
+    } else {
+        "n/c".into()
+    }
+}
+
 fn size_name(size: usize) -> String {
     match size {
         BIG => "64 KiB".into(),
@@ -315,7 +324,7 @@ fn markdown_section(rows: &[Row], info: &RunInfo) -> String {
                 size_name(r.size),
                 match (r.system.as_str(), r.comparable) {
                     ("tofu" | "tofu-tuned", _) => format!("**{}**", r.system),
-                    (_, false) => format!("{} (not comparable²)", r.system),
+                    (_, false) => format!("{} (not comparable †)", r.system),
                     _ => r.system.clone(),
                 },
                 fmt_opt(r.rtt_p50_us, 1),
@@ -327,12 +336,12 @@ fn markdown_section(rows: &[Row], info: &RunInfo) -> String {
                     (None, Some(f)) => f.to_string(),
                     (None, None) => "-".into(),
                 },
-                fmt_ratio(ratio(rows, r, "raw")),
-                fmt_ratio(ratio(rows, r, "zeromq")),
+                ratio_cell(rows, r, "raw"),
+                ratio_cell(rows, r, "zeromq"),
             );
         }
         if rs.iter().any(|r| !r.comparable) {
-            let _ = writeln!(o, "\n² {NOT_COMPARABLE_NOTE}");
+            let _ = writeln!(o, "\n† {NOT_COMPARABLE_NOTE}");
         }
         let _ = writeln!(o);
     }
