@@ -8,9 +8,10 @@ use crate::CASES;
 use crate::common::{BIG, Transport, Workload};
 use crate::report::Row;
 
-const COLORS: [RGBColor; 6] = [
+const COLORS: [RGBColor; 7] = [
     RGBColor(120, 120, 120), // raw
     RGBColor(214, 39, 40),   // tofu
+    RGBColor(140, 20, 60),   // tofu-tuned
     RGBColor(31, 119, 180),  // tokio
     RGBColor(44, 160, 44),   // zeromq
     RGBColor(255, 127, 14),  // message-io
@@ -18,10 +19,18 @@ const COLORS: [RGBColor; 6] = [
 ];
 
 fn color(system: &str) -> RGBColor {
-    let i = ["raw", "tofu", "tokio", "zeromq", "message-io", "nng"]
-        .iter()
-        .position(|s| *s == system)
-        .unwrap_or(0);
+    let i = [
+        "raw",
+        "tofu",
+        "tofu-tuned",
+        "tokio",
+        "zeromq",
+        "message-io",
+        "nng",
+    ]
+    .iter()
+    .position(|s| *s == system)
+    .unwrap_or(0);
     COLORS[i]
 }
 
@@ -82,7 +91,27 @@ pub(crate) fn draw(path: &str, rows: &[Row]) -> Result<(), Box<dyn std::error::E
                     let r = rows.iter().find(|r| {
                         r.system == *s && r.transport == t && r.workload == w && r.size == size
                     })?;
+                    if !r.comparable {
+                        return None;
+                    }
                     Some((ci, si, relative(rows, r)?))
+                })
+            })
+            .collect();
+        let not_comparable: Vec<(usize, usize)> = cases
+            .iter()
+            .enumerate()
+            .flat_map(|(ci, &(w, size))| {
+                systems.iter().enumerate().filter_map(move |(si, s)| {
+                    rows.iter()
+                        .any(|r| {
+                            r.system == *s
+                                && r.transport == t
+                                && r.workload == w
+                                && r.size == size
+                                && !r.comparable
+                        })
+                        .then_some((ci, si))
                 })
             })
             .collect();
@@ -90,7 +119,10 @@ pub(crate) fn draw(path: &str, rows: &[Row]) -> Result<(), Box<dyn std::error::E
         let ymin = -0.12 * ymax;
         let mut chart = ChartBuilder::on(area)
             .caption(
-                format!("{} (message-io: TCP only)", t.name().to_uppercase()),
+                format!(
+                    "{} (message-io: TCP only; n/c = not comparable, no TCP_NODELAY)",
+                    t.name().to_uppercase()
+                ),
                 ("sans-serif", 18),
             )
             .margin(12)
@@ -125,7 +157,13 @@ pub(crate) fn draw(path: &str, rows: &[Row]) -> Result<(), Box<dyn std::error::E
                 }))?
                 .label(*s)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
-            if *s == "tofu" {
+            // Rows that are not comparable (message-io's latency-bound ones,
+            // no TCP_NODELAY) get no bar, only "n/c".
+            chart.draw_series(not_comparable.iter().filter(|v| v.1 == si).map(|&(ci, _)| {
+                let x0 = ci as f64 + 0.1 + si as f64 * width;
+                Text::new("n/c", (x0, 0.03 * ymax), ("sans-serif", 11))
+            }))?;
+            if s.starts_with("tofu") {
                 chart.draw_series(vals.iter().filter(|v| v.1 == si).map(|&(ci, _, v)| {
                     let x0 = ci as f64 + 0.1 + si as f64 * width;
                     Text::new(format!("{v:.2}"), (x0, v + 0.02 * ymax), ("sans-serif", 12))

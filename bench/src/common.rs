@@ -1,6 +1,10 @@
 //! What every system's driver shares: the plan, the measured figures, helpers.
 
-use std::time::Duration;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -17,6 +21,10 @@ pub(crate) const WINDOW: usize = 256;
 pub(crate) const SMALL: usize = 64;
 /// Connections in the connections workload.
 pub(crate) const CONNECTIONS: usize = 1000;
+/// The end-of-stream marker for systems without a frame header of their own
+/// (tokio, ZeroMQ, message-io, NNG): a 1-byte message. No workload sends a
+/// 1-byte body, so a sink tells it from the stream's messages by its length.
+pub(crate) const MARKER: &[u8] = &[0x4d];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,6 +60,17 @@ impl Workload {
             Workload::Connections => "connections",
         }
     }
+
+    pub(crate) fn from_name(name: &str) -> Option<Workload> {
+        [
+            Workload::Rtt,
+            Workload::Pipelined,
+            Workload::Stream,
+            Workload::Connections,
+        ]
+        .into_iter()
+        .find(|w| w.name() == name)
+    }
 }
 
 /// How much work each workload does.
@@ -69,8 +88,12 @@ pub(crate) struct Plan {
     /// Request/response rounds per connection in the connections workload.
     pub(crate) conn_rounds: usize,
     /// Most time one round-trip measurement may take (it stops early, with
-    /// fewer samples, when a system is very slow).
+    /// fewer samples, when a system is very slow; message-io and NNG).
+    #[cfg_attr(not(any(feature = "message-io", feature = "nng")), allow(dead_code))]
     pub(crate) budget: Duration,
+    /// Least time every measurement runs: each keeps going until both its
+    /// count and this time are reached.
+    pub(crate) min_time: Duration,
 }
 
 impl Plan {
@@ -83,6 +106,7 @@ impl Plan {
             stream_max: 200_000,
             conn_rounds: 5,
             budget: Duration::from_secs(1),
+            min_time: Duration::from_millis(500),
         }
     }
 
@@ -95,11 +119,19 @@ impl Plan {
             stream_max: 2_000_000,
             conn_rounds: 20,
             budget: Duration::from_secs(10),
+            min_time: Duration::from_secs(2),
         }
     }
 
+    /// The fewest messages of one streaming measurement.
     pub(crate) fn stream_count(&self, size: usize) -> usize {
         (self.stream_bytes / size.max(1)).clamp(self.stream_min, self.stream_max)
+    }
+
+    /// Whether a measurement that began at `start` and has done `done` of
+    /// its `count` may stop: both the count and the minimum time reached.
+    pub(crate) fn enough(&self, done: usize, count: usize, start: Instant) -> bool {
+        done >= count && start.elapsed() >= self.min_time
     }
 }
 
@@ -162,6 +194,29 @@ impl Endpoint {
             Transport::Uds => Endpoint::Uds(tofu::testing::temp_uds_path()),
         })
     }
+
+    /// The transport and address as given on the `--serve` command line:
+    /// `tcp 127.0.0.1:PORT` or `uds PATH`.
+    pub(crate) fn to_args(&self) -> [String; 2] {
+        match self {
+            Endpoint::Tcp(port) => ["tcp".into(), format!("127.0.0.1:{port}")],
+            Endpoint::Uds(p) => ["uds".into(), p.display().to_string()],
+        }
+    }
+
+    /// The inverse of [`to_args`](Self::to_args).
+    pub(crate) fn from_args(transport: &str, addr: &str) -> Res<Endpoint> {
+        match transport {
+            "tcp" => {
+                let port = addr
+                    .strip_prefix("127.0.0.1:")
+                    .ok_or("tcp address must be 127.0.0.1:PORT")?;
+                Ok(Endpoint::Tcp(port.parse()?))
+            }
+            "uds" => Ok(Endpoint::Uds(addr.into())),
+            other => Err(format!("unknown transport {other}").into()),
+        }
+    }
 }
 
 impl Drop for Endpoint {
@@ -185,5 +240,45 @@ pub(crate) fn raise_fd_limit() {
             lim.rlim_cur = lim.rlim_max.min(65_536);
             let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
+    }
+}
+
+/// What a server side is given: when to stop and where to say things (that
+/// it is ready, and for PUSH/PULL sinks that a stream ended). In threads mode
+/// the lines go to the measuring thread through a channel; in a `--serve`
+/// child they go to stdout, one line each, which the parent reads.
+#[derive(Clone)]
+pub(crate) struct Ctl {
+    stop: Arc<AtomicBool>,
+    out: Option<mpsc::Sender<String>>,
+}
+
+impl Ctl {
+    pub(crate) fn new(stop: Arc<AtomicBool>, out: Option<mpsc::Sender<String>>) -> Ctl {
+        Ctl { stop, out }
+    }
+
+    /// Whether the server should stop (checked at least every 50 ms).
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Sends one line to the measuring side.
+    pub(crate) fn say(&self, line: &str) {
+        match &self.out {
+            Some(tx) => {
+                let _ = tx.send(line.to_string());
+            }
+            None => {
+                let mut o = std::io::stdout().lock();
+                let _ = writeln!(o, "{line}");
+                let _ = o.flush();
+            }
+        }
+    }
+
+    /// The line every server says once it listens.
+    pub(crate) fn ready(&self) {
+        self.say("ready");
     }
 }

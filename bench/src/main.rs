@@ -3,17 +3,22 @@
 //! the same workloads, in the same run, on the same machine.
 //!
 //! ```text
-//! cargo run --release -p tofu-bench -- [--quick] [--json] [--runs N]
+//! cargo run --release -p tofu-bench -- [--quick] [--processes] [--json] [--runs N]
 //!     [--markdown docs/benchmarks.md] [--chart docs/benchmarks.svg]
-//!     [--only tofu,raw] [--workload rtt,stream]
+//!     [--only tofu,tofu-tuned,raw] [--workload rtt,stream]
 //! ```
 //!
-//! See `docs/benchmarks.md` for what each workload does.
+//! Every measurement starts its server side first — on a thread, or with
+//! `--processes` in a child process (this binary, re-executed with the hidden
+//! `--serve SYSTEM TRANSPORT ADDR WORKLOAD`) — and measures from the client
+//! side. See `docs/benchmarks.md` for what each workload does and the rules
+//! that keep the systems comparable.
 
 mod chart;
 mod common;
 mod raw;
 mod report;
+mod server;
 mod tofu_sys;
 mod tokio_sys;
 
@@ -31,7 +36,7 @@ use report::Row;
 
 /// The systems compiled into this binary, in report order.
 fn systems() -> Vec<&'static str> {
-    let mut v = vec!["raw", "tofu", "tokio"];
+    let mut v = vec!["raw", "tofu", "tofu-tuned", "tokio"];
     if cfg!(feature = "zeromq") {
         v.push("zeromq");
     }
@@ -59,23 +64,68 @@ fn supports(system: &str, t: Transport) -> bool {
     !(system == "message-io" && t == Transport::Uds)
 }
 
-fn measure(system: &str, t: Transport, w: Workload, size: usize, plan: &Plan) -> Res<Measure> {
+/// The server side of `system` for workload `w` on `ep`, until `ctl` says
+/// stop (on a thread, or in a `--serve` child process).
+pub(crate) fn serve(system: &str, w: Workload, ep: &Endpoint, ctl: &Ctl) -> Res<()> {
     match system {
-        "raw" => raw::run(t, w, size, plan),
-        "tofu" => tofu_sys::run(t, w, size, plan),
-        "tokio" => tokio_sys::run(t, w, size, plan),
+        "raw" => raw::serve(w, ep, ctl),
+        "tofu" | "tofu-tuned" => tofu_sys::serve(tofu_sys::options(system), ep, ctl),
+        "tokio" => tokio_sys::serve(w, ep, ctl),
         #[cfg(feature = "zeromq")]
-        "zeromq" => zmq_sys::run(t, w, size, plan),
+        "zeromq" => zmq_sys::serve(w, ep, ctl),
         #[cfg(feature = "message-io")]
-        "message-io" => mio_sys::run(t, w, size, plan),
+        "message-io" => mio_sys::serve(w, ep, ctl),
         #[cfg(feature = "nng")]
-        "nng" => nng_sys::run(t, w, size, plan),
+        "nng" => nng_sys::serve(w, ep, ctl),
+        _ => Err(format!("unknown system {system}").into()),
+    }
+}
+
+/// One measurement: a fresh endpoint, the server side started (thread or
+/// process), the client side measured here, the server stopped.
+fn measure(
+    system: &str,
+    t: Transport,
+    w: Workload,
+    size: usize,
+    plan: &Plan,
+    processes: bool,
+) -> Res<Measure> {
+    let ep = Endpoint::new(t)?;
+    let mut server = server::Server::start(system, w, &ep, processes)?;
+    let m = client(system, w, size, plan, &ep, &server);
+    let stopped = server.finish();
+    let m = m?;
+    stopped?;
+    Ok(m)
+}
+
+#[cfg_attr(not(any(feature = "zeromq", feature = "nng")), allow(unused_variables))]
+fn client(
+    system: &str,
+    w: Workload,
+    size: usize,
+    plan: &Plan,
+    ep: &Endpoint,
+    server: &server::Server,
+) -> Res<Measure> {
+    match system {
+        "raw" => raw::run(w, size, plan, ep),
+        "tofu" | "tofu-tuned" => tofu_sys::run(tofu_sys::options(system), w, size, plan, ep),
+        "tokio" => tokio_sys::run(w, size, plan, ep),
+        #[cfg(feature = "zeromq")]
+        "zeromq" => zmq_sys::run(w, size, plan, ep, server),
+        #[cfg(feature = "message-io")]
+        "message-io" => mio_sys::run(w, size, plan, ep),
+        #[cfg(feature = "nng")]
+        "nng" => nng_sys::run(w, size, plan, ep, server),
         _ => Err(format!("unknown system {system}").into()),
     }
 }
 
 struct Args {
     quick: bool,
+    processes: bool,
     json: bool,
     runs: usize,
     markdown: Option<String>,
@@ -87,6 +137,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         quick: false,
+        processes: false,
         json: false,
         runs: 3,
         markdown: None,
@@ -100,6 +151,7 @@ fn parse_args() -> Result<Args, String> {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
             "--quick" => a.quick = true,
+            "--processes" => a.processes = true,
             "--json" => a.json = true,
             "--runs" => {
                 a.runs = value("--runs")?
@@ -115,20 +167,51 @@ fn parse_args() -> Result<Args, String> {
             "--workload" => a.workloads = Some(list(value("--workload")?)),
             "-h" | "--help" => {
                 println!(
-                    "usage: tofu-bench [--quick] [--json] [--runs N] [--markdown FILE] \
-                     [--chart FILE.svg] [--only SYSTEM,..] [--workload NAME,..]\n\
-                     systems compiled in: {}",
-                    systems().join(", ")
+                    "usage: tofu-bench [--quick] [--processes] [--json] [--runs N] \
+                     [--markdown FILE] [--chart FILE.svg] [--only SYSTEM,..] [--workload NAME,..]\n\
+                     \n  --quick       smaller counts; every figure still runs at least {:.1} s (full run: {:.0} s)\
+                     \n  --processes   server and client in separate processes (default: threads of one process)\
+                     \n  --runs N      repeat the matrix N times, report medians (default 3)\
+                     \n  --only LIST   systems: {}\
+                     \n  --workload LIST  workloads: rtt, pipelined, stream, connections\
+                     \n  --json        JSON rows instead of the text table\
+                     \n  --markdown FILE  rewrite FILE's generated results section\
+                     \n  --chart FILE  draw the SVG chart\
+                     \n\ntofu runs with Options::default(); tofu-tuned with {}.",
+                    Plan::quick().min_time.as_secs_f64(),
+                    Plan::full().min_time.as_secs_f64(),
+                    systems().join(", "),
+                    tofu_sys::tuned_description(),
                 );
                 std::process::exit(0);
             }
-            other => return Err(format!("unknown argument {other}")),
+            other => return Err(format!("unknown argument {other} (see --help)")),
+        }
+    }
+    for s in a.only.iter().flatten() {
+        if !systems().contains(&s.as_str()) {
+            return Err(format!(
+                "unknown system {s} (compiled in: {})",
+                systems().join(", ")
+            ));
+        }
+    }
+    for w in a.workloads.iter().flatten() {
+        if Workload::from_name(w).is_none() {
+            return Err(format!(
+                "unknown workload {w} (rtt, pipelined, stream, connections)"
+            ));
         }
     }
     Ok(a)
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("--serve") {
+        raise_fd_limit();
+        server::child_main(&argv[1..]);
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -155,6 +238,20 @@ fn main() {
                 .is_none_or(|o| o.iter().any(|x| x == w.name()))
         })
         .collect();
+    if !args.json {
+        eprintln!(
+            "tofu-bench: {}, server and client {}; minimum {:.1} s per figure; \
+             tofu = Options::default(), tofu-tuned = {}",
+            if args.quick { "--quick" } else { "full run" },
+            if args.processes {
+                "in separate processes"
+            } else {
+                "on threads of one process"
+            },
+            plan.min_time.as_secs_f64(),
+            tofu_sys::tuned_description()
+        );
+    }
     let load_before = report::loadavg();
     let started = Instant::now();
     // samples[i] = the measurements of row i, one per run.
@@ -173,7 +270,7 @@ fn main() {
         eprintln!("tofu-bench: run {} of {}", run + 1, args.runs);
         for (i, &(s, t, w, size)) in keys.iter().enumerate() {
             let t0 = Instant::now();
-            let m = measure(s, t, w, size, &plan).map_err(|e| e.to_string());
+            let m = measure(s, t, w, size, &plan, args.processes).map_err(|e| e.to_string());
             match &m {
                 Ok(m) => eprintln!(
                     "  {s:<10} {:<3} {:<11} {size:>5} B  p50 {:>8}  msgs/s {:>11}  ({:.1}s)",
@@ -207,9 +304,16 @@ fn main() {
         );
     } else {
         print!("{}", report::text_table(&rows));
+        if systems.contains(&"tofu-tuned") {
+            println!("tofu-tuned: {}", tofu_sys::tuned_description());
+        }
+        if systems.contains(&"message-io") {
+            println!("{}", report::NOT_COMPARABLE_NOTE);
+        }
     }
     let info = report::RunInfo {
         quick: args.quick,
+        processes: args.processes,
         runs: args.runs,
         systems: systems.iter().map(|s| s.to_string()).collect(),
         load_before,

@@ -2,10 +2,6 @@
 //! `network::split()` controller/processor pair: one thread per side.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use message_io::network::{
@@ -16,79 +12,38 @@ use crate::common::*;
 
 const TICK: Option<Duration> = Some(Duration::from_millis(50));
 
-struct Server {
-    stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<Res<()>>,
-}
-
-impl Server {
-    /// Echoes every message, or (`sink`) counts them and reports the time the
-    /// last arrived once the sender has set how many it sent.
-    fn start(port: u16, sink: Option<(Arc<AtomicUsize>, mpsc::Sender<Instant>)>) -> Res<Server> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let (ready_tx, ready_rx) = mpsc::channel::<Res<()>>();
-        let thread = thread::spawn(move || -> Res<()> {
-            let (ctrl, mut proc) = network::split();
-            if let Err(e) = ctrl.listen(MTransport::FramedTcp, ("127.0.0.1", port)) {
-                let _ = ready_tx.send(Err(e.into()));
-                return Ok(());
-            }
-            let _ = ready_tx.send(Ok(()));
-            let (mut got, mut last, mut reported) = (0usize, Instant::now(), false);
-            while !flag.load(Ordering::Acquire) {
-                proc.process_poll_event(TICK, |ev| {
-                    if let NetEvent::Message(ep, data) = ev {
-                        match &sink {
-                            None => {
-                                ctrl.send(ep, data);
-                            }
-                            Some(_) => {
-                                got += 1;
-                                last = Instant::now();
-                            }
-                        }
-                    }
-                });
-                if let Some((target, done)) = &sink {
-                    if !reported && got >= target.load(Ordering::Acquire) {
-                        let _ = done.send(last);
-                        reported = true;
-                    }
-                }
-            }
-            Ok(())
-        });
-        ready_rx.recv().map_err(|_| "server thread died")??;
-        Ok(Server { stop, thread })
-    }
-
-    fn finish(self) -> Res<()> {
-        self.stop.store(true, Ordering::Release);
-        self.thread.join().map_err(|_| "server panicked")?
-    }
-}
-
-pub(crate) fn run(t: Transport, w: Workload, size: usize, plan: &Plan) -> Res<Measure> {
-    let ep = Endpoint::new(t)?;
+/// The server: echoes every message, or (`stream`) drops them and answers
+/// only the end marker. Stops when `ctl` says so.
+pub(crate) fn serve(w: Workload, ep: &Endpoint, ctl: &Ctl) -> Res<()> {
     let Endpoint::Tcp(port) = ep else {
         return Err("message-io: TCP only here".into());
     };
-    let count = plan.stream_count(size);
-    let (done_tx, done_rx) = mpsc::channel();
-    let target = Arc::new(AtomicUsize::new(usize::MAX));
-    let sink = (w == Workload::Stream).then_some((target.clone(), done_tx));
-    let server = Server::start(port, sink)?;
-    let m = match w {
-        Workload::Rtt => rtt(port, size, plan.rtt, plan.budget),
-        Workload::Pipelined => pipelined(port, size, plan.pipelined, plan.budget),
-        Workload::Stream => stream(port, size, count, plan.budget, &target, &done_rx),
-        Workload::Connections => connections(port, size, plan.conn_rounds),
+    let sink = w == Workload::Stream;
+    let (ctrl, mut proc) = network::split();
+    ctrl.listen(MTransport::FramedTcp, ("127.0.0.1", *port))?;
+    ctl.ready();
+    while !ctl.stopped() {
+        proc.process_poll_event(TICK, |ev| {
+            if let NetEvent::Message(ep, data) = ev {
+                if !sink || data.len() == MARKER.len() {
+                    ctrl.send(ep, data);
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn run(w: Workload, size: usize, plan: &Plan, ep: &Endpoint) -> Res<Measure> {
+    let Endpoint::Tcp(port) = *ep else {
+        return Err("message-io: TCP only here".into());
     };
-    let done = server.finish();
-    let m = m?;
-    done?;
-    Ok(m)
+    match w {
+        Workload::Rtt => rtt(port, size, plan),
+        Workload::Pipelined => pipelined(port, size, plan),
+        Workload::Stream => stream(port, size, plan),
+        Workload::Connections => connections(port, size, plan),
+    }
 }
 
 type Client = (network::NetworkController, network::NetworkProcessor);
@@ -129,16 +84,18 @@ fn sent(s: SendStatus) -> Res<()> {
     }
 }
 
-/// Stops after `budget` with fewer samples: without TCP_NODELAY (message-io
-/// sets none and offers no option) each round trip waits for delayed ACKs.
-fn rtt(port: u16, size: usize, count: usize, budget: Duration) -> Res<Measure> {
+/// Stops after the plan's budget with fewer samples (at least 20): without
+/// TCP_NODELAY (message-io sets none and offers no option) each round trip
+/// waits for delayed ACKs.
+fn rtt(port: u16, size: usize, plan: &Plan) -> Res<Measure> {
+    let count = plan.rtt;
     let ((ctrl, mut proc), eps, _) = connect(port, 1)?;
     let ep = *eps.first().ok_or("connect failed")?;
     let payload = vec![0xabu8; size];
     let mut rtts = Vec::with_capacity(count);
     let start = Instant::now();
-    for _ in 0..count {
-        if start.elapsed() > budget && rtts.len() >= 20 {
+    while !plan.enough(rtts.len(), count, start) {
+        if start.elapsed() > plan.budget && rtts.len() >= 20 {
             break;
         }
         let t0 = Instant::now();
@@ -161,8 +118,9 @@ fn rtt(port: u16, size: usize, count: usize, budget: Duration) -> Res<Measure> {
     Ok(Measure::from_rtts(&mut rtts, secs, size))
 }
 
-/// Stops sending after `budget` (then drains the window).
-fn pipelined(port: u16, size: usize, mut count: usize, budget: Duration) -> Res<Measure> {
+/// Stops sending after the plan's budget (then drains the window).
+fn pipelined(port: u16, size: usize, plan: &Plan) -> Res<Measure> {
+    let count = plan.pipelined;
     let ((ctrl, mut proc), eps, _) = connect(port, 1)?;
     let ep = *eps.first().ok_or("connect failed")?;
     let payload = vec![0xabu8; size];
@@ -175,17 +133,17 @@ fn pipelined(port: u16, size: usize, mut count: usize, budget: Duration) -> Res<
         sent(ctrl.send(ep, &payload))?;
         n_sent += 1;
     }
+    let mut sending = true;
     let deadline = start + WAIT;
-    while rtts.len() < count && Instant::now() < deadline {
-        if start.elapsed() > budget && count > n_sent {
-            count = n_sent;
-        }
+    while rtts.len() < n_sent && Instant::now() < deadline {
         proc.process_poll_event(TICK, |ev| {
             if let NetEvent::Message(..) = ev {
                 if let Some(t0) = sent_at.pop_front() {
                     rtts.push(t0.elapsed());
                 }
-                if n_sent < count {
+                sending =
+                    sending && !plan.enough(n_sent, count, start) && start.elapsed() <= plan.budget;
+                if sending {
                     sent_at.push_back(Instant::now());
                     ctrl.send(ep, &payload);
                     n_sent += 1;
@@ -193,42 +151,47 @@ fn pipelined(port: u16, size: usize, mut count: usize, budget: Duration) -> Res<
             }
         });
     }
-    if rtts.len() < count {
+    if rtts.len() < n_sent {
         return Err("pipelined run did not complete".into());
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(Measure::from_rtts(&mut rtts, secs, size))
 }
 
-/// Stops after `count` messages or `budget`, whichever comes first.
-fn stream(
-    port: u16,
-    size: usize,
-    mut count: usize,
-    budget: Duration,
-    target: &AtomicUsize,
-    done: &mpsc::Receiver<Instant>,
-) -> Res<Measure> {
-    let ((ctrl, _proc), eps, _) = connect(port, 1)?;
+/// Sends until the count and the minimum time are reached (or the budget
+/// is spent), then the end marker, which the server answers.
+fn stream(port: u16, size: usize, plan: &Plan) -> Res<Measure> {
+    let count = plan.stream_count(size);
+    let ((ctrl, mut proc), eps, _) = connect(port, 1)?;
     let ep = *eps.first().ok_or("connect failed")?;
     let payload = vec![0xabu8; size];
     let start = Instant::now();
-    for i in 0..count {
-        if i % 64 == 0 && start.elapsed() > budget {
-            count = i;
-            break;
+    let mut n = 0;
+    while !plan.enough(n, count, start) && start.elapsed() <= plan.budget {
+        for _ in 0..64 {
+            sent(ctrl.send(ep, &payload))?;
         }
-        sent(ctrl.send(ep, &payload))?;
+        n += 64;
     }
-    target.store(count, Ordering::Release);
-    let end = done
-        .recv_timeout(WAIT)
-        .map_err(|_| "stream did not complete")?;
-    Ok(Measure::from_rate(count, size, (end - start).as_secs_f64()))
+    sent(ctrl.send(ep, MARKER))?;
+    let mut got = false;
+    let deadline = Instant::now() + WAIT;
+    while !got && Instant::now() < deadline {
+        proc.process_poll_event(TICK, |ev| {
+            if let NetEvent::Message(_, data) = ev {
+                got = data.len() == MARKER.len();
+            }
+        });
+    }
+    if !got {
+        return Err("stream did not complete".into());
+    }
+    Ok(Measure::from_rate(n, size, start.elapsed().as_secs_f64()))
 }
 
 /// 1,000 connections on one processor, each with one request outstanding.
-fn connections(port: u16, size: usize, rounds: usize) -> Res<Measure> {
+fn connections(port: u16, size: usize, plan: &Plan) -> Res<Measure> {
+    let rounds = plan.conn_rounds;
     let ((ctrl, mut proc), eps, mut failures) = connect(port, CONNECTIONS)?;
     let payload = vec![0xabu8; size];
     let index: HashMap<MEndpoint, usize> = eps.iter().enumerate().map(|(i, e)| (*e, i)).collect();
@@ -240,29 +203,33 @@ fn connections(port: u16, size: usize, rounds: usize) -> Res<Measure> {
         sent_at[i] = Instant::now();
         if ctrl.send(*ep, &payload) != SendStatus::Sent {
             failures += 1;
-            done[i] = rounds;
+            done[i] = usize::MAX;
         }
     }
-    let mut outstanding = done.iter().filter(|d| **d < rounds).count();
+    let mut outstanding = done.iter().filter(|d| **d != usize::MAX).count();
     let deadline = start + WAIT;
     while outstanding > 0 && Instant::now() < deadline {
         proc.process_poll_event(TICK, |ev| match ev {
             NetEvent::Message(ep, _) => {
                 let Some(&i) = index.get(&ep) else { return };
+                if done[i] == usize::MAX {
+                    return;
+                }
                 rtts.push(sent_at[i].elapsed());
                 done[i] += 1;
-                if done[i] < rounds {
+                if !plan.enough(done[i], rounds, start) {
                     sent_at[i] = Instant::now();
                     ctrl.send(ep, &payload);
                 } else {
+                    done[i] = usize::MAX;
                     outstanding -= 1;
                 }
             }
             NetEvent::Disconnected(ep) => {
                 if let Some(&i) = index.get(&ep) {
-                    if done[i] < rounds {
+                    if done[i] != usize::MAX {
                         failures += 1;
-                        done[i] = rounds;
+                        done[i] = usize::MAX;
                         outstanding -= 1;
                     }
                 }

@@ -1,8 +1,10 @@
 //! The ceiling: blocking `std::net` sockets, one thread per side, the same
-//! 16-byte tofu frame header in front of every body.
+//! 16-byte tofu frame header in front of every body. Writes go through a
+//! `BufWriter` flushed when no more input is buffered.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::thread;
 use std::time::Instant;
@@ -41,15 +43,31 @@ impl Listener {
         })
     }
 
-    fn accept(&self) -> Res<Box<dyn Conn>> {
-        Ok(match self {
+    /// The next connection, or `None` when none arrived within 50 ms (so
+    /// the caller can look at its stop flag).
+    fn accept(&self) -> Res<Option<Box<dyn Conn>>> {
+        let fd = match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Uds(l) => l.as_raw_fd(),
+        };
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut p, 1, 50) };
+        if n <= 0 {
+            return Ok(None);
+        }
+        Ok(Some(match self {
             Listener::Tcp(l) => {
                 let (s, _) = l.accept()?;
                 s.set_nodelay(true)?;
                 Box::new(s)
             }
             Listener::Uds(l) => Box::new(l.accept()?.0),
-        })
+        }))
     }
 }
 
@@ -62,15 +80,6 @@ fn connect(ep: &Endpoint) -> Res<Box<dyn Conn>> {
         }
         Endpoint::Uds(p) => Box::new(UnixStream::connect(p)?),
     })
-}
-
-/// (client side, server side)
-fn pair(t: Transport) -> Res<(Box<dyn Conn>, Box<dyn Conn>)> {
-    let ep = Endpoint::new(t)?;
-    let l = Listener::bind(&ep)?;
-    let c = connect(&ep)?;
-    let s = l.accept()?;
-    Ok((c, s))
 }
 
 /// One encoded frame: 16-byte header + `size`-byte body.
@@ -98,15 +107,21 @@ fn read_frame(r: &mut impl Read, hdr: &mut [u8; HEADER_LEN], body: &mut Vec<u8>)
     Ok(true)
 }
 
-/// Echoes every frame back; flushes whenever no more input is buffered.
-fn echo(s: Box<dyn Conn>) -> Res<()> {
+/// Echoes every frame back (`echo_all`) or only the Requests (a one-way
+/// stream's end markers: the rest is read and dropped); flushes whenever no
+/// more input is buffered.
+fn serve_conn(s: Box<dyn Conn>, echo_all: bool) -> Res<()> {
     let w = s.try_clone_conn()?;
     let mut r = BufReader::with_capacity(128 * 1024, s);
     let mut w = BufWriter::with_capacity(128 * 1024, w);
     let (mut hdr, mut body) = ([0u8; HEADER_LEN], Vec::new());
     while read_frame(&mut r, &mut hdr, &mut body)? {
-        w.write_all(&hdr)?;
-        w.write_all(&body)?;
+        if echo_all
+            || FrameHeader::decode(&hdr).is_ok_and(|h| h.header.proto.opcode == OpCode::Request)
+        {
+            w.write_all(&hdr)?;
+            w.write_all(&body)?;
+        }
         if r.buffer().is_empty() {
             w.flush()?;
         }
@@ -114,23 +129,70 @@ fn echo(s: Box<dyn Conn>) -> Res<()> {
     Ok(())
 }
 
-pub(crate) fn run(t: Transport, w: Workload, size: usize, plan: &Plan) -> Res<Measure> {
-    match w {
-        Workload::Rtt => rtt(t, size, plan.rtt),
-        Workload::Pipelined => pipelined(t, size, plan.pipelined),
-        Workload::Stream => stream(t, size, plan.stream_count(size)),
-        Workload::Connections => connections(t, size, plan.conn_rounds),
+/// The server: a thread per connection (echo, or a sink for `stream`); for
+/// `connections`, the 1,000 connections in lockstep on this thread.
+pub(crate) fn serve(w: Workload, ep: &Endpoint, ctl: &Ctl) -> Res<()> {
+    let l = Listener::bind(ep)?;
+    ctl.ready();
+    if w == Workload::Connections {
+        let mut conns = Vec::with_capacity(CONNECTIONS);
+        while conns.len() < CONNECTIONS {
+            match l.accept()? {
+                Some(c) => conns.push(c),
+                None if ctl.stopped() => return Ok(()),
+                None => {}
+            }
+        }
+        return lockstep_echo(conns);
+    }
+    let mut handlers = Vec::new();
+    while !ctl.stopped() {
+        if let Some(c) = l.accept()? {
+            let echo_all = w != Workload::Stream;
+            handlers.push(thread::spawn(move || serve_conn(c, echo_all)));
+        }
+    }
+    // Each handler ends when its client closes (the measurement is over).
+    for h in handlers {
+        h.join().map_err(|_| "connection thread panicked")??;
+    }
+    Ok(())
+}
+
+/// Echoes connection by connection, in the client's lockstep order, until
+/// the client closes.
+fn lockstep_echo(mut conns: Vec<Box<dyn Conn>>) -> Res<()> {
+    let (mut hdr, mut body) = ([0u8; HEADER_LEN], Vec::new());
+    let mut out = Vec::new();
+    loop {
+        for s in conns.iter_mut() {
+            if !read_frame(s, &mut hdr, &mut body)? {
+                return Ok(());
+            }
+            out.clear();
+            out.extend_from_slice(&hdr);
+            out.extend_from_slice(&body);
+            s.write_all(&out)?;
+        }
     }
 }
 
-fn rtt(t: Transport, size: usize, count: usize) -> Res<Measure> {
-    let (mut c, s) = pair(t)?;
-    let server = thread::spawn(move || echo(s));
+pub(crate) fn run(w: Workload, size: usize, plan: &Plan, ep: &Endpoint) -> Res<Measure> {
+    match w {
+        Workload::Rtt => rtt(ep, size, plan),
+        Workload::Pipelined => pipelined(ep, size, plan),
+        Workload::Stream => stream(ep, size, plan),
+        Workload::Connections => connections(ep, size, plan),
+    }
+}
+
+fn rtt(ep: &Endpoint, size: usize, plan: &Plan) -> Res<Measure> {
+    let mut c = connect(ep)?;
     let req = frame(OpCode::Request, size);
     let (mut hdr, mut body) = ([0u8; HEADER_LEN], Vec::new());
-    let mut rtts = Vec::with_capacity(count);
+    let mut rtts = Vec::with_capacity(plan.rtt);
     let start = Instant::now();
-    for _ in 0..count {
+    while !plan.enough(rtts.len(), plan.rtt, start) {
         let t0 = Instant::now();
         c.write_all(&req)?;
         if !read_frame(&mut c, &mut hdr, &mut body)? {
@@ -139,14 +201,12 @@ fn rtt(t: Transport, size: usize, count: usize) -> Res<Measure> {
         rtts.push(t0.elapsed());
     }
     let secs = start.elapsed().as_secs_f64();
-    drop(c);
-    server.join().map_err(|_| "echo panicked")??;
     Ok(Measure::from_rtts(&mut rtts, secs, size))
 }
 
-fn pipelined(t: Transport, size: usize, count: usize) -> Res<Measure> {
-    let (c, s) = pair(t)?;
-    let server = thread::spawn(move || echo(s));
+fn pipelined(ep: &Endpoint, size: usize, plan: &Plan) -> Res<Measure> {
+    let c = connect(ep)?;
+    let count = plan.pipelined;
     let req = frame(OpCode::Request, size);
     let cw = c.try_clone_conn()?;
     let mut r = BufReader::with_capacity(128 * 1024, c);
@@ -162,12 +222,12 @@ fn pipelined(t: Transport, size: usize, count: usize) -> Res<Measure> {
         sent += 1;
     }
     w.flush()?;
-    while rtts.len() < count {
+    while rtts.len() < sent {
         if !read_frame(&mut r, &mut hdr, &mut body)? {
             return Err("server closed".into());
         }
         rtts.push(sent_at.pop_front().ok_or("unexpected response")?.elapsed());
-        if sent < count {
+        if !plan.enough(sent, count, start) {
             sent_at.push_back(Instant::now());
             w.write_all(&req)?;
             sent += 1;
@@ -177,84 +237,63 @@ fn pipelined(t: Transport, size: usize, count: usize) -> Res<Measure> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    drop((r, w));
-    server.join().map_err(|_| "echo panicked")??;
     Ok(Measure::from_rtts(&mut rtts, secs, size))
 }
 
-fn stream(t: Transport, size: usize, count: usize) -> Res<Measure> {
-    let (c, s) = pair(t)?;
-    let reader = thread::spawn(move || -> Res<usize> {
-        let mut r = BufReader::with_capacity(128 * 1024, s);
-        let (mut hdr, mut body) = ([0u8; HEADER_LEN], Vec::new());
-        let mut n = 0;
-        while n < count && read_frame(&mut r, &mut hdr, &mut body)? {
-            n += 1;
-        }
-        Ok(n)
-    });
+/// Signals through a `BufWriter` (paced by the socket buffers), then a
+/// Request the server answers: its Response proves everything arrived.
+fn stream(ep: &Endpoint, size: usize, plan: &Plan) -> Res<Measure> {
+    let c = connect(ep)?;
+    let mut cr = c.try_clone_conn()?;
+    let count = plan.stream_count(size);
     let f = frame(OpCode::Signal, size);
+    let marker = frame(OpCode::Request, 0);
     let start = Instant::now();
     let mut w = BufWriter::with_capacity(128 * 1024, c);
-    for _ in 0..count {
-        w.write_all(&f)?;
+    let mut n = 0;
+    while !plan.enough(n, count, start) {
+        for _ in 0..64 {
+            w.write_all(&f)?;
+        }
+        n += 64;
     }
+    w.write_all(&marker)?;
     w.flush()?;
-    let n = reader.join().map_err(|_| "reader panicked")??;
-    let secs = start.elapsed().as_secs_f64();
-    if n != count {
-        return Err(format!("reader got {n} of {count}").into());
+    let (mut hdr, mut body) = ([0u8; HEADER_LEN], Vec::new());
+    if !read_frame(&mut cr, &mut hdr, &mut body)? {
+        return Err("server closed before the end marker's response".into());
     }
-    Ok(Measure::from_rate(count, size, secs))
+    let secs = start.elapsed().as_secs_f64();
+    Ok(Measure::from_rate(n, size, secs))
 }
 
 /// 1,000 connections in lockstep rounds: the client thread writes one request
 /// on every connection, then reads every response; the server thread echoes
 /// connection by connection.
-fn connections(t: Transport, size: usize, rounds: usize) -> Res<Measure> {
-    let ep = Endpoint::new(t)?;
-    let l = Listener::bind(&ep)?;
-    let acceptor = thread::spawn(move || -> Res<Vec<Box<dyn Conn>>> {
-        (0..CONNECTIONS).map(|_| l.accept()).collect()
-    });
+fn connections(ep: &Endpoint, size: usize, plan: &Plan) -> Res<Measure> {
+    let rounds = plan.conn_rounds;
     let mut failures = 0u64;
     let mut clients = Vec::with_capacity(CONNECTIONS);
     for _ in 0..CONNECTIONS {
-        match connect(&ep) {
+        match connect(ep) {
             Ok(c) => clients.push(c),
             Err(_) => failures += 1,
         }
     }
     if failures > 0 {
-        // The acceptor would wait forever for the missing ones.
+        // The server waits for all of them; it is stopped by its flag.
         return Ok(Measure {
             failures: Some(failures),
             ..Measure::default()
         });
     }
-    let mut servers = acceptor.join().map_err(|_| "acceptor panicked")??;
-    let server = thread::spawn(move || -> Res<()> {
-        let (mut hdr, mut body) = ([0u8; HEADER_LEN], Vec::new());
-        let mut out = Vec::new();
-        for _ in 0..rounds {
-            for s in servers.iter_mut() {
-                if !read_frame(s, &mut hdr, &mut body)? {
-                    return Err("client closed".into());
-                }
-                out.clear();
-                out.extend_from_slice(&hdr);
-                out.extend_from_slice(&body);
-                s.write_all(&out)?;
-            }
-        }
-        Ok(())
-    });
     let req = frame(OpCode::Request, size);
     let (mut hdr, mut body) = ([0u8; HEADER_LEN], Vec::new());
     let mut sent_at = vec![Instant::now(); CONNECTIONS];
     let mut rtts = Vec::with_capacity(CONNECTIONS * rounds);
     let start = Instant::now();
-    for _ in 0..rounds {
+    let mut round = 0;
+    while !plan.enough(round, rounds, start) {
         for (i, c) in clients.iter_mut().enumerate() {
             sent_at[i] = Instant::now();
             if c.write_all(&req).is_err() {
@@ -267,9 +306,9 @@ fn connections(t: Transport, size: usize, rounds: usize) -> Res<Measure> {
                 _ => failures += 1,
             }
         }
+        round += 1;
     }
     let secs = start.elapsed().as_secs_f64();
-    server.join().map_err(|_| "server panicked")??;
     let mut m = Measure::from_rtts(&mut rtts, secs, size);
     m.failures = Some(failures);
     Ok(m)

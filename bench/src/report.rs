@@ -6,6 +6,17 @@ use serde::Serialize;
 
 use crate::common::{BIG, Measure, Transport, Workload};
 
+/// Why some rows carry "not comparable".
+pub(crate) const NOT_COMPARABLE_NOTE: &str = "not comparable: message-io sets no TCP_NODELAY \
+     and offers no option for it, so its round-trip, pipelined and connections rows wait on \
+     Nagle's algorithm and delayed ACKs (~40 ms); the other systems all set TCP_NODELAY.";
+
+/// Whether `system`'s latency-bound figures for `w` can stand beside the
+/// others (message-io's cannot: no TCP_NODELAY).
+pub(crate) fn comparable(system: &str, w: Workload) -> bool {
+    !(system == "message-io" && w != Workload::Stream)
+}
+
 /// One line of results: the medians over the runs of one system, transport,
 /// workload and size.
 #[derive(Clone, Debug, Serialize)]
@@ -22,6 +33,9 @@ pub(crate) struct Row {
     pub(crate) failures: Option<u64>,
     /// Runs that completed (the medians are over these).
     pub(crate) runs: usize,
+    /// `false` where the row's conditions differ from the others' (see
+    /// [`NOT_COMPARABLE_NOTE`]).
+    pub(crate) comparable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
 }
@@ -63,6 +77,7 @@ impl Row {
             mb_per_s: field(|m| m.mb_per_s),
             failures: ok.iter().filter_map(|m| m.failures).max(),
             runs: ok.len(),
+            comparable: comparable(system, w),
             error: errors
                 .first()
                 .map(|e| format!("{} of {} runs failed: {e}", errors.len(), runs.len())),
@@ -116,6 +131,15 @@ fn fmt_ratio(v: Option<f64>) -> String {
     v.map_or("-".into(), |x| format!("{x:.2}×"))
 }
 
+/// A ratio for the markdown tables: "n/c" where the row is not comparable.
+fn ratio_cell(rows: &[Row], r: &Row, base: &str) -> String {
+    if r.comparable {
+        fmt_ratio(ratio(rows, r, base))
+    } else {
+        "n/c".into()
+    }
+}
+
 fn size_name(size: usize) -> String {
     match size {
         BIG => "64 KiB".into(),
@@ -160,6 +184,10 @@ pub(crate) fn text_table(rows: &[Row]) -> String {
                 .as_ref()
                 .map_or(String::new(), |e| format!("  ERROR: {e}")),
         );
+        if !r.comparable {
+            out.pop();
+            out.push_str("  (not comparable: no TCP_NODELAY)\n");
+        }
     }
     out
 }
@@ -174,6 +202,7 @@ pub(crate) fn loadavg() -> String {
 /// What the generated section says about the run.
 pub(crate) struct RunInfo {
     pub(crate) quick: bool,
+    pub(crate) processes: bool,
     pub(crate) runs: usize,
     pub(crate) systems: Vec<String>,
     pub(crate) load_before: String,
@@ -218,11 +247,26 @@ fn markdown_section(rows: &[Row], info: &RunInfo) -> String {
     let _ = writeln!(o, "{BEGIN}\n");
     let _ = writeln!(
         o,
-        "Generated {} by `tofu-bench`{}, {} run(s), medians per row; {:.0} s in all.\n",
+        "Generated {} by `tofu-bench`{}{}, {} run(s), medians per row; {:.0} s in all.\n",
         now_utc(),
         if info.quick { " --quick" } else { "" },
+        if info.processes { " --processes" } else { "" },
         info.runs,
         info.elapsed
+    );
+    let _ = writeln!(
+        o,
+        "* Server and client: {}.",
+        if info.processes {
+            "separate processes (`--processes`)"
+        } else {
+            "threads of one process"
+        }
+    );
+    let _ = writeln!(
+        o,
+        "* tofu: `Options::default()` on both engines; tofu-tuned: {}.",
+        crate::tofu_sys::tuned_description()
     );
     let _ = writeln!(o, "* Machine: {}.", machine());
     let _ = writeln!(
@@ -272,16 +316,16 @@ fn markdown_section(rows: &[Row], info: &RunInfo) -> String {
             "| transport | size | system | p50 µs | p99 µs | msgs/s | MB/s | failures | × raw | × ZeroMQ |"
         );
         let _ = writeln!(o, "|---|---|---|--:|--:|--:|--:|--:|--:|--:|");
-        for r in rs {
+        for r in &rs {
             let _ = writeln!(
                 o,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.transport.name(),
                 size_name(r.size),
-                if r.system == "tofu" {
-                    "**tofu**".to_string()
-                } else {
-                    r.system.clone()
+                match (r.system.as_str(), r.comparable) {
+                    ("tofu" | "tofu-tuned", _) => format!("**{}**", r.system),
+                    (_, false) => format!("{} (not comparable †)", r.system),
+                    _ => r.system.clone(),
                 },
                 fmt_opt(r.rtt_p50_us, 1),
                 fmt_opt(r.rtt_p99_us, 1),
@@ -292,9 +336,12 @@ fn markdown_section(rows: &[Row], info: &RunInfo) -> String {
                     (None, Some(f)) => f.to_string(),
                     (None, None) => "-".into(),
                 },
-                fmt_ratio(ratio(rows, r, "raw")),
-                fmt_ratio(ratio(rows, r, "zeromq")),
+                ratio_cell(rows, r, "raw"),
+                ratio_cell(rows, r, "zeromq"),
             );
+        }
+        if rs.iter().any(|r| !r.comparable) {
+            let _ = writeln!(o, "\n† {NOT_COMPARABLE_NOTE}");
         }
         let _ = writeln!(o);
     }

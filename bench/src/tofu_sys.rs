@@ -1,10 +1,10 @@
-//! tofu: two engines (server and client, as two programs would have), an echo
-//! thread on the server side, the measuring thread on the client side.
+//! tofu: a server engine (an echo thread on its group) and a client engine
+//! (the measuring thread on its group), as two programs would have them.
+//!
+//! Two systems: `tofu` runs both engines with `Options::default()`;
+//! `tofu-tuned` with the larger pools of [`TUNED`] (everything else default).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use tofu::{Address, Allocation, ChannelGroup, Engine, Error, Message, OpCode, Options, Status};
@@ -12,83 +12,46 @@ use tofu::{Address, Allocation, ChannelGroup, Engine, Error, Message, OpCode, Op
 use crate::common::*;
 
 const W: Option<Duration> = Some(WAIT);
+/// Body bytes of one one-way batch (the window is two batches), as in
+/// `tofu bench` (`cli/src/measure.rs`).
+const BATCH_BYTES: usize = 1024 * 1024;
 
-struct Setup {
-    server_engine: Engine,
-    client_engine: Engine,
-    client: ChannelGroup,
-    client_addr: Address,
-    received: Arc<AtomicU64>,
-    echo: Option<thread::JoinHandle<Res<()>>>,
-    _ep: Endpoint,
+/// `tofu-tuned`'s pool: (`initial_pool_msgs`, `max_pool_msgs`).
+pub(crate) const TUNED: (u16, u16) = (1024, 16384);
+
+/// What `tofu-tuned` changes, for the report.
+pub(crate) fn tuned_description() -> String {
+    format!(
+        "initial_pool_msgs {}, max_pool_msgs {} (default {} / {}); every other option default",
+        TUNED.0,
+        TUNED.1,
+        tofu::DEFAULT_INITIAL_POOL_MSGS,
+        tofu::DEFAULT_MAX_POOL_MSGS
+    )
 }
 
-impl Setup {
-    fn new(t: Transport) -> Res<Setup> {
-        let ep = Endpoint::new(t)?;
-        let (server_addr, client_addr) = match &ep {
-            Endpoint::Tcp(port) => (
-                Address::tcp_server("127.0.0.1", *port),
-                Address::tcp_client("127.0.0.1", *port),
-            ),
-            Endpoint::Uds(p) => (
-                Address::uds_server(p.clone()),
-                Address::uds_client(p.clone()),
-            ),
-        };
-        let opts = Options {
-            initial_pool_msgs: 1024,
-            max_pool_msgs: 16384,
+/// The engine options of `system` (`tofu` or `tofu-tuned`).
+pub(crate) fn options(system: &str) -> Options {
+    match system {
+        "tofu-tuned" => Options {
+            initial_pool_msgs: TUNED.0,
+            max_pool_msgs: TUNED.1,
             ..Options::default()
-        };
-        let server_engine = Engine::new(opts.clone())?;
-        let client_engine = Engine::new(opts)?;
-        let server = server_engine.create_group()?;
-        let client = client_engine.create_group()?;
-        let mut welcome = get(&server_engine)?;
-        server_addr.format(&mut welcome)?;
-        server.post(welcome)?;
-        let ready = server.wait_receive(W)?.ok_or("no WelcomeResponse")?;
-        if ready.status() != Status::Success {
-            return Err(format!("listen failed: {}", ready.status()).into());
-        }
-        let received = Arc::new(AtomicU64::new(0));
-        let counter = received.clone();
-        let echo = thread::spawn(move || echo_server(server, counter));
-        Ok(Setup {
-            server_engine,
-            client_engine,
-            client,
-            client_addr,
-            received,
-            echo: Some(echo),
-            _ep: ep,
-        })
+        },
+        _ => Options::default(),
     }
+}
 
-    /// Opens one channel; `Err` if the connect failed.
-    fn connect(&self) -> Res<u16> {
-        let ch = self.post_hello()?;
-        let r = self.client.wait_receive(W)?.ok_or("no HelloResponse")?;
-        if r.opcode() != OpCode::HelloResponse || r.is_from_engine() {
-            return Err(format!("connect failed: {}", r.status()).into());
-        }
-        Ok(ch)
-    }
-
-    fn post_hello(&self) -> Res<u16> {
-        let mut hello = get(&self.client_engine)?;
-        self.client_addr.format(&mut hello)?;
-        Ok(self.client.post(hello)?.channel_number)
-    }
-
-    fn finish(mut self) -> Res<()> {
-        self.client_engine.shutdown();
-        self.server_engine.shutdown();
-        if let Some(h) = self.echo.take() {
-            h.join().map_err(|_| "echo thread panicked")??;
-        }
-        Ok(())
+fn addresses(ep: &Endpoint) -> (Address, Address) {
+    match ep {
+        Endpoint::Tcp(port) => (
+            Address::tcp_server("127.0.0.1", *port),
+            Address::tcp_client("127.0.0.1", *port),
+        ),
+        Endpoint::Uds(p) => (
+            Address::uds_server(p.clone()),
+            Address::uds_client(p.clone()),
+        ),
     }
 }
 
@@ -96,10 +59,47 @@ fn get(engine: &Engine) -> Res<Message> {
     Ok(engine.get(Allocation::Always)?.ok_or("no message")?)
 }
 
-/// Accepts, echoes Requests, counts Signals, answers Bye; returns at shutdown.
-fn echo_server(group: ChannelGroup, received: Arc<AtomicU64>) -> Res<()> {
-    loop {
-        let mut m = match group.wait_receive(None) {
+/// The engine's informational reports (not answers, not failures).
+fn is_info(m: &Message) -> bool {
+    m.is_from_engine() && matches!(m.status(), Status::PoolEmpty | Status::ReceiverUpdate)
+}
+
+/// Posts, waiting (bounded) for room when the channel's outgoing queue is
+/// over its limit.
+fn post(group: &ChannelGroup, m: Message) -> Res<u64> {
+    match group.post_timeout(m, WAIT) {
+        Ok(h) => Ok(h.message_id),
+        Err(e) => Err(format!("post refused: {}", e.error).into()),
+    }
+}
+
+/// The server: listens, echoes Requests, drops Signals, answers Hello and
+/// Bye; stops when `ctl` says so.
+pub(crate) fn serve(opts: Options, ep: &Endpoint, ctl: &Ctl) -> Res<()> {
+    let (listen, _) = addresses(ep);
+    let engine = Engine::new(opts)?;
+    let r = serve_on(&engine, &listen, ctl);
+    engine.shutdown();
+    r
+}
+
+fn serve_on(engine: &Engine, listen: &Address, ctl: &Ctl) -> Res<()> {
+    let group = engine.create_group()?;
+    let mut welcome = get(engine)?;
+    listen.format(&mut welcome)?;
+    group.post(welcome).map_err(|e| e.error)?;
+    let ready = loop {
+        let m = group.wait_receive(W)?.ok_or("no WelcomeResponse")?;
+        if !is_info(&m) {
+            break m;
+        }
+    };
+    if ready.status() != Status::Success {
+        return Err(format!("listen failed: {}", ready.status()).into());
+    }
+    ctl.ready();
+    while !ctl.stopped() {
+        let mut m = match group.wait_receive(Some(Duration::from_millis(50))) {
             Ok(Some(m)) => m,
             Ok(None) => continue,
             Err(Error::ShutdownStarted) => return Ok(()),
@@ -109,45 +109,100 @@ fn echo_server(group: ChannelGroup, received: Arc<AtomicU64>) -> Res<()> {
             continue;
         }
         let reply = match m.opcode() {
-            OpCode::Signal => {
-                received.fetch_add(1, Ordering::Release);
-                continue;
-            }
             OpCode::HelloRequest => OpCode::HelloResponse,
             OpCode::Request => OpCode::Response,
             OpCode::ByeRequest => OpCode::ByeResponse,
-            _ => continue,
+            _ => continue, // Signals: received, dropped
         };
         m.header.proto.opcode = reply;
-        if let Err(e) = group.post(m) {
-            if e.error == Error::ShutdownStarted {
-                return Ok(());
-            }
-            return Err(e.error.into());
+        match group.post_timeout(m, WAIT) {
+            Ok(_) => {}
+            Err(e) if e.error == Error::ShutdownStarted => return Ok(()),
+            // The client closed its channel between the request and this
+            // answer (the end of a measurement).
+            Err(e) if e.error == Error::InvalidChannelNumber => {}
+            Err(e) => return Err(e.error.into()),
         }
+    }
+    Ok(())
+}
+
+/// The client engine and its group.
+struct Client {
+    engine: Engine,
+    group: ChannelGroup,
+    addr: Address,
+}
+
+impl Client {
+    /// The next message that is not an informational report.
+    fn recv(&self) -> Res<Message> {
+        loop {
+            let m = self.group.wait_receive(W)?.ok_or("no answer")?;
+            if !is_info(&m) {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// Opens one channel; `Err` if the connect failed.
+    fn connect(&self) -> Res<u16> {
+        let ch = self.post_hello()?;
+        let r = self.recv()?;
+        if r.opcode() != OpCode::HelloResponse || r.is_from_engine() {
+            return Err(format!("connect failed: {}", r.status()).into());
+        }
+        Ok(ch)
+    }
+
+    fn post_hello(&self) -> Res<u16> {
+        let mut hello = get(&self.engine)?;
+        self.addr.format(&mut hello)?;
+        Ok(self.group.post(hello).map_err(|e| e.error)?.channel_number)
+    }
+
+    fn message(&self, ch: u16, op: OpCode, size: usize) -> Res<Message> {
+        let mut m = get(&self.engine)?;
+        m.header.channel_number = ch;
+        m.header.proto.opcode = op;
+        m.body.resize(size, 0xab);
+        Ok(m)
+    }
+
+    /// Waits for the Response to `id`.
+    fn response(&self, id: u64) -> Res<Message> {
+        let m = self.recv()?;
+        expect_response(&m)?;
+        if m.header.message_id != id {
+            return Err(format!("response to {} instead of {id}", m.header.message_id).into());
+        }
+        Ok(m)
     }
 }
 
-pub(crate) fn run(t: Transport, w: Workload, size: usize, plan: &Plan) -> Res<Measure> {
-    let s = Setup::new(t)?;
-    let m = match w {
-        Workload::Rtt => rtt(&s, size, plan.rtt),
-        Workload::Pipelined => pipelined(&s, size, plan.pipelined),
-        Workload::Stream => stream(&s, size, plan.stream_count(size)),
-        Workload::Connections => connections(&s, size, plan.conn_rounds),
+pub(crate) fn run(
+    opts: Options,
+    w: Workload,
+    size: usize,
+    plan: &Plan,
+    ep: &Endpoint,
+) -> Res<Measure> {
+    let (_, addr) = addresses(ep);
+    let engine = Engine::new(opts)?;
+    let group = engine.create_group()?;
+    let c = Client {
+        engine,
+        group,
+        addr,
     };
-    let done = s.finish();
-    let m = m?;
-    done?;
-    Ok(m)
-}
-
-fn request(engine: &Engine, ch: u16, size: usize) -> Res<Message> {
-    let mut m = get(engine)?;
-    m.header.channel_number = ch;
-    m.header.proto.opcode = OpCode::Request;
-    m.body.resize(size, 0xab);
-    Ok(m)
+    let m = match w {
+        Workload::Rtt => rtt(&c, size, plan),
+        Workload::Pipelined => pipelined(&c, size, plan),
+        Workload::Stream => stream(&c, size, plan),
+        Workload::Connections => connections(&c, size, plan),
+    };
+    c.engine.shutdown();
+    m
 }
 
 fn expect_response(m: &Message) -> Res<()> {
@@ -157,15 +212,15 @@ fn expect_response(m: &Message) -> Res<()> {
     Ok(())
 }
 
-fn rtt(s: &Setup, size: usize, count: usize) -> Res<Measure> {
-    let ch = s.connect()?;
-    let mut rtts = Vec::with_capacity(count);
+fn rtt(c: &Client, size: usize, plan: &Plan) -> Res<Measure> {
+    let ch = c.connect()?;
+    let mut rtts = Vec::with_capacity(plan.rtt);
     let start = Instant::now();
-    for _ in 0..count {
-        let m = request(&s.client_engine, ch, size)?;
+    while !plan.enough(rtts.len(), plan.rtt, start) {
+        let m = c.message(ch, OpCode::Request, size)?;
         let t0 = Instant::now();
-        s.client.post(m)?;
-        let resp = s.client.wait_receive(W)?.ok_or("no response")?;
+        post(&c.group, m)?;
+        let resp = c.recv()?;
         rtts.push(t0.elapsed());
         expect_response(&resp)?;
     }
@@ -173,28 +228,29 @@ fn rtt(s: &Setup, size: usize, count: usize) -> Res<Measure> {
     Ok(Measure::from_rtts(&mut rtts, secs, size))
 }
 
-fn pipelined(s: &Setup, size: usize, count: usize) -> Res<Measure> {
-    let ch = s.connect()?;
+fn pipelined(c: &Client, size: usize, plan: &Plan) -> Res<Measure> {
+    let ch = c.connect()?;
+    let count = plan.pipelined;
     let mut sent_at = VecDeque::with_capacity(WINDOW);
     let mut rtts = Vec::with_capacity(count);
     let start = Instant::now();
     let mut sent = 0;
     while sent < WINDOW.min(count) {
-        let m = request(&s.client_engine, ch, size)?;
+        let m = c.message(ch, OpCode::Request, size)?;
         sent_at.push_back(Instant::now());
-        s.client.post(m)?;
+        post(&c.group, m)?;
         sent += 1;
     }
-    while rtts.len() < count {
-        let mut resp = s.client.wait_receive(W)?.ok_or("no response")?;
+    while rtts.len() < sent {
+        let mut resp = c.recv()?;
         rtts.push(sent_at.pop_front().ok_or("unexpected response")?.elapsed());
         expect_response(&resp)?;
-        if sent < count {
+        if !plan.enough(sent, count, start) {
             // The response becomes the next request: no allocation, no copy.
             resp.header.proto.opcode = OpCode::Request;
             resp.header.message_id = 0;
             sent_at.push_back(Instant::now());
-            s.client.post(resp)?;
+            post(&c.group, resp)?;
             sent += 1;
         }
     }
@@ -202,50 +258,52 @@ fn pipelined(s: &Setup, size: usize, count: usize) -> Res<Measure> {
     Ok(Measure::from_rtts(&mut rtts, secs, size))
 }
 
-/// Signals of `size` bytes, at most `window` in flight. `post` would refuse
-/// beyond the channel's outgoing limit (8 MiB by default); the window keeps
-/// the sender below it, as the other libraries' senders are kept.
-fn stream(s: &Setup, size: usize, count: usize) -> Res<Measure> {
-    let ch = s.connect()?;
-    let window: u64 = if size <= 1024 { 8192 } else { 64 };
-    let base = s.received.load(Ordering::Acquire);
+/// Signals of `size` bytes, paced in-band as `tofu bench` does: batches of
+/// about 1 MiB of bodies, each followed by a marker Request. The server
+/// handles a channel's messages in order, so a marker's Response proves
+/// every Signal before it arrived; at most two batches are unconfirmed
+/// (2 MiB, well under the 8 MiB `channel_send_limit`; `post_timeout` would
+/// wait for room if not). The time runs until the last marker's Response.
+fn stream(c: &Client, size: usize, plan: &Plan) -> Res<Measure> {
+    let ch = c.connect()?;
+    let batch = (BATCH_BYTES / size.max(1)).clamp(16, 4096);
+    let count = plan.stream_count(size);
+    let mut markers = VecDeque::with_capacity(2);
+    let mut n = 0;
     let start = Instant::now();
-    for i in 0..count as u64 {
-        while i - (s.received.load(Ordering::Acquire) - base) >= window {
-            std::hint::spin_loop();
-            thread::yield_now();
+    while !plan.enough(n, count, start) {
+        for _ in 0..batch {
+            post(&c.group, c.message(ch, OpCode::Signal, size)?)?;
         }
-        let mut m = get(&s.client_engine)?;
-        m.header.channel_number = ch;
-        m.header.proto.opcode = OpCode::Signal;
-        m.body.resize(size, 0xab);
-        s.client.post(m)?;
+        n += batch;
+        markers.push_back(post(&c.group, c.message(ch, OpCode::Request, 0)?)?);
+        if markers.len() >= 2 {
+            let id = markers.pop_front().unwrap_or_default();
+            c.response(id)?;
+        }
     }
-    let deadline = Instant::now() + WAIT;
-    while s.received.load(Ordering::Acquire) - base < count as u64 {
-        if Instant::now() > deadline {
-            return Err("stream did not complete".into());
-        }
-        thread::sleep(Duration::from_micros(20));
+    while let Some(id) = markers.pop_front() {
+        c.response(id)?;
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok(Measure::from_rate(count, size, secs))
+    Ok(Measure::from_rate(n, size, secs))
 }
 
 /// 1,000 channels on one client engine, each with one request outstanding:
 /// each response is answered with the next request on its channel.
-fn connections(s: &Setup, size: usize, rounds: usize) -> Res<Measure> {
+fn connections(c: &Client, size: usize, plan: &Plan) -> Res<Measure> {
+    let rounds = plan.conn_rounds;
     let mut failures = 0u64;
     let mut pending = 0usize;
     for _ in 0..CONNECTIONS {
-        match s.post_hello() {
+        match c.post_hello() {
             Ok(_) => pending += 1,
             Err(_) => failures += 1,
         }
     }
     let mut chans = Vec::with_capacity(CONNECTIONS);
     while pending > 0 {
-        let r = s.client.wait_receive(W)?.ok_or("no HelloResponse")?;
+        let r = c.recv()?;
         if r.is_from_engine() && r.status() == Status::ChannelClosed {
             continue; // report after a failed connect, already counted
         }
@@ -261,15 +319,18 @@ fn connections(s: &Setup, size: usize, rounds: usize) -> Res<Measure> {
     let mut rtts = Vec::with_capacity(chans.len() * rounds);
     let start = Instant::now();
     for &ch in &chans {
-        let m = request(&s.client_engine, ch, size)?;
+        let m = c.message(ch, OpCode::Request, size)?;
         sent_at[ch as usize] = Instant::now();
-        s.client.post(m)?;
+        post(&c.group, m)?;
     }
     let mut outstanding = chans.len();
     while outstanding > 0 {
-        let Some(mut resp) = s.client.wait_receive(W)? else {
-            failures += outstanding as u64;
-            break;
+        let mut resp = match c.recv() {
+            Ok(m) => m,
+            Err(_) => {
+                failures += outstanding as u64;
+                break;
+            }
         };
         let ch = resp.header.channel_number as usize;
         if resp.is_from_engine() || resp.opcode() != OpCode::Response {
@@ -279,11 +340,11 @@ fn connections(s: &Setup, size: usize, rounds: usize) -> Res<Measure> {
         }
         rtts.push(sent_at[ch].elapsed());
         done[ch] += 1;
-        if done[ch] < rounds {
+        if !plan.enough(done[ch], rounds, start) {
             resp.header.proto.opcode = OpCode::Request;
             resp.header.message_id = 0;
             sent_at[ch] = Instant::now();
-            s.client.post(resp)?;
+            post(&c.group, resp)?;
         } else {
             outstanding -= 1;
         }

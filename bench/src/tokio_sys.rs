@@ -3,25 +3,15 @@
 //! a task per connection on the server.
 
 use std::collections::VecDeque;
-use std::sync::mpsc;
-use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::oneshot;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::common::*;
-
-#[derive(Clone)]
-enum Mode {
-    Echo,
-    /// Count frames; tell when `n` have arrived.
-    Sink(usize, mpsc::Sender<Instant>),
-}
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
@@ -32,95 +22,72 @@ fn runtime() -> Res<tokio::runtime::Runtime> {
         .build()?)
 }
 
-async fn serve<S: Io>(s: S, mode: Mode) {
+/// The next frame if it is already complete in `f`'s read buffer, without
+/// reading the socket. Only called right after `f` returned a frame, when
+/// its codec expects a length prefix (4 bytes, big-endian: the codec's
+/// default), so taking the frame here leaves the codec in step.
+fn buffered_frame<S>(f: &mut Framed<S, LengthDelimitedCodec>) -> Option<BytesMut> {
+    let buf = f.read_buffer_mut();
+    let head: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    let n = u32::from_be_bytes(head) as usize;
+    if buf.len() < 4 + n {
+        return None;
+    }
+    buf.advance(4);
+    Some(buf.split_to(n))
+}
+
+/// Echoes every frame (or, `sink`, only the end markers). The answers to all
+/// frames already complete in the read buffer are fed into the write buffer
+/// first and flushed once: the raw server's policy (flush when input runs dry).
+async fn serve_conn<S: Io>(s: S, sink: bool) {
     let mut f = Framed::new(s, LengthDelimitedCodec::new());
-    match mode {
-        Mode::Echo => {
-            while let Some(Ok(frame)) = f.next().await {
-                if f.send(frame.freeze()).await.is_err() {
-                    break;
-                }
+    while let Some(Ok(first)) = f.next().await {
+        let mut frame = Some(first);
+        while let Some(fr) = frame {
+            if (!sink || fr.len() == MARKER.len()) && f.feed(fr.freeze()).await.is_err() {
+                return;
             }
+            frame = buffered_frame(&mut f);
         }
-        Mode::Sink(n, done) => {
-            let mut got = 0;
-            while let Some(Ok(_)) = f.next().await {
-                got += 1;
-                if got == n {
-                    let _ = done.send(Instant::now());
-                }
-            }
+        if SinkExt::<Bytes>::flush(&mut f).await.is_err() {
+            return;
         }
     }
 }
 
-/// The server thread: accepts until told to stop.
-struct Server {
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<Res<()>>>,
-}
-
-impl Server {
-    fn start(ep: &Endpoint, mode: Mode) -> Res<Server> {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = mpsc::channel::<Res<()>>();
-        let ep = ep.clone();
-        let thread = thread::spawn(move || -> Res<()> {
-            let rt = runtime()?;
-            rt.block_on(async move {
-                match ep {
-                    Endpoint::Tcp(port) => {
-                        let l = match TcpListener::bind(("127.0.0.1", port)).await {
-                            Ok(l) => l,
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e.into()));
-                                return;
-                            }
-                        };
-                        let _ = ready_tx.send(Ok(()));
-                        tokio::spawn(async move {
-                            while let Ok((s, _)) = l.accept().await {
-                                let _ = s.set_nodelay(true);
-                                tokio::spawn(serve(s, mode.clone()));
-                            }
-                        });
+/// The server: one current-thread runtime, a task per connection; runs
+/// until `ctl` says stop.
+pub(crate) fn serve(w: Workload, ep: &Endpoint, ctl: &Ctl) -> Res<()> {
+    let rt = runtime()?;
+    let sink = w == Workload::Stream;
+    rt.block_on(async {
+        match ep {
+            Endpoint::Tcp(port) => {
+                let l = TcpListener::bind(("127.0.0.1", *port)).await?;
+                ctl.ready();
+                tokio::spawn(async move {
+                    while let Ok((s, _)) = l.accept().await {
+                        let _ = s.set_nodelay(true);
+                        tokio::spawn(serve_conn(s, sink));
                     }
-                    Endpoint::Uds(ref p) => {
-                        let l = match UnixListener::bind(p) {
-                            Ok(l) => l,
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e.into()));
-                                return;
-                            }
-                        };
-                        let _ = ready_tx.send(Ok(()));
-                        tokio::spawn(async move {
-                            while let Ok((s, _)) = l.accept().await {
-                                tokio::spawn(serve(s, mode.clone()));
-                            }
-                        });
+                });
+            }
+            Endpoint::Uds(p) => {
+                let l = UnixListener::bind(p)?;
+                ctl.ready();
+                tokio::spawn(async move {
+                    while let Ok((s, _)) = l.accept().await {
+                        tokio::spawn(serve_conn(s, sink));
                     }
-                }
-                let _ = stopped.await;
-            });
-            Ok(())
-        });
-        ready_rx.recv().map_err(|_| "server thread died")??;
-        Ok(Server {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-
-    fn finish(mut self) -> Res<()> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+                });
+            }
         }
-        if let Some(t) = self.thread.take() {
-            t.join().map_err(|_| "server panicked")??;
+        while !ctl.stopped() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(())
-    }
+        Ok::<(), BoxError>(())
+    })
 }
 
 enum Client {
@@ -142,31 +109,18 @@ async fn connect(ep: &Endpoint) -> Res<Client> {
     })
 }
 
-pub(crate) fn run(t: Transport, w: Workload, size: usize, plan: &Plan) -> Res<Measure> {
-    let ep = Endpoint::new(t)?;
-    let (done_tx, done_rx) = mpsc::channel();
-    let count = plan.stream_count(size);
-    let mode = match w {
-        Workload::Stream => Mode::Sink(count, done_tx),
-        _ => Mode::Echo,
-    };
-    let server = Server::start(&ep, mode)?;
+pub(crate) fn run(w: Workload, size: usize, plan: &Plan, ep: &Endpoint) -> Res<Measure> {
     let rt = runtime()?;
     let plan = *plan;
-    let m = rt.block_on(async {
+    rt.block_on(async {
         match w {
-            Workload::Connections => connections(&ep, size, plan.conn_rounds).await,
-            _ => match connect(&ep).await? {
-                Client::Tcp(f) => one(f, w, size, &plan, &done_rx).await,
-                Client::Uds(f) => one(f, w, size, &plan, &done_rx).await,
+            Workload::Connections => connections(ep, size, &plan).await,
+            _ => match connect(ep).await? {
+                Client::Tcp(f) => one(f, w, size, &plan).await,
+                Client::Uds(f) => one(f, w, size, &plan).await,
             },
         }
-    });
-    drop(rt);
-    let done = server.finish();
-    let m = m?;
-    done?;
-    Ok(m)
+    })
 }
 
 async fn one<S: Io>(
@@ -174,14 +128,13 @@ async fn one<S: Io>(
     w: Workload,
     size: usize,
     plan: &Plan,
-    done: &mpsc::Receiver<Instant>,
 ) -> Res<Measure> {
     let payload = Bytes::from(vec![0xab; size]);
     match w {
         Workload::Rtt => {
             let mut rtts = Vec::with_capacity(plan.rtt);
             let start = Instant::now();
-            for _ in 0..plan.rtt {
+            while !plan.enough(rtts.len(), plan.rtt, start) {
                 let t0 = Instant::now();
                 f.send(payload.clone()).await?;
                 f.next().await.ok_or("server closed")??;
@@ -191,6 +144,8 @@ async fn one<S: Io>(
             Ok(Measure::from_rtts(&mut rtts, secs, size))
         }
         Workload::Pipelined => {
+            // The server's policy: the next requests for every response
+            // already buffered are fed, then flushed once.
             let count = plan.pipelined;
             let mut sent_at = VecDeque::with_capacity(WINDOW);
             let mut rtts = Vec::with_capacity(count);
@@ -202,37 +157,52 @@ async fn one<S: Io>(
                 sent += 1;
             }
             SinkExt::<Bytes>::flush(&mut f).await?;
-            while rtts.len() < count {
-                f.next().await.ok_or("server closed")??;
-                rtts.push(sent_at.pop_front().ok_or("unexpected response")?.elapsed());
-                if sent < count {
-                    sent_at.push_back(Instant::now());
-                    f.send(payload.clone()).await?;
-                    sent += 1;
+            while rtts.len() < sent {
+                let mut got = Some(f.next().await.ok_or("server closed")??);
+                while got.is_some() {
+                    rtts.push(sent_at.pop_front().ok_or("unexpected response")?.elapsed());
+                    if !plan.enough(sent, count, start) {
+                        sent_at.push_back(Instant::now());
+                        f.feed(payload.clone()).await?;
+                        sent += 1;
+                    }
+                    got = buffered_frame(&mut f);
                 }
+                SinkExt::<Bytes>::flush(&mut f).await?;
             }
             let secs = start.elapsed().as_secs_f64();
             Ok(Measure::from_rtts(&mut rtts, secs, size))
         }
         Workload::Stream => {
+            // Paced by the socket buffers; the server answers the end marker.
             let count = plan.stream_count(size);
             let start = Instant::now();
-            for _ in 0..count {
-                f.feed(payload.clone()).await?;
+            let mut n = 0;
+            while !plan.enough(n, count, start) {
+                for _ in 0..64 {
+                    f.feed(payload.clone()).await?;
+                }
+                n += 64;
             }
+            f.feed(Bytes::from_static(MARKER)).await?;
             SinkExt::<Bytes>::flush(&mut f).await?;
-            let end = done
-                .recv_timeout(WAIT)
-                .map_err(|_| "stream did not complete")?;
-            let secs = (end - start).as_secs_f64();
-            Ok(Measure::from_rate(count, size, secs))
+            let end = tokio::time::timeout(WAIT, f.next())
+                .await
+                .map_err(|_| "stream did not complete")?
+                .ok_or("server closed")??;
+            if end.len() != MARKER.len() {
+                return Err("unexpected answer to the end marker".into());
+            }
+            let secs = start.elapsed().as_secs_f64();
+            Ok(Measure::from_rate(n, size, secs))
         }
         Workload::Connections => unreachable!("handled by connections()"),
     }
 }
 
 /// 1,000 connections, one task each doing `rounds` request/responses.
-async fn connections(ep: &Endpoint, size: usize, rounds: usize) -> Res<Measure> {
+async fn connections(ep: &Endpoint, size: usize, plan: &Plan) -> Res<Measure> {
+    let rounds = plan.conn_rounds;
     let mut failures = 0u64;
     let mut clients = Vec::with_capacity(CONNECTIONS);
     for _ in 0..CONNECTIONS {
@@ -246,11 +216,11 @@ async fn connections(ep: &Endpoint, size: usize, rounds: usize) -> Res<Measure> 
     let tasks: Vec<_> = clients
         .into_iter()
         .map(|c| {
-            let p = payload.clone();
+            let (p, plan) = (payload.clone(), *plan);
             tokio::spawn(async move {
                 match c {
-                    Client::Tcp(f) => conn_task(f, p, rounds).await,
-                    Client::Uds(f) => conn_task(f, p, rounds).await,
+                    Client::Tcp(f) => conn_task(f, p, &plan, start).await,
+                    Client::Uds(f) => conn_task(f, p, &plan, start).await,
                 }
             })
         })
@@ -271,10 +241,11 @@ async fn connections(ep: &Endpoint, size: usize, rounds: usize) -> Res<Measure> 
 async fn conn_task<S: Io>(
     mut f: Framed<S, LengthDelimitedCodec>,
     payload: Bytes,
-    rounds: usize,
-) -> Res<Vec<std::time::Duration>> {
-    let mut rtts = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
+    plan: &Plan,
+    start: Instant,
+) -> Res<Vec<Duration>> {
+    let mut rtts = Vec::with_capacity(plan.conn_rounds);
+    while !plan.enough(rtts.len(), plan.conn_rounds, start) {
         let t0 = Instant::now();
         f.send(payload.clone()).await?;
         f.next().await.ok_or("server closed")??;

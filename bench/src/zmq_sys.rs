@@ -3,13 +3,10 @@
 //! thread) per side.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::thread;
 use std::time::Instant;
 
 use crate::common::*;
+use crate::server::Server;
 
 fn addr(ep: &Endpoint) -> String {
     match ep {
@@ -24,22 +21,34 @@ fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> Res<zmq::Socket> {
     Ok(s)
 }
 
-/// ROUTER echo server; stops when `stop` is set.
-fn router_echo(
-    ctx: zmq::Context,
-    at: String,
-    stop: Arc<AtomicBool>,
-    ready: mpsc::Sender<Res<()>>,
-) -> Res<()> {
+/// The server: a ROUTER echoing every message, or (`stream`) a PULL sink
+/// that says `end` when the end marker arrives (PUSH/PULL has no way
+/// back). Stops when `ctl` says so.
+pub(crate) fn serve(w: Workload, ep: &Endpoint, ctl: &Ctl) -> Res<()> {
+    let ctx = zmq::Context::new();
+    let at = addr(ep);
+    if w == Workload::Stream {
+        let s = socket(&ctx, zmq::PULL)?;
+        s.set_rcvtimeo(50)?;
+        s.bind(&at)?;
+        ctl.ready();
+        let mut m = zmq::Message::new();
+        while !ctl.stopped() {
+            match s.recv(&mut m, 0) {
+                Ok(()) if m.len() == MARKER.len() => ctl.say("end"),
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok(());
+    }
     let s = socket(&ctx, zmq::ROUTER)?;
     s.set_rcvtimeo(50)?;
     s.set_router_mandatory(true)?;
-    if let Err(e) = s.bind(&at) {
-        let _ = ready.send(Err(e.into()));
-        return Ok(());
-    }
-    let _ = ready.send(Ok(()));
-    while !stop.load(Ordering::Acquire) {
+    s.bind(&at)?;
+    ctl.ready();
+    while !ctl.stopped() {
         let mut id = zmq::Message::new();
         match s.recv(&mut id, 0) {
             Ok(()) => {}
@@ -54,45 +63,20 @@ fn router_echo(
     Ok(())
 }
 
-struct Echo {
-    stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<Res<()>>,
-}
-
-impl Echo {
-    fn start(at: &str) -> Res<Echo> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (at, flag) = (at.to_string(), stop.clone());
-        let ctx = zmq::Context::new();
-        let thread = thread::spawn(move || router_echo(ctx, at, flag, ready_tx));
-        ready_rx.recv().map_err(|_| "server thread died")??;
-        Ok(Echo { stop, thread })
+pub(crate) fn run(
+    w: Workload,
+    size: usize,
+    plan: &Plan,
+    ep: &Endpoint,
+    server: &Server,
+) -> Res<Measure> {
+    let at = addr(ep);
+    match w {
+        Workload::Rtt => rtt(&at, size, plan),
+        Workload::Pipelined => pipelined(&at, size, plan),
+        Workload::Stream => stream(&at, size, plan, server),
+        Workload::Connections => connections(&at, size, plan),
     }
-
-    fn finish(self) -> Res<()> {
-        self.stop.store(true, Ordering::Release);
-        self.thread.join().map_err(|_| "server panicked")?
-    }
-}
-
-pub(crate) fn run(t: Transport, w: Workload, size: usize, plan: &Plan) -> Res<Measure> {
-    let ep = Endpoint::new(t)?;
-    let at = addr(&ep);
-    if w == Workload::Stream {
-        return stream(&at, size, plan.stream_count(size));
-    }
-    let echo = Echo::start(&at)?;
-    let m = match w {
-        Workload::Rtt => rtt(&at, size, plan.rtt),
-        Workload::Pipelined => pipelined(&at, size, plan.pipelined),
-        Workload::Connections => connections(&at, size, plan.conn_rounds),
-        Workload::Stream => unreachable!(),
-    };
-    let done = echo.finish();
-    let m = m?;
-    done?;
-    Ok(m)
 }
 
 fn dealer(ctx: &zmq::Context, at: &str) -> Res<zmq::Socket> {
@@ -102,14 +86,15 @@ fn dealer(ctx: &zmq::Context, at: &str) -> Res<zmq::Socket> {
     Ok(s)
 }
 
-fn rtt(at: &str, size: usize, count: usize) -> Res<Measure> {
+fn rtt(at: &str, size: usize, plan: &Plan) -> Res<Measure> {
+    let count = plan.rtt;
     let ctx = zmq::Context::new();
     let s = dealer(&ctx, at)?;
     let payload = vec![0xabu8; size];
     let mut reply = zmq::Message::new();
     let mut rtts = Vec::with_capacity(count);
     let start = Instant::now();
-    for _ in 0..count {
+    while !plan.enough(rtts.len(), count, start) {
         let t0 = Instant::now();
         s.send(&payload[..], 0)?;
         s.recv(&mut reply, 0)?;
@@ -119,7 +104,8 @@ fn rtt(at: &str, size: usize, count: usize) -> Res<Measure> {
     Ok(Measure::from_rtts(&mut rtts, secs, size))
 }
 
-fn pipelined(at: &str, size: usize, count: usize) -> Res<Measure> {
+fn pipelined(at: &str, size: usize, plan: &Plan) -> Res<Measure> {
+    let count = plan.pipelined;
     let ctx = zmq::Context::new();
     let s = dealer(&ctx, at)?;
     let payload = vec![0xabu8; size];
@@ -133,10 +119,10 @@ fn pipelined(at: &str, size: usize, count: usize) -> Res<Measure> {
         s.send(&payload[..], 0)?;
         sent += 1;
     }
-    while rtts.len() < count {
+    while rtts.len() < sent {
         s.recv(&mut reply, 0)?;
         rtts.push(sent_at.pop_front().ok_or("unexpected reply")?.elapsed());
-        if sent < count {
+        if !plan.enough(sent, count, start) {
             sent_at.push_back(Instant::now());
             s.send(&payload[..], 0)?;
             sent += 1;
@@ -146,40 +132,34 @@ fn pipelined(at: &str, size: usize, count: usize) -> Res<Measure> {
     Ok(Measure::from_rtts(&mut rtts, secs, size))
 }
 
-fn stream(at: &str, size: usize, count: usize) -> Res<Measure> {
-    let (ready_tx, ready_rx) = mpsc::channel::<Res<()>>();
-    let at_s = at.to_string();
-    let server = thread::spawn(move || -> Res<Instant> {
-        let ctx = zmq::Context::new();
-        let s = socket(&ctx, zmq::PULL)?;
-        s.set_rcvtimeo(WAIT.as_millis() as i32)?;
-        if let Err(e) = s.bind(&at_s) {
-            let _ = ready_tx.send(Err(e.into()));
-            return Err("bind failed".into());
-        }
-        let _ = ready_tx.send(Ok(()));
-        let mut m = zmq::Message::new();
-        for _ in 0..count {
-            s.recv(&mut m, 0)?;
-        }
-        Ok(Instant::now())
-    });
-    ready_rx.recv().map_err(|_| "server thread died")??;
+/// PUSH until the count and the minimum time are reached (paced by the
+/// high-water mark, 1,000 messages), then the end marker; the time runs
+/// until the server says the marker arrived.
+fn stream(at: &str, size: usize, plan: &Plan, server: &Server) -> Res<Measure> {
+    let count = plan.stream_count(size);
     let ctx = zmq::Context::new();
     let s = socket(&ctx, zmq::PUSH)?;
     s.connect(at)?;
     let payload = vec![0xabu8; size];
     let start = Instant::now();
-    for _ in 0..count {
-        s.send(&payload[..], 0)?;
+    let mut n = 0;
+    while !plan.enough(n, count, start) {
+        for _ in 0..64 {
+            s.send(&payload[..], 0)?;
+        }
+        n += 64;
     }
-    let end = server.join().map_err(|_| "server panicked")??;
-    Ok(Measure::from_rate(count, size, (end - start).as_secs_f64()))
+    s.send(MARKER, 0)?;
+    match server.line("the end of the stream", WAIT)?.as_str() {
+        "end" => Ok(Measure::from_rate(n, size, start.elapsed().as_secs_f64())),
+        other => Err(format!("server said {other:?}").into()),
+    }
 }
 
 /// 1,000 DEALER sockets (1,000 connections) to one ROUTER, in lockstep rounds:
 /// one request on every socket, then every reply.
-fn connections(at: &str, size: usize, rounds: usize) -> Res<Measure> {
+fn connections(at: &str, size: usize, plan: &Plan) -> Res<Measure> {
+    let rounds = plan.conn_rounds;
     let ctx = zmq::Context::new();
     let mut failures = 0u64;
     let mut socks = Vec::with_capacity(CONNECTIONS);
@@ -195,7 +175,9 @@ fn connections(at: &str, size: usize, rounds: usize) -> Res<Measure> {
     let mut ok = vec![true; socks.len()];
     let mut rtts = Vec::with_capacity(CONNECTIONS * rounds);
     let start = Instant::now();
-    for _ in 0..rounds {
+    let mut round = 0;
+    while !plan.enough(round, rounds, start) {
+        round += 1;
         for (i, s) in socks.iter().enumerate() {
             if ok[i] {
                 sent_at[i] = Instant::now();

@@ -88,12 +88,19 @@ pub(crate) fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), Failure> 
                     .join(" and ")
             ),
         };
+        let opts = engine_options();
         writeln!(
             out,
-            "tofu bench: {what}, {} connection{}, {:.1} s per measurement\n",
+            "tofu bench: {what}, {} connection{}, {:.1} s per measurement\n\
+             engine options here: initial_pool_msgs {}, max_pool_msgs {} \
+             (Options::default(): {} / {}), everything else default\n",
             args.connections,
             if args.connections == 1 { "" } else { "s" },
-            args.duration.as_secs_f64()
+            args.duration.as_secs_f64(),
+            opts.initial_pool_msgs,
+            opts.max_pool_msgs,
+            tofu::DEFAULT_INITIAL_POOL_MSGS,
+            tofu::DEFAULT_MAX_POOL_MSGS,
         )?;
         out.flush()?;
     }
@@ -359,6 +366,7 @@ fn collect(
 }
 
 /// Bigger pools than the default: a benchmark keeps many messages in flight.
+/// The text report prints them (the header's second line).
 fn engine_options() -> Options {
     Options {
         initial_pool_msgs: 256,

@@ -47,7 +47,9 @@ channel's messages in order, so the Response to a marker proves every Signal
 before it was received. At most two batches are unconfirmed at a time, and
 the clock stops at the last marker's Response, so msgs/s counts delivered
 messages, not messages queued at the sender. Against our own server the
-count the server received is checked as well.
+count the server received is checked as well. The engines here (client, and
+our own server) run with larger pools than Options::default(): the header
+prints them (tofu-bench's `tofu` row shows the defaults).
 
 Default plan: round trips with 16 B and 1 KiB bodies, one-way with 64 B,
 1 KiB and 64 KiB (65535 B, the largest body). --sizes measures both at each
