@@ -169,7 +169,11 @@ impl ChannelGroup {
                 Command::Connect { group, msg, addr }
             });
         } else {
-            self.engine.send(group, msg);
+            // Messages already waiting for this group mean more posts will
+            // follow (a server working through requests): leave this one to
+            // the I/O thread, which writes them together.
+            let busy = !self.shared.rx.is_empty();
+            self.engine.send(group, msg, busy);
         }
         Ok(header)
     }

@@ -247,14 +247,15 @@ impl Engine {
     }
 
     /// Hands a post on an open channel to the engine. When no command is
-    /// waiting (so nothing posted earlier can be overtaken) and the I/O
-    /// thread does not hold the reactor, the posting thread does the work
-    /// itself: no hand-off to the I/O thread. Never blocks: the lock is only
-    /// tried.
-    pub(crate) fn send(&self, group: u32, msg: Message) {
+    /// waiting (so nothing posted earlier can be overtaken), the I/O thread
+    /// does not hold the reactor and the poster is not `busy` (its group has
+    /// messages waiting: more posts will follow, better written together),
+    /// the posting thread does the work itself: no hand-off to the I/O
+    /// thread. Never blocks: the lock is only tried.
+    pub(crate) fn send(&self, group: u32, msg: Message, busy: bool) {
         let inner = &*self.inner;
         let shared = &inner.shared;
-        if shared.commands.is_empty() {
+        if !busy && shared.commands.is_empty() {
             if let Ok(mut r) = inner.reactor.try_lock() {
                 if shared.commands.is_empty() {
                     match r.post_inline(group, msg) {

@@ -212,8 +212,7 @@ impl Reactor {
             Arm::Any => pool.arm(),
             Arm::At(mark) => pool.arm_at(mark),
         }
-        self.refill
-            .timeout(pool.len(), pool.size(), Instant::now())
+        self.refill.timeout(pool.len(), pool.size(), Instant::now())
     }
 
     /// Decodes the backlog, then reads the socket until it would block, the
