@@ -229,12 +229,12 @@ fn listen_on_unparsable_address_fails() {
     m.text_headers.append("~listen_on", "garbage").unwrap();
     failed_listen(&engine, m, Status::InvalidAddress);
 
-    // A server host must be an IP literal.
+    // A host with a space in it is no host.
     let mut m = engine.get(Allocation::Always).unwrap().unwrap();
     m.header.proto.opcode = OpCode::WelcomeRequest;
     m.header.message_id = 4242;
     m.text_headers
-        .append("~listen_on", "tcp|localhost|0")
+        .append("~listen_on", "tcp|local host|0")
         .unwrap();
     failed_listen(&engine, m, Status::InvalidAddress);
 }
