@@ -680,3 +680,51 @@ fn welcome_response_names_the_uds_path_bound() {
     let bound = listen_reports(&engine, &server, &format!("uds|{}", path.display()));
     assert_eq!(bound, Address::uds_server(path));
 }
+
+/// A listener on a host name aborted (ByeSignal) before, or just after, its
+/// name resolved: every message ends exactly once — the ByeSignal comes back,
+/// the WelcomeResponse arrives once (bound, or given back), and a listener the
+/// application was told about ends with its `channel_closed` report.
+#[test]
+fn listener_on_a_host_name_aborted_while_it_looks_the_name_up() {
+    let engine = engine();
+    for host in ["localhost", "no-such-host.invalid"] {
+        let group = engine.create_group().unwrap();
+        let mut m = engine.get(Allocation::Always).unwrap().unwrap();
+        m.header.proto.opcode = OpCode::WelcomeRequest;
+        m.text_headers
+            .append("~listen_on", &format!("tcp|{host}|0"))
+            .unwrap();
+        let h = group.post(m).unwrap();
+        let ch = h.channel_number;
+        // Posted at once: usually handled while the lookup still runs.
+        group
+            .post(msg(&engine, ch, OpCode::ByeSignal, b""))
+            .unwrap();
+        let (mut welcome, mut abort) = (None, None);
+        while welcome.is_none() || abort.is_none() {
+            let m = recv(&group);
+            assert_eq!(m.header.channel_number, ch, "{m:?}");
+            match m.opcode() {
+                OpCode::WelcomeResponse => assert!(welcome.replace(m).is_none(), "twice"),
+                OpCode::ByeSignal => assert!(abort.replace(m).is_none(), "twice"),
+                _ => panic!("{host}: unexpected {m:?}"),
+            }
+        }
+        let (welcome, abort) = (welcome.unwrap(), abort.unwrap());
+        assert_returned(&abort, OpCode::ByeSignal, ch, Status::ChannelClosed);
+        assert_eq!(welcome.header.message_id, h.message_id);
+        match (welcome.is_from_engine(), welcome.status()) {
+            // The lookup failed first: that is the last word.
+            (true, Status::ListenFailed) => {}
+            // Aborted before it bound, or bound then aborted: the report.
+            (true, Status::ChannelClosed) | (false, Status::Success) => {
+                let r = recv(&group);
+                assert_report(&r, ch, Status::ChannelClosed);
+                assert_eq!(r.close_cause(), None);
+            }
+            other => panic!("{host}: {other:?} {welcome:?}"),
+        }
+        recv_nothing(&group, Duration::from_millis(20));
+    }
+}

@@ -303,6 +303,59 @@ fn case2_a_bye_signal_from_the_original_client_is_its_abort() {
     assert_eq!(s.engine.stats().invalid_frames, 0);
 }
 
+/// `case2-client-byesignal-idiom` while we have messages queued for the
+/// original client (it does not read: its receive buffer is small and full).
+/// The ByeSignal comes first, then what was not written comes back with
+/// `peer_disconnected` — the last ones posted, in order — then the report.
+#[test]
+fn case2_the_original_clients_abort_gives_back_what_we_had_queued() {
+    const N: u64 = 100;
+    let case = "case2-client-byesignal-idiom";
+    let frames = frames(case);
+    let (last, before) = frames.split_last().unwrap();
+    let engine = engine();
+    let group = engine.create_group().unwrap();
+    let port = tofu::testing::free_tcp_port().unwrap();
+    listen(&engine, &group, &Address::tcp_server("127.0.0.1", port));
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let to: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    sock.connect(&to.into()).unwrap();
+    let mut s = Server {
+        engine,
+        group,
+        raw: RawStream::Tcp(sock.into()).with_timeouts(),
+    };
+    let sch = s.replay(case, before);
+    let mut first = None;
+    for i in 0..N {
+        // Not from the pool, which the engine needs to read the abort.
+        let mut m = Message::new();
+        m.header.channel_number = sch;
+        m.header.proto.opcode = OpCode::Signal;
+        m.header.message_id = 1000 + i;
+        m.body = vec![0x5a; 60_000];
+        let h = s.group.post(m).expect("under the send limit");
+        first.get_or_insert(h.message_id);
+    }
+    s.raw.write_all(&last.bytes).unwrap();
+    let abort = recv(&s.group);
+    assert_delivered(&abort, last, sch, "the ByeSignal");
+    let mut back = Vec::new();
+    let report = loop {
+        let m = recv(&s.group);
+        if m.status() == Status::ChannelClosed {
+            break m;
+        }
+        assert_returned(&m, OpCode::Signal, sch, Status::PeerDisconnected);
+        back.push(m.header.message_id);
+    };
+    assert_closed(&report, sch, Some(Status::PeerDisconnected));
+    assert!(!back.is_empty(), "a non-reading peer left messages queued");
+    let suffix: Vec<u64> = (1000 + N - back.len() as u64..1000 + N).collect();
+    assert_eq!(back, suffix, "the last ones posted come back, in order");
+}
+
 /// `case2-client-byesignal-bit6`: the original client aborts with bit 6 set:
 /// nothing on the wire, a reset right after the Response arrived. A peer's
 /// disconnect.
