@@ -390,7 +390,7 @@ impl Reactor {
                 .get(key)
                 .is_some_and(|c| matches!(c.state, State::Binding(_)));
             let close = if binding {
-                lookup_listen_failed(Cause::Local)
+                lookup_listen_failed(Cause::ConnectFailed)
             } else {
                 connect_failed(Status::ConnectFailed)
             };
