@@ -3,7 +3,8 @@
 //! checked against a model of what must hold.
 //!
 //! Invariants checked:
-//! * nothing panics (also when hello and bye timeouts fire);
+//! * nothing panics (also when hello and bye timeouts fire, or a side writes
+//!   a ByeSignal frame as the original does);
 //! * every posted message ends exactly once: written completely, or given
 //!   back (`origin = Engine`) — and, while the channel is open, the core
 //!   holds exactly the messages the model says are queued;
@@ -303,6 +304,17 @@ pub(crate) fn run(data: &[u8]) {
                     // Time passes: hello and bye timeouts may fire.
                     d.pair
                         .advance(std::time::Duration::from_millis(u64::from(arg) * 100));
+                }
+                100..=103 => {
+                    // The original's abort: a well-formed ByeSignal frame
+                    // from this side (SPEC §3), not one its core wrote.
+                    let mut abort = Message::new();
+                    abort.header.proto.opcode = OpCode::ByeSignal;
+                    abort.header.message_id = u64::from(arg);
+                    let mut bytes = Vec::new();
+                    wire::encode_to_vec(&abort, &mut bytes).expect("fits");
+                    d.pair.peer(side).pipe.extend(bytes);
+                    d.models[index(side.other())].corrupted = true;
                 }
                 _ => {
                     // Let everything move.
