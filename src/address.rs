@@ -34,21 +34,30 @@ const UDS: &str = "uds";
 /// text header and read back unchanged:
 ///
 /// * fields are separated by `|`; the scheme is `tcp` or `uds`, lower case only;
-/// * `tcp` takes exactly three fields. The host is non-empty, without whitespace
-///   or control characters. An IPv6 literal is written bare (`tcp|::1|7099`, as
+/// * `tcp` takes exactly three fields. The host is without whitespace or
+///   control characters, and non-empty except on a server (below). An IPv6 literal is written bare (`tcp|::1|7099`, as
 ///   on the wire) or in brackets (`tcp|[::1]|7099`) and is stored bare; any other
 ///   host containing `:` is rejected (no `host:port`, no zone ids). The port is
 ///   decimal digits only and fits in a `u16`;
 /// * a client port must not be 0; a server port may be (the OS picks one);
-/// * a server host must be an IP literal (`0.0.0.0` = all IPv4 interfaces, `::`
-///   = all IPv6 interfaces); a client host may be a name, resolved when
-///   connecting;
-/// * `uds` takes the path as everything after `uds|`. The path is non-empty and
-///   at most 107 bytes long (103 on macOS, iOS and the BSDs, whose
+/// * a host may be a name, resolved off the I/O thread when connecting or
+///   listening (a listener binds the first address the name yields that it
+///   can). A server host may also be empty: `tcp||PORT`, as the original tofu
+///   allows, and `tcp|0.0.0.0|PORT` both mean all IPv4 interfaces (`::` = all
+///   IPv6 interfaces);
+/// * `uds` takes the path as everything after `uds|`. The path is at most 107
+///   bytes long (103 on macOS, iOS and the BSDs, whose
 ///   `sockaddr_un` is smaller). It must not contain `|` (so that an address never
 ///   has two readings) or control characters (NUL, CR, LF, tab, …), nor end with
 ///   a space (text header values are trimmed when read). [`Address::format`] also
-///   requires it to be valid UTF-8.
+///   requires it to be valid UTF-8. A client path is non-empty; a server path
+///   may be empty (`uds|`): the listener then binds a fresh path in the temp
+///   dir ([`std::env::temp_dir`]).
+///
+/// A listener's WelcomeResponse names the address actually bound in its
+/// `~listen_on` — the IP and port for `tcp||0` or a host name, the path for
+/// `uds|` — in this same syntax, so [`Address::parse`] reads it back and its
+/// [`Display`](fmt::Display) form is what the header says.
 ///
 /// Anything else is [`Error::InvalidAddress`].
 ///
@@ -77,9 +86,10 @@ pub enum Address {
         /// Port.
         port: u16,
     },
-    /// Listen on TCP at IP literal `host` and `port`.
+    /// Listen on TCP at `host` and `port`.
     TcpServer {
-        /// IP literal (`0.0.0.0` = all IPv4 interfaces).
+        /// IP literal (`0.0.0.0` = all IPv4 interfaces), host name, or empty
+        /// (all IPv4 interfaces, as `0.0.0.0`).
         host: String,
         /// Port.
         port: u16,
@@ -91,7 +101,7 @@ pub enum Address {
     },
     /// Listen on a Unix-domain socket at `path`.
     UdsServer {
-        /// Socket file path.
+        /// Socket file path; empty for a fresh path in the temp dir.
         path: PathBuf,
     },
 }
@@ -109,8 +119,9 @@ impl Address {
         }
     }
 
-    /// A TCP server address: listen on IP literal `host` (`"0.0.0.0"` for all
-    /// IPv4 interfaces) and `port` (0 lets the OS pick one).
+    /// A TCP server address: listen on `host` — an IP literal, `"0.0.0.0"` or
+    /// `""` for all IPv4 interfaces, or a host name — and `port` (0 lets the
+    /// OS pick one).
     ///
     /// An IPv6 literal in brackets (`"[::1]"`) is stored without them. Nothing
     /// else is checked here; [`Address::format`] validates.
@@ -128,7 +139,8 @@ impl Address {
         Address::UdsClient { path: path.into() }
     }
 
-    /// A Unix-domain socket server address: listen on the socket file at `path`.
+    /// A Unix-domain socket server address: listen on the socket file at `path`
+    /// (an empty path: a fresh one in the temp dir).
     ///
     /// Nothing is checked here; [`Address::format`] validates.
     pub fn uds_server(path: impl Into<PathBuf>) -> Address {
@@ -146,8 +158,8 @@ impl Address {
     /// # Errors
     ///
     /// [`Error::InvalidAddress`] when the address breaks the syntax rules (for
-    /// example an empty host, client port 0, a server host that is not an IP
-    /// literal, a UDS path that is empty, too long or not UTF-8);
+    /// example an empty client host, client port 0, a host with whitespace, a
+    /// client UDS path that is empty, a path too long or not UTF-8);
     /// [`Error::InvalidHeadersLen`] when the text headers would exceed 65535
     /// bytes. On error `msg` is left untouched.
     ///
@@ -236,8 +248,8 @@ impl Address {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidAddress`] when `s` is malformed, including a TCP host that
-    /// is not an IP literal.
+    /// [`Error::InvalidAddress`] when `s` is malformed (see
+    /// [Syntax](Address#syntax)).
     ///
     /// # Examples
     ///
@@ -245,7 +257,12 @@ impl Address {
     /// use tofu::{Address, Error};
     ///
     /// assert_eq!(Address::parse_server("tcp|[::]|0")?, Address::tcp_server("::", 0));
-    /// assert_eq!(Address::parse_server("tcp|localhost|7099"), Err(Error::InvalidAddress));
+    /// // As the original tofu writes them: all IPv4 interfaces, a host name,
+    /// // a fresh path in the temp dir.
+    /// assert_eq!(Address::parse_server("tcp||7099")?, Address::tcp_server("", 7099));
+    /// assert_eq!(Address::parse_server("tcp|localhost|7099")?.to_string(), "tcp|localhost|7099");
+    /// assert_eq!(Address::parse_server("uds|")?, Address::uds_server(""));
+    /// assert_eq!("tcp||7099".parse::<Address>(), Err(Error::InvalidAddress)); // not to connect
     /// # Ok::<(), tofu::Error>(())
     /// ```
     pub fn parse_server(s: &str) -> Result<Address, Error> {
@@ -259,8 +276,7 @@ impl Address {
     }
 
     /// The server variant with the same host and port, or path. A server
-    /// address is returned as is. A client host that is a name stays a name,
-    /// which [`Address::format`] then rejects.
+    /// address is returned as is.
     #[must_use]
     pub fn to_server(&self) -> Address {
         match self {
@@ -280,7 +296,10 @@ impl Address {
     /// address is returned as is.
     ///
     /// Useful to connect to a listener: `0.0.0.0` and `::` are valid to connect
-    /// to on most systems, but a specific address is more portable.
+    /// to on most systems, but a specific address is more portable. An empty
+    /// host or path (a server's "any interface", "a fresh path") stays empty,
+    /// which [`Address::format`] then rejects: connect to the address the
+    /// WelcomeResponse names instead.
     #[must_use]
     pub fn to_client(&self) -> Address {
         match self {
@@ -307,21 +326,27 @@ impl Address {
                 Ok(())
             }
             Address::TcpServer { host, .. } => check_host(host, true).map(drop),
-            Address::UdsClient { path } | Address::UdsServer { path } => {
-                check_path(path.to_str().ok_or(Error::InvalidAddress)?)
+            Address::UdsClient { path } => {
+                check_path(path.to_str().ok_or(Error::InvalidAddress)?, false)
+            }
+            Address::UdsServer { path } => {
+                check_path(path.to_str().ok_or(Error::InvalidAddress)?, true)
             }
         }
     }
 
-    /// The socket address to bind for a [`Address::TcpServer`].
+    /// The socket address to bind for a [`Address::TcpServer`] whose host is
+    /// an IP literal or empty (all IPv4 interfaces).
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidAddress`] for any other variant or a host that is not an
-    /// IP literal.
-    #[allow(dead_code)]
+    /// [`Error::InvalidAddress`] for any other variant or a host name (which
+    /// needs resolving).
     pub(crate) fn server_socket_addr(&self) -> Result<SocketAddr, Error> {
         match self {
+            Address::TcpServer { host, port } if host.is_empty() => {
+                Ok(SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, *port)))
+            }
             Address::TcpServer { host, port } => ip_literal(host)
                 .map(|ip| SocketAddr::new(ip, *port))
                 .ok_or(Error::InvalidAddress),
@@ -394,7 +419,7 @@ fn parse_str(s: &str, server: bool) -> Result<Address, Error> {
             }
         }
         UDS => {
-            check_path(rest)?;
+            check_path(rest, server)?;
             let path = PathBuf::from(rest);
             Ok(if server {
                 Address::UdsServer { path }
@@ -415,8 +440,12 @@ fn parse_port(s: &str) -> Result<u16, Error> {
     s.parse().map_err(|_| Error::InvalidAddress)
 }
 
-/// Checks a TCP host and returns it without IPv6 brackets.
+/// Checks a TCP host and returns it without IPv6 brackets. Only a server's
+/// may be empty (all IPv4 interfaces, as in the original's `tcp||PORT`).
 fn check_host(host: &str, server: bool) -> Result<&str, Error> {
+    if server && host.is_empty() {
+        return Ok(host);
+    }
     if let Some(inner) = bracketed(host) {
         return match inner.parse::<Ipv6Addr>() {
             Ok(_) => Ok(inner),
@@ -429,16 +458,16 @@ fn check_host(host: &str, server: bool) -> Result<&str, Error> {
     }
     // A ':' only makes sense in an IPv6 literal; anything else (`host:port`, a
     // zone id) would not mean what the user expects.
-    let must_be_ip = server || host.contains(':');
-    if must_be_ip && host.parse::<IpAddr>().is_err() {
+    if host.contains(':') && host.parse::<IpAddr>().is_err() {
         return Err(Error::InvalidAddress);
     }
     Ok(host)
 }
 
-/// Checks a UDS path (as it appears after `uds|`).
-fn check_path(path: &str) -> Result<(), Error> {
-    let ok = !path.is_empty()
+/// Checks a UDS path (as it appears after `uds|`). Only a server's may be
+/// empty (a fresh path in the temp dir, as in the original's `uds|`).
+fn check_path(path: &str, server: bool) -> Result<(), Error> {
+    let ok = (server || !path.is_empty())
         && path.len() <= MAX_UDS_PATH_LEN
         && !path.contains(|c: char| c == SEP || c.is_control())
         && !path.ends_with(' ');
@@ -476,6 +505,21 @@ fn ip_literal(host: &str) -> Option<IpAddr> {
         Some(inner) => inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
         None => host.parse().ok(),
     }
+}
+
+/// A fresh path for a Unix-domain socket in the temp dir, unique per call in
+/// this process (what a listener on `uds|` binds, and
+/// [`testing::temp_uds_path`](crate::testing::temp_uds_path)).
+pub(crate) fn temp_uds_path() -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    // Short names: the platform limit on socket paths is ~104-108 bytes.
+    std::env::temp_dir().join(format!("tofu-{}-{n}-{nanos:x}.sock", std::process::id()))
 }
 
 fn remove_address_headers(th: &mut TextHeaders) {
@@ -675,7 +719,6 @@ mod tests {
         invalid("tcp|");
         invalid("tcp|127.0.0.1");
         invalid("tcp|127.0.0.1|");
-        invalid("tcp||80");
         // extra fields
         invalid("tcp|127.0.0.1|80|");
         invalid("tcp|127.0.0.1|80|90");
@@ -698,7 +741,6 @@ mod tests {
         invalid("tcp|a\tb|80");
         invalid("tcp|a\0b|80");
         // uds
-        invalid("uds|");
         invalid("uds|/tmp/a|b");
         invalid("uds|/tmp/a\0b");
         invalid("uds|/tmp/a\nb");
@@ -727,32 +769,50 @@ mod tests {
             .unwrap();
     }
 
+    /// What the original tofu listens on (SPEC §2.3): `tcp||PORT` (all IPv4
+    /// interfaces), a host name, `uds|` (a fresh temp path). Only servers take
+    /// an empty host or path.
     #[test]
-    fn server_host_must_be_an_ip_literal() {
+    fn server_hosts_as_the_original_writes_them() {
+        for (s, addr) in [
+            ("tcp||7099", Address::tcp_server("", 7099)),
+            ("tcp||0", Address::tcp_server("", 0)),
+            ("tcp|localhost|80", Address::tcp_server("localhost", 80)),
+            ("tcp|example.com|80", Address::tcp_server("example.com", 80)),
+            ("uds|", Address::uds_server("")),
+        ] {
+            assert_eq!(Address::parse_server(s), Ok(addr.clone()), "{s}");
+            assert_eq!(addr.to_string(), s);
+            format_parse_round_trip(addr.clone(), OpCode::WelcomeRequest, LISTEN_ON, s);
+            // Not to connect to.
+            if s.contains("||") || s == "uds|" {
+                assert_eq!(s.parse::<Address>(), Err(Error::InvalidAddress), "{s}");
+                let mut msg = Message::new();
+                assert_eq!(
+                    addr.to_client().format(&mut msg),
+                    Err(Error::InvalidAddress)
+                );
+            }
+        }
+        assert_eq!(
+            Address::tcp_server("", 7).server_socket_addr(),
+            Ok(SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 7)))
+        );
+        assert_eq!(
+            Address::tcp_server("localhost", 7).server_socket_addr(),
+            Err(Error::InvalidAddress),
+            "a name needs resolving"
+        );
+        // Still malformed, for servers too.
         for s in [
-            "tcp|localhost|80",
-            "tcp|example.com|80",
-            "tcp|1.2.3|80",
-            "tcp|256.0.0.1|80",
-            "tcp|01.2.3.4|80",
+            "tcp| |80",
+            "tcp|a b|80",
+            "tcp|1::2::3|80",
+            "tcp||",
+            "tcp||x",
         ] {
             assert_eq!(Address::parse_server(s), Err(Error::InvalidAddress), "{s}");
         }
-        assert_eq!(
-            "tcp|localhost|80".parse::<Address>(),
-            Ok(Address::tcp_client("localhost", 80))
-        );
-        let mut msg = Message::new();
-        assert_eq!(
-            Address::tcp_server("localhost", 80).format(&mut msg),
-            Err(Error::InvalidAddress)
-        );
-        assert_eq!(
-            Address::tcp_client("localhost", 80)
-                .to_server()
-                .format(&mut msg),
-            Err(Error::InvalidAddress)
-        );
     }
 
     #[test]
@@ -816,8 +876,8 @@ mod tests {
             Address::tcp_client("a|b", 80),
             Address::tcp_client("a\r\nb", 80),
             Address::tcp_client("host:80", 80),
-            Address::tcp_server("", 80),
-            Address::tcp_server("name", 80),
+            Address::tcp_server(" ", 80),
+            Address::tcp_server("na me", 80),
             Address::uds_client(""),
             Address::uds_server("/tmp/a|b"),
             Address::uds_server("/tmp/a\nb"),
@@ -854,7 +914,7 @@ mod tests {
         expected.proto.opcode = OpCode::HelloRequest;
         assert_eq!(msg.header, expected);
         assert_eq!(
-            msg.text_headers.as_str(),
+            msg.text_headers.to_str().unwrap(),
             "x:1\r\n~connect_to:tcp|new|3\r\n"
         );
         assert_eq!(msg.body, b"payload");
@@ -863,7 +923,7 @@ mod tests {
         Address::uds_server("/tmp/s").format(&mut msg).unwrap();
         assert_eq!(msg.header.proto.opcode, OpCode::WelcomeRequest);
         assert_eq!(
-            msg.text_headers.as_str(),
+            msg.text_headers.to_str().unwrap(),
             "x:1\r\n~listen_on:uds|/tmp/s\r\n"
         );
         assert_eq!(Address::parse(&msg), Ok(Address::uds_server("/tmp/s")));
@@ -915,7 +975,7 @@ mod tests {
         addr.format(&mut msg).unwrap();
         assert_eq!(Address::parse(&msg), Ok(addr));
         assert_eq!(
-            msg.text_headers.as_str(),
+            msg.text_headers.to_str().unwrap(),
             "x\r\n~connect_to:uds|/tmp/tofu.sock\r\n"
         );
 
@@ -924,11 +984,11 @@ mod tests {
         let new = Address::tcp_client("127.0.0.1", 7099);
         let room = MAX_SECTION_LEN - (CONNECT_TO.len() + new.to_string().len() + 3);
         let mut msg = Message::new();
-        msg.text_headers.set_raw(&"x".repeat(room)).unwrap();
+        msg.text_headers.set_raw("x".repeat(room)).unwrap();
         let before = msg.clone();
         assert_eq!(new.format(&mut msg), Err(Error::InvalidHeadersLen));
         assert_eq!(msg, before);
-        msg.text_headers.set_raw(&"x".repeat(room - 2)).unwrap();
+        msg.text_headers.set_raw("x".repeat(room - 2)).unwrap();
         new.format(&mut msg).unwrap();
         assert_eq!(msg.text_headers.byte_len(), MAX_SECTION_LEN);
         assert_eq!(Address::parse(&msg), Ok(new));
@@ -952,8 +1012,9 @@ mod tests {
         for (opcode, name, value) in [
             (OpCode::HelloRequest, CONNECT_TO, "tcp|127.0.0.1|0"),
             (OpCode::HelloRequest, CONNECT_TO, "nope"),
-            (OpCode::WelcomeRequest, LISTEN_ON, "tcp|localhost|80"),
-            (OpCode::WelcomeRequest, LISTEN_ON, "uds|"),
+            (OpCode::WelcomeRequest, LISTEN_ON, "tcp| |80"),
+            (OpCode::HelloRequest, CONNECT_TO, "uds|"),
+            (OpCode::HelloRequest, CONNECT_TO, "tcp||80"),
             (OpCode::Request, CONNECT_TO, "tcp|h|70000"),
         ] {
             let msg = msg_with(opcode, &[(name, value)]);
@@ -1032,6 +1093,7 @@ mod tests {
         );
         for not in [
             Address::tcp_server("localhost", 1),
+            Address::tcp_server("[localhost]", 1),
             Address::tcp_client("127.0.0.1", 1),
             Address::uds_server("/tmp/x"),
         ] {

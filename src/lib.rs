@@ -12,7 +12,8 @@
 //!
 //! This page is a short guide: [Concepts](#concepts), [a first server](#a-first-server),
 //! [a first client](#a-first-client), [error handling](#error-handling),
-//! [backpressure](#backpressure), [closing](#closing), then the
+//! [backpressure](#backpressure), [closing](#closing),
+//! [talking to the original](#talking-to-the-original), then the
 //! [runnable examples](#examples).
 //!
 //! # Concepts
@@ -47,7 +48,8 @@
 //!   returns it); a Signal is one-way. [`More::More`] on a regular message says
 //!   more messages with the same `message_id` follow (streaming); the last one
 //!   has [`More::Last`]. `Hello*` open connections, `Bye*` close them, `Welcome*`
-//!   open listeners; `ByeSignal` and `Welcome*` never leave the local engine.
+//!   open listeners; `Welcome*` never leave the local engine, and neither does
+//!   your `ByeSignal` (a peer's may arrive: see [closing](#closing)).
 //! * **Origin and status** ([`Origin`], [`Status`]): `Application` means an
 //!   application wrote the message (you or the peer; `post` always sends status
 //!   0). `Engine` means your engine wrote it — a *report* (a Signal about a
@@ -370,6 +372,12 @@
 //!   every message still queued (same status), then the `channel_closed` report.
 //!   The peer sees a disconnect. A ByeSignal also closes a listener, and on the
 //!   server side rejects a `HelloRequest`.
+//! * **The peer's abort** — a peer running the original Zig tofu aborts (or
+//!   rejects your `HelloRequest`) by *writing* a ByeSignal. You receive it
+//!   (`origin = Application`, opcode `ByeSignal`, the peer's `message_id` and
+//!   text headers — a rejected HelloRequest comes back this way), then your
+//!   queued messages (status `peer_disconnected`) and the `channel_closed`
+//!   report with `~cause:peer_disconnected`; the connection is reset.
 //! * **Everything** — dropping a group (or [`ChannelGroup::destroy`]) closes its
 //!   channels abortively; [`Engine::shutdown`] closes all sockets and wakes every
 //!   blocked `wait_receive` with [`Error::ShutdownStarted`].
@@ -446,8 +454,8 @@
 //! * `None` — in order: the Bye handshake completed (either side asked), your
 //!   own `ByeSignal`, or your group was destroyed or the engine shut down.
 //! * `Some(status)` — by a failure, a timeout or the peer's abort:
-//!   `peer_disconnected` (the peer vanished or reset, also after your
-//!   `ByeRequest` but before its answer: a crash is not a goodbye),
+//!   `peer_disconnected` (the peer vanished, reset or sent a ByeSignal, also
+//!   after your `ByeRequest` but before its answer: a crash is not a goodbye),
 //!   `invalid_message` (it broke the framing), `connect_failed`,
 //!   `send_failed` / `recv_failed`, `communication_failed` (your ByeRequest
 //!   went unanswered for [`Options::bye_timeout`]).
@@ -471,6 +479,51 @@
 //! }
 //! # on_engine_message(&Message::new());
 //! ```
+//!
+//! # Talking to the original
+//!
+//! This crate speaks the wire protocol of the original Zig tofu since its
+//! v0.0.10, when its proto byte took its current layout (opcode in bits 0–3,
+//! origin, more, two engine-internal bits sent as 0): either side may be
+//! either implementation, over TCP or Unix-domain sockets. The statuses
+//! (0–31) and opcodes (0–9) are the original's numbers. `tests/original_edges.rs`
+//! replays captures of the original at the edges of the protocol
+//! (`tests/data/original-edges/`). What to know:
+//!
+//! * **Its rejections and aborts arrive as messages.** The original's
+//!   documented way to reject a HelloRequest or abort a channel (change the
+//!   opcode to ByeSignal, post it) writes that frame and leaves the connection
+//!   open. This crate delivers it and closes the channel as after the peer's
+//!   abort ([closing](#closing)). Our own ByeSignal never travels: an
+//!   original peer sees a reset and reports a bare `channel_closed` — as when
+//!   its own application aborts with the engine-internal bit 6 set.
+//! * **Its text headers are kept as they are.** It checks nothing, so text
+//!   headers from the network may be any bytes: they are delivered and, if you
+//!   post the message back, sent unchanged. [`TextHeaders::as_bytes`] gives the
+//!   section as received; [`TextHeaders::get`] and [`TextHeaders::iter`] skip
+//!   lines that are not UTF-8 `name:value` (where its iterator stops at an
+//!   empty name and returns a line without `:` as a name without value).
+//! * **Its listener addresses work**: `tcp||PORT` (all IPv4 interfaces, as
+//!   `tcp|0.0.0.0|PORT`), a host name (looked up off the I/O thread, the
+//!   first address that binds is used), `uds|` (a fresh path in the temp
+//!   dir). The WelcomeResponse's `~listen_on` names the address bound.
+//! * **Closing**: the original resets every close. In a Bye handshake its
+//!   side that reads the ByeResponse resets at once and its side that wrote
+//!   one waits for the peer: this crate takes a reset right after its own
+//!   ByeResponse as the normal end, and itself closes a completed handshake
+//!   with a FIN (no data the peer has not read is destroyed).
+//! * **Stricter on purpose**: a first frame that is not a HelloRequest
+//!   (the original answers a Request before any hello), opcodes 10–15 (a
+//!   single opcode-12 frame crashes the original), `more` on a frame that is
+//!   not Request, Response or Signal (the original delivers a HelloRequest
+//!   with `more`, then cannot answer it), and the opcodes that never travel
+//!   (WelcomeRequest, WelcomeResponse) are invalid frames: the channel closes
+//!   with `invalid_message` (silently when the application never saw it).
+//! * **Latency**: the original sets no `TCP_NODELAY` and writes a frame in
+//!   several sends, so in the direction it sends each small frame can wait
+//!   ~40 ms for Nagle's algorithm (and the peer's delayed ACK). This crate
+//!   sets `TCP_NODELAY` on its own sockets, which helps only the direction it
+//!   sends in.
 //!
 //! # Examples
 //!

@@ -3,7 +3,6 @@
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A TCP port that is free on 127.0.0.1 right now (bound to port 0 and released).
 ///
@@ -16,16 +15,10 @@ pub fn free_tcp_port() -> std::io::Result<u16> {
 }
 
 /// A path for a Unix-domain socket, unique per call, in the temp dir
-/// (`std::env::temp_dir()`); the file does not exist yet.
+/// (`std::env::temp_dir()`); the file does not exist yet. (A listener on
+/// `uds|` binds one of these.)
 pub fn temp_uds_path() -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    // Short names: the platform limit on socket paths is ~104-108 bytes.
-    std::env::temp_dir().join(format!("tofu-{}-{n}-{nanos:x}.sock", std::process::id()))
+    crate::address::temp_uds_path()
 }
 
 /// Why Unix-domain sockets cannot be used on this platform, or `None` when they

@@ -249,12 +249,13 @@ tcp_and_uds!(random_bytes);
 
 // ----- every proto byte ------------------------------------------------------------------
 
-/// Whether a frame with this proto byte may travel (SPEC §3; bits 6-7 are
-/// engine-internal and ignored).
+/// Whether a frame with this proto byte may arrive (SPEC §3; bits 6-7 are
+/// engine-internal and ignored; a ByeSignal is the peer's abort: delivered,
+/// then the channel closes).
 fn travels(proto: u8) -> bool {
     let op = proto & 0x0f;
     let more = proto & 0x20 != 0;
-    op <= 6 && !(more && op > 2)
+    op <= 7 && !(more && op > 2)
 }
 
 /// Every one of the 256 proto byte values, as the first frame and after the
@@ -293,8 +294,9 @@ fn every_proto_byte(t: Transport) {
             assert_eq!(n.op as u8, proto & 0x0f, "proto {proto:#04x}");
             assert_eq!(n.more, proto & 0x20 != 0, "proto {proto:#04x}");
             assert_eq!(n.body, b"second");
-            if n.op == OpCode::HelloRequest {
-                // Turned away by `note`: the connection closes.
+            if matches!(n.op, OpCode::HelloRequest | OpCode::ByeSignal) {
+                // Turned away by `note`, or the peer's abort: the connection
+                // closes.
                 raw.expect_closed();
             }
             drop(raw);

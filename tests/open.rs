@@ -229,12 +229,12 @@ fn listen_on_unparsable_address_fails() {
     m.text_headers.append("~listen_on", "garbage").unwrap();
     failed_listen(&engine, m, Status::InvalidAddress);
 
-    // A server host must be an IP literal.
+    // A host with a space in it is no host.
     let mut m = engine.get(Allocation::Always).unwrap().unwrap();
     m.header.proto.opcode = OpCode::WelcomeRequest;
     m.header.message_id = 4242;
     m.text_headers
-        .append("~listen_on", "tcp|localhost|0")
+        .append("~listen_on", "tcp|local host|0")
         .unwrap();
     failed_listen(&engine, m, Status::InvalidAddress);
 }
@@ -556,5 +556,175 @@ fn many_connects_by_host_name() {
         let r = recv(&client);
         assert_eq!(r.opcode(), OpCode::HelloResponse, "{r:?}");
         assert!(channels.remove(&r.header.channel_number));
+    }
+}
+
+// ----- listener addresses as the original writes them (SPEC §2.3) ----------------
+
+/// Listens on `addr` (as a raw `~listen_on` value); returns the WelcomeResponse's
+/// `~listen_on` read back as an address, after checking it round-trips.
+#[track_caller]
+fn listen_reports(engine: &Engine, group: &tofu::ChannelGroup, listen_on: &str) -> Address {
+    let mut m = engine.get(Allocation::Always).unwrap().unwrap();
+    m.header.proto.opcode = OpCode::WelcomeRequest;
+    m.text_headers.append("~listen_on", listen_on).unwrap();
+    let h = group.post(m).expect("post welcome");
+    let r = recv(group);
+    assert_eq!(r.opcode(), OpCode::WelcomeResponse, "{listen_on}: {r:?}");
+    assert_eq!(r.status(), Status::Success, "{listen_on}: {r:?}");
+    assert!(r.is_from_application());
+    assert_eq!(r.header.channel_number, h.channel_number);
+    let value = r.text_headers.get("~listen_on").expect("~listen_on");
+    let bound = Address::parse(&r).expect("the bound address parses");
+    assert!(bound.is_server());
+    assert_eq!(bound.to_string(), value, "Display is what the header says");
+    assert_eq!(Address::parse_server(value).as_ref(), Ok(&bound));
+    bound
+}
+
+/// `tcp||PORT` and `tcp|0.0.0.0|PORT` both listen on all IPv4 interfaces; the
+/// WelcomeResponse names `0.0.0.0` and the port the OS picked; clients reach it
+/// on loopback.
+#[test]
+fn listen_on_empty_host_means_all_ipv4_interfaces() {
+    let engine = engine();
+    for listen_on in ["tcp||0", "tcp|0.0.0.0|0"] {
+        let server = engine.create_group().unwrap();
+        let bound = listen_reports(&engine, &server, listen_on);
+        let Address::TcpServer { host, port } = &bound else {
+            panic!("{bound:?}")
+        };
+        assert_eq!(host, "0.0.0.0", "{listen_on}");
+        assert_ne!(*port, 0);
+        let client = engine.create_group().unwrap();
+        let caddr = Address::tcp_client("127.0.0.1", *port);
+        let (cch, sch) = connect_pair(&engine, &client, &server, &caddr);
+        round_trip(&engine, &client, &server, cch, sch, listen_on.as_bytes());
+    }
+    // A fixed port too.
+    let port = free_tcp_port().unwrap();
+    let server = engine.create_group().unwrap();
+    let bound = listen_reports(&engine, &server, &format!("tcp||{port}"));
+    assert_eq!(bound, Address::tcp_server("0.0.0.0", port));
+}
+
+/// A host name is looked up off the I/O thread and the first address that
+/// binds is used; the WelcomeResponse names that IP.
+#[test]
+fn listen_on_a_host_name() {
+    let engine = engine();
+    let server = engine.create_group().unwrap();
+    let bound = listen_reports(&engine, &server, "tcp|localhost|0");
+    let Address::TcpServer { host, port } = &bound else {
+        panic!("{bound:?}")
+    };
+    assert_ne!(*port, 0);
+    let ip: std::net::IpAddr = host.parse().expect("an IP, not the name");
+    assert!(ip.is_loopback(), "{ip}");
+    let client = engine.create_group().unwrap();
+    let (cch, sch) = connect_pair(&engine, &client, &server, &bound.to_client());
+    round_trip(&engine, &client, &server, cch, sch, b"by name");
+}
+
+/// A name that does not resolve fails the listen with `listen_failed` (within
+/// the lookup timeout), and the channel is gone.
+#[test]
+fn listen_on_an_unresolvable_host_name_fails() {
+    let engine = Engine::new(tofu::Options {
+        lookup_timeout: Some(Duration::from_secs(3)),
+        ..tofu::Options::default()
+    })
+    .unwrap();
+    let mut m = engine.get(Allocation::Always).unwrap().unwrap();
+    m.header.proto.opcode = OpCode::WelcomeRequest;
+    m.text_headers
+        .append("~listen_on", "tcp|no-such-host.invalid|0")
+        .unwrap();
+    failed_listen(&engine, m, Status::ListenFailed);
+}
+
+/// `uds|` binds a fresh path in the temp dir; the WelcomeResponse names it,
+/// clients connect to it, and the socket file goes when the listener closes.
+#[test]
+fn listen_on_empty_uds_path_binds_a_fresh_temp_path() {
+    if tofu::testing::uds_not_applicable() {
+        return;
+    }
+    let engine = engine();
+    let server = engine.create_group().unwrap();
+    let a = listen_reports(&engine, &server, "uds|");
+    let b = listen_reports(&engine, &server, "uds|");
+    let (Address::UdsServer { path: pa }, Address::UdsServer { path: pb }) = (&a, &b) else {
+        panic!("{a:?} {b:?}")
+    };
+    assert_ne!(pa, pb, "each listener gets its own path");
+    assert!(pa.starts_with(std::env::temp_dir()), "{}", pa.display());
+    assert!(pa.exists());
+    let client = engine.create_group().unwrap();
+    let (cch, sch) = connect_pair(&engine, &client, &server, &a.to_client());
+    round_trip(&engine, &client, &server, cch, sch, b"fresh path");
+    server.destroy().unwrap();
+    assert!(!pa.exists() && !pb.exists(), "socket files removed");
+}
+
+/// A posted port 0 or path is never what the WelcomeResponse says: it names
+/// the address bound, also for a UDS path given in full.
+#[test]
+fn welcome_response_names_the_uds_path_bound() {
+    if tofu::testing::uds_not_applicable() {
+        return;
+    }
+    let engine = engine();
+    let server = engine.create_group().unwrap();
+    let path = temp_uds_path();
+    let bound = listen_reports(&engine, &server, &format!("uds|{}", path.display()));
+    assert_eq!(bound, Address::uds_server(path));
+}
+
+/// A listener on a host name aborted (ByeSignal) before, or just after, its
+/// name resolved: every message ends exactly once — the ByeSignal comes back,
+/// the WelcomeResponse arrives once (bound, or given back), and a listener the
+/// application was told about ends with its `channel_closed` report.
+#[test]
+fn listener_on_a_host_name_aborted_while_it_looks_the_name_up() {
+    let engine = engine();
+    for host in ["localhost", "no-such-host.invalid"] {
+        let group = engine.create_group().unwrap();
+        let mut m = engine.get(Allocation::Always).unwrap().unwrap();
+        m.header.proto.opcode = OpCode::WelcomeRequest;
+        m.text_headers
+            .append("~listen_on", &format!("tcp|{host}|0"))
+            .unwrap();
+        let h = group.post(m).unwrap();
+        let ch = h.channel_number;
+        // Posted at once: usually handled while the lookup still runs.
+        group
+            .post(msg(&engine, ch, OpCode::ByeSignal, b""))
+            .unwrap();
+        let (mut welcome, mut abort) = (None, None);
+        while welcome.is_none() || abort.is_none() {
+            let m = recv(&group);
+            assert_eq!(m.header.channel_number, ch, "{m:?}");
+            match m.opcode() {
+                OpCode::WelcomeResponse => assert!(welcome.replace(m).is_none(), "twice"),
+                OpCode::ByeSignal => assert!(abort.replace(m).is_none(), "twice"),
+                _ => panic!("{host}: unexpected {m:?}"),
+            }
+        }
+        let (welcome, abort) = (welcome.unwrap(), abort.unwrap());
+        assert_returned(&abort, OpCode::ByeSignal, ch, Status::ChannelClosed);
+        assert_eq!(welcome.header.message_id, h.message_id);
+        match (welcome.is_from_engine(), welcome.status()) {
+            // The lookup failed first: that is the last word.
+            (true, Status::ListenFailed) => {}
+            // Aborted before it bound, or bound then aborted: the report.
+            (true, Status::ChannelClosed) | (false, Status::Success) => {
+                let r = recv(&group);
+                assert_report(&r, ch, Status::ChannelClosed);
+                assert_eq!(r.close_cause(), None);
+            }
+            other => panic!("{host}: {other:?} {welcome:?}"),
+        }
+        recv_nothing(&group, Duration::from_millis(20));
     }
 }

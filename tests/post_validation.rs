@@ -212,7 +212,7 @@ fn section_lengths() {
     assert_eq!(th.append("b", "y"), Err(Error::InvalidHeadersLen));
     assert_eq!(th.byte_len(), MAX_SECTION_LEN - 1, "nothing appended");
     assert_eq!(
-        th.set_raw(&"z".repeat(MAX_SECTION_LEN + 1)),
+        th.set_raw("z".repeat(MAX_SECTION_LEN + 1)),
         Err(Error::InvalidHeadersLen)
     );
     // Exactly the limit is fine.

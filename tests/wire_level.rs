@@ -284,11 +284,10 @@ tcp_and_uds!(fragmented_and_coalesced_frames);
 
 /// Proto bytes that make a frame invalid (SPEC §3): opcodes 10-15, the opcodes
 /// that never travel, and `more` on a non-regular message.
-const BAD_PROTO: [(u8, &str); 11] = [
+const BAD_PROTO: [(u8, &str); 10] = [
     (10, "opcode 10"),
     (12, "opcode 12"),
     (15, "opcode 15"),
-    (7, "ByeSignal"),
     (8, "WelcomeRequest"),
     (9, "WelcomeResponse"),
     (0x20 | 3, "HelloRequest with more"),

@@ -117,7 +117,8 @@ struct BenchCmd {
 
 #[derive(Args, Debug)]
 struct ServeCmd {
-    /// Where to listen (repeatable): tcp|IP|PORT or uds|PATH.
+    /// Where to listen (repeatable): tcp|HOST|PORT (HOST an IP, a name, or
+    /// empty for all IPv4 interfaces) or uds|PATH (empty: a fresh temp path).
     #[arg(long, value_name = "ADDR", value_parser = parse_server,
           default_value = "tcp|127.0.0.1|7099")]
     listen: Vec<Address>,
@@ -213,8 +214,8 @@ fn parse_client(s: &str) -> Result<Address, String> {
 
 fn parse_server(s: &str) -> Result<Address, String> {
     Address::parse_server(s).map_err(|_| {
-        "not a tofu listen address: expected tcp|IP|PORT with an IP literal \
-         (e.g. 'tcp|0.0.0.0|7099') or uds|PATH (e.g. 'uds|/tmp/tofu.sock')"
+        "not a tofu listen address: expected tcp|HOST|PORT (e.g. 'tcp|0.0.0.0|7099', \
+         'tcp||7099', 'tcp|localhost|0') or uds|PATH (e.g. 'uds|/tmp/tofu.sock', 'uds|')"
             .to_string()
     })
 }

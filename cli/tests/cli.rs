@@ -366,7 +366,7 @@ fn bad_address_syntax_exits_2() {
         ),
         (&["bench", "--connect", "udp|x|1"][..], "not a tofu address"),
         (
-            &["serve", "--listen", "tcp|localhost|7099"][..],
+            &["serve", "--listen", "tcp|local host|7099"][..],
             "not a tofu listen address",
         ),
     ] {

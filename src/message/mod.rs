@@ -117,8 +117,13 @@ impl OpCode {
         matches!(self.kind(), MessageKind::Regular)
     }
 
-    /// `true` when messages with this opcode travel on the wire (all but ByeSignal,
-    /// WelcomeRequest and WelcomeResponse).
+    /// `true` when this engine writes messages with this opcode on the wire
+    /// (all but ByeSignal, WelcomeRequest and WelcomeResponse).
+    ///
+    /// A ByeSignal is never written by this engine (posting one aborts the
+    /// channel locally), but one may *arrive*: the original tofu writes it when
+    /// its application rejects a HelloRequest or aborts a channel, and it is
+    /// delivered as the peer's abort (SPEC §3).
     pub const fn travels(self) -> bool {
         !matches!(
             self,
@@ -236,7 +241,7 @@ impl Message {
         }
     }
 
-    pub(crate) fn from_parts(text: String, body: Vec<u8>, pool: Option<PoolRef>) -> Message {
+    pub(crate) fn from_parts(text: Vec<u8>, body: Vec<u8>, pool: Option<PoolRef>) -> Message {
         Message {
             header: BinaryHeader::default(),
             text_headers: TextHeaders::from_buf(text),

@@ -32,7 +32,7 @@ pub(crate) type PoolRef = Arc<PoolInner>;
 const KEEP_CAPACITY: usize = 2 * MAX_SECTION_LEN;
 
 struct Buffers {
-    text: String,
+    text: Vec<u8>,
     body: Vec<u8>,
 }
 
@@ -95,7 +95,7 @@ impl Pool {
         });
         for _ in 0..initial {
             let _ = inner.free.push(Buffers {
-                text: String::new(),
+                text: Vec::new(),
                 body: Vec::new(),
             });
         }
@@ -123,7 +123,7 @@ impl Pool {
                 self.inner.allocated.fetch_add(1, Ordering::Relaxed);
                 self.inner.live.fetch_add(1, Ordering::Relaxed);
                 Some(self.wrap(Buffers {
-                    text: String::new(),
+                    text: Vec::new(),
                     body: Vec::new(),
                 }))
             }
@@ -233,7 +233,7 @@ impl PoolInner {
         self.live.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn recycle(&self, text: String, body: Vec<u8>) {
+    pub(crate) fn recycle(&self, text: Vec<u8>, body: Vec<u8>) {
         if !self.store(text, body) {
             self.live.fetch_sub(1, Ordering::Relaxed);
         }
@@ -241,7 +241,7 @@ impl PoolInner {
 
     /// Keeps the buffers as a free message; `false` when they were freed
     /// instead (pool full or closed).
-    fn store(&self, mut text: String, mut body: Vec<u8>) -> bool {
+    fn store(&self, mut text: Vec<u8>, mut body: Vec<u8>) -> bool {
         let mut kept = false;
         if !self.closed.load(Ordering::Relaxed) {
             text.clear();

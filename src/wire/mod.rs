@@ -27,15 +27,12 @@ pub enum FrameError {
     /// Opcode 10–15.
     #[error("invalid opcode {0}")]
     InvalidOpCode(u8),
-    /// ByeSignal, WelcomeRequest or WelcomeResponse never travel.
+    /// WelcomeRequest or WelcomeResponse never travel.
     #[error("opcode {0:?} never travels on the wire")]
     LocalOnly(OpCode),
     /// `more` set on a message that is not Request, Response or Signal.
     #[error("`more` set on {0:?}")]
     InvalidMore(OpCode),
-    /// The text headers are not UTF-8.
-    #[error("text headers are not valid UTF-8")]
-    InvalidHeaders,
 }
 
 impl FrameError {
@@ -43,6 +40,13 @@ impl FrameError {
     pub fn status(self) -> Status {
         Status::InvalidMessage
     }
+}
+
+/// Whether a frame with this opcode may arrive from a peer: everything that
+/// [travels](OpCode::travels), and ByeSignal, which this engine never sends
+/// but the original tofu does (its peer's abort, SPEC §3).
+pub fn may_arrive(opcode: OpCode) -> bool {
+    opcode.travels() || opcode == OpCode::ByeSignal
 }
 
 /// The decoded fixed part of a frame: the binary header plus the two lengths.
@@ -101,14 +105,16 @@ impl FrameHeader {
     ///
     /// # Errors
     ///
-    /// A [`FrameError`] for an invalid opcode, a local-only opcode, or `more` on a
-    /// non-regular message. Bits 6–7 of the proto byte are engine-internal and
-    /// ignored.
+    /// A [`FrameError`] for an invalid opcode, a local-only opcode
+    /// (WelcomeRequest, WelcomeResponse), or `more` on a non-regular message.
+    /// A ByeSignal is valid: the original tofu writes one when its application
+    /// rejects a HelloRequest or aborts a channel (SPEC §3). Bits 6–7 of the
+    /// proto byte are engine-internal and ignored.
     pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<FrameHeader, FrameError> {
         let proto = bytes[2];
         let raw_op = proto & OPCODE_MASK;
         let opcode = OpCode::from_raw(raw_op).ok_or(FrameError::InvalidOpCode(raw_op))?;
-        if !opcode.travels() {
+        if !may_arrive(opcode) {
             return Err(FrameError::LocalOnly(opcode));
         }
         let more = if proto & MORE_BIT != 0 {
@@ -309,7 +315,7 @@ impl Decoder {
             let fh = self.pending.take().expect("pending header");
             self.header_len = 0;
             msg.header = fh.header;
-            let mut text = msg.text_headers.take_buf().into_bytes();
+            let mut text = msg.text_headers.take_buf();
             text.clear();
             text.reserve(fh.text_len as usize);
             msg.body.clear();
@@ -336,13 +342,10 @@ impl Decoder {
             return Ok(Decoded::NeedBytes);
         }
         let Partial { mut msg, text, .. } = self.partial.take().expect("partial frame");
-        match String::from_utf8(text) {
-            Ok(s) => {
-                msg.text_headers = crate::message::TextHeaders::from_buf(s);
-                Ok(Decoded::Frame(msg))
-            }
-            Err(_) => Err(FrameError::InvalidHeaders),
-        }
+        // Kept byte for byte, whatever they hold (SPEC §2.3): the original
+        // checks nothing, and echoes them as they are.
+        msg.text_headers = crate::message::TextHeaders::from_buf(text);
+        Ok(Decoded::Frame(msg))
     }
 
     /// The body bytes still missing from the frame being decoded, when it is in

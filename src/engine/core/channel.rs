@@ -506,6 +506,13 @@ impl Frames<'_> {
         if ends {
             return Err(Close::new(Status::ChannelClosed, true, Cause::Handshake));
         }
+        if op == OpCode::ByeSignal {
+            // The peer's abort (the original writes its application's
+            // ByeSignal, then nothing more, and leaves the connection open):
+            // delivered above, then closed as after a disconnect (SPEC §3).
+            tracing::debug!(channel = self.number, "the peer aborted (ByeSignal)");
+            return Err(Close::new(Status::PeerDisconnected, true, Cause::PeerAbort));
+        }
         Ok(())
     }
 }

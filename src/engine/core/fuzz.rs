@@ -3,7 +3,8 @@
 //! checked against a model of what must hold.
 //!
 //! Invariants checked:
-//! * nothing panics (also when hello and bye timeouts fire);
+//! * nothing panics (also when hello and bye timeouts fire, or a side writes
+//!   a ByeSignal frame as the original does);
 //! * every posted message ends exactly once: written completely, or given
 //!   back (`origin = Engine`) — and, while the channel is open, the core
 //!   holds exactly the messages the model says are queued;
@@ -224,7 +225,7 @@ fn valid_frame(msg: &Message) {
     wire::encode_to_vec(msg, &mut bytes).expect("sections fit");
     let header: &[u8; HEADER_LEN] = bytes[..HEADER_LEN].try_into().expect("16 bytes");
     let fh = FrameHeader::decode(header).expect("a delivered frame is valid");
-    assert!(fh.header.proto.opcode.travels());
+    assert!(wire::may_arrive(fh.header.proto.opcode));
 }
 
 /// Runs one fuzz input against a pair of channel cores; panics on a
@@ -303,6 +304,17 @@ pub(crate) fn run(data: &[u8]) {
                     // Time passes: hello and bye timeouts may fire.
                     d.pair
                         .advance(std::time::Duration::from_millis(u64::from(arg) * 100));
+                }
+                100..=103 => {
+                    // The original's abort: a well-formed ByeSignal frame
+                    // from this side (SPEC §3), not one its core wrote.
+                    let mut abort = Message::new();
+                    abort.header.proto.opcode = OpCode::ByeSignal;
+                    abort.header.message_id = u64::from(arg);
+                    let mut bytes = Vec::new();
+                    wire::encode_to_vec(&abort, &mut bytes).expect("fits");
+                    d.pair.peer(side).pipe.extend(bytes);
+                    d.models[index(side.other())].corrupted = true;
                 }
                 _ => {
                     // Let everything move.

@@ -60,6 +60,9 @@ pub(crate) enum Cause {
     Handshake,
     /// The peer sent a frame that violates SPEC §3.
     InvalidFrame,
+    /// The peer sent a ByeSignal (the original tofu's abort or rejection,
+    /// SPEC §3): delivered, then the channel closes as after a disconnect.
+    PeerAbort,
     /// An accepted connection's first frame was not a HelloRequest.
     NotHello,
     /// An accepted connection ended before its HelloRequest.

@@ -827,6 +827,155 @@ fn silent_close_frees_queued_messages_without_giving_back() {
     assert!(!close.is_silent(), "a local close is not counted as silent");
 }
 
+// ----- a ByeSignal from the peer (the original's abort) ----------------------
+
+/// Checks the close after a peer's ByeSignal: as after a disconnect (SPEC §3).
+#[track_caller]
+fn assert_peer_abort(close: Close) {
+    assert_eq!(close.status, Status::PeerDisconnected);
+    assert_eq!(close.cause, Cause::PeerAbort);
+    assert!(close.report, "the application is told");
+    assert_eq!(close.report_cause(), Some(Status::PeerDisconnected));
+    assert!(!close.is_graceful(), "the connection is reset");
+    assert!(!close.is_invalid_frame() && !close.is_silent());
+}
+
+/// The original aborts a channel by writing its application's ByeSignal:
+/// opcode 7, its channel, the message id and text headers, and then nothing
+/// more (`original-edges/case2-client-byesignal-idiom`). We deliver it, then
+/// close as after the peer's disconnect: what we had queued comes back with
+/// `peer_disconnected`.
+#[test]
+fn a_bye_signal_from_the_peer_is_delivered_then_closes_as_a_disconnect() {
+    let mut p = Pair::connected(16);
+    post_signals(&mut p, Side::Server, 1, 3);
+    let flow = p
+        .server
+        .read(&raw_frame(0x07, 0x6a40, 42, b"why:gone\r\n", b"bye"));
+    let Flow::Close(close) = flow else {
+        panic!("the channel closes, got {flow:?}")
+    };
+    assert_peer_abort(close);
+    let got = p.server.take_delivered();
+    assert_eq!(ops(&got)[0], OpCode::ByeSignal);
+    let abort = &got[0];
+    assert!(abort.is_from_application());
+    assert_eq!(abort.status(), Status::Success);
+    assert_eq!(abort.header.channel_number, SERVER, "our channel number");
+    assert_eq!(abort.header.message_id, 42);
+    assert_eq!(abort.text_headers.get("why"), Some("gone"));
+    assert_eq!(abort.body, b"bye");
+    // Then the three queued Signals, given back.
+    assert_eq!(ids(&got[1..]), [1, 2, 3]);
+    assert!(
+        got[1..]
+            .iter()
+            .all(|m| m.is_from_engine() && m.status() == Status::PeerDisconnected)
+    );
+}
+
+/// The original's documented rejection (`case1-server-reject-idiom`): the
+/// server turns the HelloRequest into a ByeSignal and posts it back, so the
+/// client reads its own HelloRequest with opcode 7. The client sees the
+/// rejection itself, then the close; what it queued behind the hello comes
+/// back.
+#[test]
+fn a_hello_rejected_by_the_original_arrives_as_a_bye_signal() {
+    let mut p = Pair::new(16);
+    p.client.write_all();
+    let mut hello = std::mem::take(&mut p.client.pipe);
+    let queued = p.client.message(OpCode::Request, 9, b"early");
+    assert_eq!(p.client.post(queued), Posted::Queued);
+    // The original's server writes the same frame back with its own channel
+    // number and opcode 7 (proto byte 0x07: origin and more clear).
+    let mut reject: Vec<u8> = hello.drain(..).collect();
+    reject[0..2].copy_from_slice(&0x98cau16.to_be_bytes());
+    reject[2] = 0x07;
+    let Flow::Close(close) = p.client.read(&reject) else {
+        panic!("the client's channel closes")
+    };
+    assert_peer_abort(close);
+    let got = p.client.take_delivered();
+    assert_eq!(ops(&got), [OpCode::ByeSignal, OpCode::Request]);
+    assert!(got[0].is_from_application());
+    assert_eq!(got[0].header.message_id, Pair::HELLO_ID);
+    assert_eq!(got[0].header.channel_number, CLIENT);
+    assert!(got[1].is_from_engine());
+    assert_eq!(got[1].status(), Status::PeerDisconnected);
+}
+
+/// Nothing after the ByeSignal is decoded, even in the same read.
+#[test]
+fn frames_after_a_peer_bye_signal_are_not_delivered() {
+    let mut bytes = raw_frame(2, 1, 1, b"", b"a");
+    bytes.extend(raw_frame(7, 1, 2, b"", b""));
+    bytes.extend(raw_frame(2, 1, 3, b"", b"never"));
+    let mut p = Pair::connected(16);
+    assert!(matches!(p.server.read(&bytes), Flow::Close(c) if c.cause == Cause::PeerAbort));
+    assert_eq!(ids(&p.server.delivered), [1, 2]);
+}
+
+/// Every split of the ByeSignal frame gives the same result.
+#[test]
+fn a_peer_bye_signal_split_at_every_offset() {
+    let frame = raw_frame(7, 1, 5, b"a:b\r\n", b"xyz");
+    for cut in 0..=frame.len() {
+        let mut p = Pair::connected(16);
+        let first = p.server.read(&frame[..cut]);
+        let flow = if cut == frame.len() {
+            first
+        } else {
+            assert_eq!(first, Flow::Continue, "cut {cut}");
+            p.server.read(&frame[cut..])
+        };
+        let Flow::Close(close) = flow else {
+            panic!("cut {cut}: {flow:?}")
+        };
+        assert_peer_abort(close);
+        assert_eq!(ids(&p.server.delivered), [5], "cut {cut}");
+    }
+}
+
+/// After our ByeRequest (or our ByeResponse) a ByeSignal is still the peer's
+/// abort: the handshake did not complete.
+#[test]
+fn a_peer_bye_signal_during_the_bye_handshake_is_an_abort() {
+    for our in [OpCode::ByeRequest, OpCode::ByeResponse] {
+        let mut p = Pair::connected(16);
+        let bye = p.server.message(our, 50, b"");
+        assert_eq!(p.server.post(bye), Posted::Queued);
+        p.server.write_all();
+        let Flow::Close(close) = p.server.read(&raw_frame(7, 1, 51, b"", b"")) else {
+            panic!("{our:?}: closes")
+        };
+        assert_peer_abort(close);
+    }
+}
+
+/// Stricter than the original on purpose: a ByeSignal as the first frame of
+/// an accepted connection, or one with the `more` bit, is invalid.
+#[test]
+fn a_bye_signal_first_or_with_more_is_invalid() {
+    let mut p = Pair::new(16);
+    let Flow::Close(first) = p.server.read(&raw_frame(7, 1, 1, b"", b"")) else {
+        panic!("closed")
+    };
+    assert!(first.is_silent() && first.cause == Cause::NotHello);
+    let later = invalid_after_hello(&raw_frame(0x27, 1, 1, b"", b""));
+    assert_eq!(later.cause, Cause::InvalidFrame);
+    assert_eq!(later.status, Status::InvalidMessage);
+}
+
+/// Our own ByeSignal still never travels.
+#[test]
+fn our_bye_signal_writes_nothing() {
+    let mut p = Pair::connected(16);
+    let abort = p.client.message(OpCode::ByeSignal, 3, b"");
+    assert!(matches!(p.client.post(abort), Posted::Close(_)));
+    p.client.write_all();
+    assert!(p.client.pipe.is_empty());
+}
+
 // ----- invalid frames --------------------------------------------------------
 
 fn invalid_after_hello(frame: &[u8]) -> Close {
@@ -849,11 +998,7 @@ fn invalid_opcodes_close_the_channel() {
 
 #[test]
 fn local_only_opcodes_on_the_wire_close_the_channel() {
-    for op in [
-        OpCode::ByeSignal,
-        OpCode::WelcomeRequest,
-        OpCode::WelcomeResponse,
-    ] {
+    for op in [OpCode::WelcomeRequest, OpCode::WelcomeResponse] {
         let close = invalid_after_hello(&raw_frame(op as u8, 1, 1, b"", b""));
         assert_eq!(close.cause, Cause::InvalidFrame, "{op:?}");
     }
@@ -871,10 +1016,37 @@ fn more_on_a_non_regular_message_closes_the_channel() {
     }
 }
 
+/// The original keeps and echoes text headers byte for byte, whatever they
+/// hold (`original-edges/case3`): so do we. The frame is delivered, the
+/// channel stays open, and posting the message back sends the same bytes.
 #[test]
-fn text_headers_that_are_not_utf8_close_the_channel() {
-    let close = invalid_after_hello(&raw_frame(2, 1, 1, b"k:\xff\xfe", b""));
-    assert_eq!(close.status, Status::InvalidMessage);
+fn odd_text_headers_are_delivered_and_echoed_byte_for_byte() {
+    let odd: [&[u8]; 6] = [
+        b"x-bin:\xff\xfe\r\n",
+        b"\xff\xfe:\x80\r\n",
+        b"nocolon\r\n",
+        b"a:1\r\n\r\nb:2\r\n",
+        b":v\r\n",
+        b"k:no-crlf",
+    ];
+    let mut p = Pair::connected(16);
+    for (i, text) in odd.iter().enumerate() {
+        let id = 100 + i as u64;
+        let frame = raw_frame(0, 0x6a40, id, text, b"a");
+        assert_eq!(p.server.read(&frame), Flow::Continue, "{text:?}");
+        let mut got = p.server.take_delivered();
+        assert_eq!(got.len(), 1);
+        let mut req = got.remove(0);
+        assert_eq!(req.text_headers.as_bytes(), *text);
+        // Echo it as the original's echo server does.
+        req.header.proto.opcode = OpCode::Response;
+        assert_eq!(p.server.post(req), Posted::Queued);
+        p.server.write_all();
+        let written: Vec<u8> = p.server.pipe.drain(..).collect();
+        let want = raw_frame(1, SERVER, id, text, b"a");
+        assert_eq!(written, want, "{text:?} echoed byte for byte");
+    }
+    assert!(p.server.closed.is_none());
 }
 
 #[test]

@@ -77,6 +77,8 @@ struct ListenerChannel {
 enum State {
     Listener(ListenerChannel),
     Stream(Box<Stream>),
+    /// A listener on a host name, waiting for the lookup (no socket yet).
+    Binding(open::Binding),
 }
 
 struct Channel {
@@ -90,6 +92,7 @@ impl Channel {
         match &self.state {
             State::Listener(l) => l.first_id,
             State::Stream(s) => s.core.first_id(),
+            State::Binding(b) => b.first_id(),
         }
     }
 }
@@ -352,6 +355,18 @@ impl Reactor {
                     self.close(key, close);
                 }
             }
+            State::Binding(_) => {
+                // As on a listener: only a ByeSignal or ByeRequest means
+                // something (it closes the listener before it bound).
+                let (status, close) = listener_post(msg.header.proto.opcode);
+                msg.header.proto.origin = Origin::Engine;
+                msg.header.status = status as u8;
+                self.release(number, given_back);
+                self.deliver(group, msg);
+                if let Some(close) = close {
+                    self.close(key, close);
+                }
+            }
             State::Stream(s) => match s.core.handle_post(msg, self.now) {
                 Posted::Queued => {
                     self.dirty.add(key, &mut s.listed);
@@ -381,6 +396,7 @@ impl Reactor {
                 self.accept(key);
                 return;
             }
+            State::Binding(_) => return, // no socket: never registered
             State::Stream(s) => s,
         };
         if s.core.phase() == super::core::channel::Phase::Connecting {
@@ -423,6 +439,7 @@ impl Reactor {
                     sys::remove_socket_file(p);
                 }
             }
+            State::Binding(b) => self.binding_closed(key, ch.group, b, &close),
             State::Stream(mut s) => {
                 if s.core.phase() == super::core::channel::Phase::Resolving {
                     // Its lookup may still run: free its place at once.
@@ -542,6 +559,11 @@ impl Reactor {
                 return;
             }
             self.timers.pop();
+            if let Some(close) = self.binding_timeout(key, deadline) {
+                debug!(channel = ?self.slab.get(key).map(|c| c.number), "listen lookup timed out");
+                self.close_counted(key, close);
+                continue;
+            }
             let now = self.now;
             let Some(s) = stream_of(&mut self.slab, key) else {
                 continue; // closed meanwhile
@@ -567,9 +589,11 @@ impl Reactor {
     fn timer_timeout(&mut self) -> Option<Duration> {
         loop {
             let &Reverse((deadline, key)) = self.timers.peek()?;
-            let live = self.slab.get(key).is_some_and(
-                |c| matches!(&c.state, State::Stream(s) if s.core.poll_timeout() == Some(deadline)),
-            );
+            let live = self.slab.get(key).is_some_and(|c| match &c.state {
+                State::Stream(s) => s.core.poll_timeout() == Some(deadline),
+                State::Binding(b) => b.deadline() == Some(deadline),
+                State::Listener(_) => false,
+            });
             if live {
                 return Some(deadline.saturating_duration_since(Instant::now()));
             }
@@ -645,7 +669,7 @@ fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 fn stream_of(slab: &mut Slab<Channel>, key: Key) -> Option<&mut Stream> {
     match &mut slab.get_mut(key)?.state {
         State::Stream(s) => Some(s),
-        State::Listener(_) => None,
+        State::Listener(_) | State::Binding(_) => None,
     }
 }
 

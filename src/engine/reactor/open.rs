@@ -1,10 +1,13 @@
-//! Opening channels: listening, accepting (with the retry after running out
-//! of descriptors), and connecting (name lookup, non-blocking connect,
-//! fallback addresses).
+//! Opening channels: listening (on an IP literal, all interfaces, a host
+//! name looked up off the I/O thread, or a fresh UDS path), accepting (with
+//! the retry after running out of descriptors), and connecting (name lookup,
+//! non-blocking connect, fallback addresses).
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
 
 use mio::Interest;
 use tracing::debug;
@@ -24,26 +27,75 @@ fn connect_failed(status: Status) -> Close {
     Close::new(status, true, Cause::ConnectFailed)
 }
 
+/// A listener on a host name that could not be looked up or bound: its
+/// WelcomeResponse comes back with `listen_failed` (the last word about it,
+/// as for any failed listen: no `channel_closed` report).
+fn lookup_listen_failed(cause: Cause) -> Close {
+    Close::new(Status::ListenFailed, false, cause)
+}
+
+/// A listener waiting for its host name's lookup (SPEC §2.3, §5.3): the
+/// WelcomeRequest, already turned into its WelcomeResponse, until the name
+/// resolves and an address binds, or the lookup timeout passes.
+pub(super) struct Binding {
+    msg: Message,
+    deadline: Option<Instant>,
+}
+
+impl Binding {
+    pub(super) fn first_id(&self) -> u64 {
+        self.msg.header.message_id
+    }
+
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+/// What `bind` gives: the listening socket and, for UDS, the path bound.
+type Bound = Result<(Listener, Option<PathBuf>), Error>;
+
 impl Reactor {
     // ----- listening ---------------------------------------------------------
 
     pub(super) fn listen(&mut self, group: u32, mut msg: Message, addr: Result<Address, Error>) {
+        msg.header.proto.opcode = OpCode::WelcomeResponse;
+        match addr {
+            Ok(a @ Address::TcpServer { .. }) if a.server_socket_addr().is_err() => {
+                let Address::TcpServer { host, port } = a else {
+                    unreachable!("matched above")
+                };
+                self.listen_by_name(group, msg, host, port);
+            }
+            addr => {
+                let bound = bind(addr);
+                self.listen_on(group, msg, bound);
+            }
+        }
+    }
+
+    /// Binding done (or failed): the listener is registered and its
+    /// WelcomeResponse names the address actually bound — the port the OS
+    /// picked for port 0, the IP a host name resolved to, the fresh path for
+    /// `uds|` (SPEC §2.3).
+    fn listen_on(&mut self, group: u32, mut msg: Message, bound: Bound) {
         let number = msg.header.channel_number;
         let first_id = msg.header.message_id;
-        msg.header.proto.opcode = OpCode::WelcomeResponse;
-        let (mut sock, uds_path) = match bind(addr) {
+        let (mut sock, uds_path) = match bound {
             Ok(b) => b,
             Err(e) => return self.listen_failed(group, msg, e.status()),
         };
-        if let Some(local) = sock.local_tcp_addr() {
-            // Report the port actually bound (useful with port 0).
-            let value = Address::TcpServer {
+        let actual = match (sock.local_tcp_addr(), &uds_path) {
+            (Some(local), _) => Some(Address::TcpServer {
                 host: local.ip().to_string(),
                 port: local.port(),
-            }
-            .to_string();
+            }),
+            (None, Some(path)) => Some(Address::UdsServer { path: path.clone() }),
+            (None, None) => None,
+        };
+        if let Some(actual) = actual {
             msg.text_headers.remove("~listen_on");
-            let _ = msg.text_headers.append("~listen_on", &value);
+            let _ = msg.text_headers.append("~listen_on", &actual.to_string());
         }
         let registered = match self.slab.next_key() {
             Some(key) => self
@@ -77,6 +129,84 @@ impl Reactor {
         Counters::add(&self.shared.counters.open_channels, 1);
         debug!(channel = number, "listening");
         self.deliver(group, msg);
+    }
+
+    /// A listener on a host name: the lookup runs off the I/O thread (the
+    /// connect resolver, within the lookup timeout); meanwhile the channel
+    /// waits as a [`Binding`].
+    fn listen_by_name(&mut self, group: u32, msg: Message, host: String, port: u16) {
+        let number = msg.header.channel_number;
+        if self.slab.next_key().is_none() {
+            // Cannot happen: there are more slots than channel numbers.
+            return self.listen_failed(group, msg, Status::ListenFailed);
+        }
+        let deadline = self.timeouts.lookup.map(|t| self.now + t);
+        let Some(key) = self.slab.insert_with(|_| Channel {
+            number,
+            group,
+            state: State::Binding(Binding { msg, deadline }),
+        }) else {
+            return;
+        };
+        self.by_number.insert(number, key);
+        Counters::add(&self.shared.counters.open_channels, 1);
+        if let Some(deadline) = deadline {
+            self.timers.push(std::cmp::Reverse((deadline, key)));
+        }
+        debug!(channel = number, "listen on {host}: looking the name up");
+        let shared = &self.shared;
+        let failed = self.resolver.lookup(key, host, port, &mut |k, h, p| {
+            spawn_system_lookup(shared, k, h, p)
+        });
+        self.lookups_failed(failed);
+    }
+
+    /// The name of a [`Binding`] resolved (or not): bind the first address
+    /// that binds, in the order the resolver gave.
+    fn bind_resolved(&mut self, key: Key, result: io::Result<Vec<SocketAddr>>) {
+        let Some(ch) = self.slab.remove(key) else {
+            return;
+        };
+        let State::Binding(b) = ch.state else {
+            unreachable!("checked by the caller")
+        };
+        // Out of the slab as a Binding; `listen_on` puts it back as a
+        // listener (its open-channel slot stays taken) or fails it.
+        self.by_number.remove(&ch.number);
+        Counters::sub_open(&self.shared.counters);
+        let bound = match result {
+            Ok(addrs) => bind_first(&addrs),
+            Err(e) => {
+                debug!(channel = ch.number, "name lookup failed: {e}");
+                Err(Error::ListenFailed)
+            }
+        };
+        self.listen_on(ch.group, b.msg, bound);
+    }
+
+    /// A [`Binding`] closes before it bound: its lookup is abandoned, and its
+    /// WelcomeResponse comes back with the close's status (unless the group
+    /// or the engine is going away).
+    pub(super) fn binding_closed(&mut self, key: Key, group: u32, b: Binding, close: &Close) {
+        self.resolver.abandon(key);
+        self.retry_lookups = true;
+        if close.cause != Cause::Local {
+            let mut msg = b.msg;
+            msg.header.proto.origin = Origin::Engine;
+            msg.header.status = close.status as u8;
+            self.deliver(group, msg);
+        }
+    }
+
+    /// The close for a [`Binding`] whose lookup timeout passed at `deadline`,
+    /// if `key` is one.
+    pub(super) fn binding_timeout(&self, key: Key, deadline: Instant) -> Option<Close> {
+        match &self.slab.get(key)?.state {
+            State::Binding(b) if b.deadline == Some(deadline) => {
+                Some(lookup_listen_failed(Cause::LookupTimeout))
+            }
+            _ => None,
+        }
     }
 
     /// The WelcomeResponse comes back from the engine with `status`; the
@@ -254,7 +384,16 @@ impl Reactor {
 
     fn lookups_failed(&mut self, keys: Vec<Key>) {
         for key in keys {
-            self.close(key, connect_failed(Status::ConnectFailed));
+            let binding = self
+                .slab
+                .get(key)
+                .is_some_and(|c| matches!(c.state, State::Binding(_)));
+            let close = if binding {
+                lookup_listen_failed(Cause::ConnectFailed)
+            } else {
+                connect_failed(Status::ConnectFailed)
+            };
+            self.close(key, close);
         }
     }
 
@@ -280,6 +419,9 @@ impl Reactor {
         let Some(ch) = self.slab.get(key) else {
             return; // closed meanwhile
         };
+        if matches!(ch.state, State::Binding(_)) {
+            return self.bind_resolved(key, result);
+        }
         match result {
             Ok(addrs) if !addrs.is_empty() => self.connect_tcp(key, addrs.into()),
             Ok(_) => self.close(key, connect_failed(Status::ConnectFailed)),
@@ -364,8 +506,9 @@ impl Reactor {
     }
 }
 
-/// Binds the listener a WelcomeRequest asks for.
-fn bind(addr: Result<Address, Error>) -> Result<(Listener, Option<std::path::PathBuf>), Error> {
+/// Binds the listener a WelcomeRequest asks for (an IP literal or all IPv4
+/// interfaces; a UDS path, or a fresh one in the temp dir for `uds|`).
+fn bind(addr: Result<Address, Error>) -> Bound {
     let a = addr?;
     match &a {
         Address::TcpServer { .. } => {
@@ -374,11 +517,30 @@ fn bind(addr: Result<Address, Error>) -> Result<(Listener, Option<std::path::Pat
                 .map(|l| (l, None))
                 .map_err(|e| listen_error(&a, e))
         }
-        Address::UdsServer { path } => sys::listen_uds(path)
-            .map(|l| (l, Some(path.clone())))
-            .map_err(|e| listen_error(&a, e)),
+        Address::UdsServer { path } => {
+            let path = if path.as_os_str().is_empty() {
+                crate::address::temp_uds_path()
+            } else {
+                path.clone()
+            };
+            sys::listen_uds(&path)
+                .map(|l| (l, Some(path)))
+                .map_err(|e| listen_error(&a, e))
+        }
         _ => Err(Error::InvalidAddress),
     }
+}
+
+/// Binds the first of `addrs` that binds (a host name's addresses, in the
+/// resolver's order).
+fn bind_first(addrs: &[SocketAddr]) -> Bound {
+    for &sa in addrs {
+        match sys::listen_tcp(sa) {
+            Ok(l) => return Ok((l, None)),
+            Err(e) => debug!("listen on {sa} failed: {e}"),
+        }
+    }
+    Err(Error::ListenFailed)
 }
 
 fn listen_error(addr: &Address, e: io::Error) -> Error {
