@@ -182,6 +182,12 @@ impl Peer {
         self.core.give_back_unsent(&close);
         self.collect();
         self.closed = Some(close);
+        if !close.is_graceful() {
+            // A reset, modelled as Windows (and Wine 10) carry it out: the
+            // other end's receive buffer — what this peer wrote that the
+            // other has not read — is destroyed. A FIN keeps it.
+            self.pipe.clear();
+        }
     }
 
     fn collect(&mut self) {

@@ -404,6 +404,24 @@ fn crossing_bye_requests_close_both_as_a_handshake() {
     assert_eq!(ids(&p.server.delivered), [1, 2, 50]);
 }
 
+/// The harness resets the way Windows does (the peer's unread bytes are
+/// destroyed), so the crossing case above would lose the other side's
+/// frames if a completed handshake closed with a reset; an abort does lose
+/// them, as SPEC §5.5 allows.
+#[test]
+fn an_abort_destroys_what_the_peer_has_not_read_yet() {
+    let mut p = Pair::connected(16);
+    post_signals(&mut p, Side::Client, 1, 3);
+    p.client.write_all();
+    let abort = p.client.message(OpCode::ByeSignal, 9, b"");
+    let Posted::Close(close) = p.client.post(abort) else {
+        panic!("a ByeSignal closes");
+    };
+    assert!(!close.is_graceful(), "an abort resets");
+    p.settle();
+    assert!(p.server.delivered.is_empty(), "the reset destroyed them");
+}
+
 #[test]
 fn nothing_may_follow_a_bye_request() {
     let mut p = Pair::connected(16);
