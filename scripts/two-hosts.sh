@@ -313,11 +313,15 @@ kill_receiver() {
     done
 }
 
-scenario=peer-deleted
-echo "== 3. receiver killed and its namespace deleted mid-stream"
-setup
-if start_pair -- --stall 1.5 --bye-timeout 2; then
+# kill_mid_stream CUT_VETH_FIRST: once the receiver has 600 messages, kill it
+# and delete its namespace — after deleting the veth first when CUT_VETH_FIRST
+# is 1, so that no reset can reach the sender. Leaves the sender's cause in
+# $cause and the kill time in $t_kill; checks the accounting.
+kill_mid_stream() {
     if wait_progress "$RLOG" 600 20 "$RPID"; then
+        if [ "$1" = 1 ]; then
+            ip -n "$NA" link del "$VA"
+        fi
         kill_receiver
         ip netns del "$NB"
         t_kill=$(date +%s.%N)
@@ -330,10 +334,22 @@ if start_pair -- --stall 1.5 --bye-timeout 2; then
     show_logs
     check_accounted "$src"
     cause=$(field "$SLOG" sender cause)
+}
+
+# since_kill: seconds since $t_kill.
+since_kill() {
+    echo "$(date +%s.%N) ${t_kill:-0}" | awk '{ printf "%.1f", $1 - $2 }'
+}
+
+scenario=peer-deleted
+echo "== 3. receiver killed and its namespace deleted mid-stream"
+setup
+if start_pair -- --stall 1.5 --bye-timeout 2; then
+    kill_mid_stream 0
     case "$cause" in
         none | never | "") fail "the sender's channel did not end with a failure: cause '$cause'" ;;
     esac
-    echo "   $scenario: the sender ended $(echo "$(date +%s.%N) ${t_kill:-0}" | awk '{ printf "%.1f", $1 - $2 }')s after the kill" \
+    echo "   $scenario: the sender ended $(since_kill)s after the kill" \
         "(cause $cause, gave up on a stall: $(field "$SLOG" sender gave_up))"
 fi
 teardown
@@ -342,25 +358,11 @@ scenario=peer-vanished
 echo "== 3b. veth deleted, then the receiver killed and its namespace deleted (no reset reaches the sender)"
 setup
 if start_pair -- --stall 1.5 --bye-timeout 2; then
-    if wait_progress "$RLOG" 600 20 "$RPID"; then
-        ip -n "$NA" link del "$VA"
-        kill_receiver
-        ip netns del "$NB"
-        t_kill=$(date +%s.%N)
-    else
-        fail "the receiver never reached 600 messages"
-    fi
-    src=0
-    wait "$SPID" || src=$?
-    wait "$RPID" || true # killed on purpose
-    show_logs
-    check_accounted "$src"
-    cause=$(field "$SLOG" sender cause)
+    kill_mid_stream 1
     [ "$cause" = communication_failed ] || fail "cause '$cause', expected communication_failed (bye_timeout)"
     [ "$(field "$SLOG" sender bye_timeouts)" = 1 ] || fail "bye_timeouts = $(field "$SLOG" sender bye_timeouts), expected 1"
     [ "$(field "$SLOG" sender returned_data)" -gt 0 ] || fail "no queued data message came back"
-    echo "   $scenario: the sender ended $(echo "$(date +%s.%N) ${t_kill:-0}" | awk '{ printf "%.1f", $1 - $2 }')s after the kill" \
-        "(cause $cause)"
+    echo "   $scenario: the sender ended $(since_kill)s after the kill (cause $cause)"
 fi
 teardown
 

@@ -256,7 +256,13 @@ impl Pair {
     /// Hello, accepted: both ends open, both deliveries taken.
     #[cfg(test)]
     pub(crate) fn connected(pool_size: usize) -> Pair {
-        let mut p = Pair::new(pool_size);
+        Pair::connected_with(pool_size, Timeouts::default())
+    }
+
+    /// [`Pair::connected`] with these timeouts on both ends.
+    #[cfg(test)]
+    pub(crate) fn connected_with(pool_size: usize, timeouts: Timeouts) -> Pair {
+        let mut p = Pair::with_timeouts(pool_size, pool_size, timeouts);
         p.settle();
         let hello = p.server.take_delivered();
         assert_eq!(hello.len(), 1);

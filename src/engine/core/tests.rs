@@ -626,14 +626,7 @@ fn a_hello_in_time_clears_the_hello_timeout() {
 
 #[test]
 fn an_unanswered_bye_request_aborts_after_the_bye_timeout() {
-    let mut p = Pair::with_timeouts(16, 16, timeouts(5, 7));
-    p.settle();
-    let hello = p.server.take_delivered();
-    let answer = p
-        .server
-        .message(OpCode::HelloResponse, hello[0].header.message_id, b"");
-    p.server.post(answer);
-    p.settle();
+    let mut p = Pair::connected_with(16, timeouts(5, 7));
     post_signals(&mut p, Side::Client, 1, 2);
     let bye = p.client.message(OpCode::ByeRequest, 3, b"");
     p.client.post(bye);
@@ -675,14 +668,7 @@ fn an_unanswered_bye_request_aborts_after_the_bye_timeout() {
 fn a_bye_request_behind_a_draining_backlog_waits_as_long_as_bytes_move() {
     // A slow link: the backlog before the ByeRequest takes longer than the
     // bye timeout to write, but it keeps moving, so the close stays graceful.
-    let mut p = Pair::with_timeouts(16, 16, timeouts(5, 7));
-    p.settle();
-    let hello = p.server.take_delivered();
-    let answer = p
-        .server
-        .message(OpCode::HelloResponse, hello[0].header.message_id, b"");
-    p.server.post(answer);
-    p.settle();
+    let mut p = Pair::connected_with(16, timeouts(5, 7));
     for id in 1..=30u64 {
         let m = p.client.message(OpCode::Signal, id, &[9; 1000]);
         assert_eq!(p.client.post(m), Posted::Queued);
