@@ -215,9 +215,11 @@ impl Reactor {
         let (number, first_id) = (msg.header.channel_number, msg.header.message_id);
         msg.header.proto.origin = Origin::Engine;
         msg.header.status = status as u8;
-        self.deliver(group, msg);
+        // The slot is free before the application hears of the failure, so
+        // an open posted in answer finds it.
         self.shared.limits.free_slot();
         self.retry_accept |= !self.accept_blocked.is_empty();
+        self.deliver(group, msg);
         let close = Close::new(Status::ChannelClosed, false, Cause::Local);
         self.retire(number, group, first_id, close);
     }
