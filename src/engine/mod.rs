@@ -180,7 +180,11 @@ impl Engine {
     /// Takes a cleared message from the pool.
     ///
     /// [`Allocation::PoolOnly`] gives `Ok(None)` when the pool is empty;
-    /// [`Allocation::Always`] allocates instead and never gives `None`.
+    /// [`Allocation::Always`] allocates instead and never gives `None` — and
+    /// also allocates rather than take the last few free messages (an eighth
+    /// of `max_pool_msgs`, at most 8), which the engine keeps for reading:
+    /// messages posted to a peer in the same engine could otherwise hold every
+    /// message it needs to read that peer's answers.
     ///
     /// # Errors
     ///
