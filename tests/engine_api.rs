@@ -317,3 +317,40 @@ fn odd_options_are_clamped() {
         "max raised to the initial count"
     );
 }
+
+/// SPEC §7: on an idle engine a lone post is written by the posting thread
+/// itself (no hand-off to the I/O thread); a burst goes to the I/O thread,
+/// which writes it together. Both arrive, in order.
+#[test]
+fn a_lone_post_is_written_inline_and_a_burst_by_the_io_thread() {
+    let c = connected(Transport::Tcp);
+    let mut inline = 0;
+    for i in 0..3u8 {
+        std::thread::sleep(Duration::from_millis(50)); // the engine goes idle
+        let before = c.engine.stats().inline_posts;
+        c.client
+            .post(msg(&c.engine, c.cch, OpCode::Signal, &[i]))
+            .unwrap();
+        inline += c.engine.stats().inline_posts - before;
+        assert_eq!(recv(&c.server).body, [i]);
+    }
+    assert!(inline >= 1, "no lone post was written inline");
+    // A burst (messages made first, posted back to back): most of it goes
+    // through the I/O thread.
+    let burst: Vec<_> = (0..200u8)
+        .map(|i| msg(&c.engine, c.cch, OpCode::Signal, &[i]))
+        .collect();
+    let before = c.engine.stats();
+    for m in burst {
+        c.client.post(m).unwrap();
+    }
+    for i in 0..200u8 {
+        assert_eq!(recv_skip_pool_empty(&c.server).body, [i], "in order");
+    }
+    let after = c.engine.stats();
+    let burst_inline = after.inline_posts - before.inline_posts;
+    assert!(
+        burst_inline < 100,
+        "{burst_inline} of 200 burst posts inline"
+    );
+}

@@ -230,6 +230,7 @@ impl Engine {
             queued_bytes: queued_bytes as u64,
             queued_messages: queued_messages as u64,
             send_limit_refusals: get(&c.send_limit_refusals),
+            inline_posts: get(&c.inline_posts),
             accept_pauses: get(&c.accept_pauses),
         }
     }

@@ -60,6 +60,9 @@ pub struct Stats {
     /// Posts refused because a channel's or the engine's outgoing queue was
     /// full (`PoolEmpty`; each failed attempt of `post_timeout` counts).
     pub send_limit_refusals: u64,
+    /// Posts the posting thread handed to their channel itself, without a
+    /// hand-off to the I/O thread (a lone post on an idle engine: SPEC §7).
+    pub inline_posts: u64,
     /// Times a listener stopped accepting because
     /// [`Options::max_channels`](crate::Options) channels were open.
     pub accept_pauses: u64,
@@ -84,6 +87,7 @@ pub(crate) struct Counters {
     pub(crate) lookup_timeouts: AtomicU64,
     pub(crate) partial_frame_bytes: AtomicU64,
     pub(crate) send_limit_refusals: AtomicU64,
+    pub(crate) inline_posts: AtomicU64,
     pub(crate) accept_pauses: AtomicU64,
 }
 

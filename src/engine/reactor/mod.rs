@@ -42,7 +42,8 @@ use io::{List, Listed, WorkList};
 /// Commands handled per loop iteration before sockets get a turn.
 const COMMAND_BATCH: usize = 4096;
 
-/// A post that follows the channel's previous one by less than this is
+/// A post that follows the channel's previous one by less than this (from
+/// the end of the previous inline write) is
 /// part of a burst: the posting thread leaves it queued for the I/O thread,
 /// which writes the whole burst in one vectored write, instead of paying a
 /// system call per message. A lone post (a request, a response) is written
@@ -222,22 +223,25 @@ impl Reactor {
         let now = Instant::now();
         self.now = now;
         let number = msg.header.channel_number;
-        let burst = match self.by_number.get(&number).copied() {
-            Some(key) => match stream_of(&mut self.slab, key) {
-                Some(s) => {
-                    let last = s.last_inline_post.replace(now);
-                    last.is_some_and(|t| now.saturating_duration_since(t) < INLINE_CORK)
-                }
-                None => false,
-            },
-            None => false,
-        };
+        let key = self.by_number.get(&number).copied();
+        let burst = key
+            .and_then(|key| stream_of(&mut self.slab, key))
+            .is_some_and(|s| {
+                let last = s.last_inline_post.replace(now);
+                last.is_some_and(|t| now.saturating_duration_since(t) < INLINE_CORK)
+            });
         if burst {
             return Err(msg);
         }
         let timers = self.timers.len();
+        Counters::add(&self.shared.counters.inline_posts, 1);
         self.send(group, msg);
         self.flush_dirty();
+        // The gap to the next post is the application's own time, not this
+        // write's: count it from here.
+        if let Some(s) = key.and_then(|key| stream_of(&mut self.slab, key)) {
+            s.last_inline_post = Some(Instant::now());
+        }
         Ok(self.timers.len() == timers
             && self.dirty.is_empty()
             && !self.retry_accept
