@@ -84,6 +84,9 @@ SKIPS=(
     # Two 64 KiB sections built, encoded, validated and decoded byte by byte:
     # minutes under Miri.
     --skip wire::tests::max_size_sections_round_trip
+    # Decodes the stream split at every byte: still running after 9 min under
+    # Miri (added after the last measured run, not yet re-measured).
+    --skip wire::tests::split_at_every_byte_boundary
 )
 
 # Two groups of about equal cost, one interpreter each.
