@@ -412,10 +412,11 @@ mod tests {
     #[test]
     fn threads_share_a_pool() {
         let pool = Pool::new(8, 8);
+        let rounds = if cfg!(miri) { 100 } else { 10_000 };
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
-                    for _ in 0..10_000 {
+                    for _ in 0..rounds {
                         let m = pool.get(Allocation::Always).unwrap();
                         drop(m);
                     }

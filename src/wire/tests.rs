@@ -854,6 +854,13 @@ fn arb_frame_like() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
+    // Under Miri: a few cases, and no regression files (isolation forbids them).
+    #![proptest_config(if cfg!(miri) {
+        ProptestConfig { cases: 4, failure_persistence: None, ..ProptestConfig::default() }
+    } else {
+        ProptestConfig::default()
+    })]
+
     #[test]
     fn valid_messages_round_trip_in_any_chunking(
         msgs in prop::collection::vec(arb_message(), 1..8),
