@@ -15,6 +15,7 @@
 #   engine::resolver    lookup bookkeeping (threads are a callback in the tests)
 #   engine::directory   channel numbers and in-flight counts (atomics)
 #   engine::slab        the generational slab
+#   engine::limits      outgoing limits, channel slots, post_timeout waiters (threads)
 #   wire::              the frame codec, its proptests, the Zig wire vectors
 #   message::           messages, text headers, the pool (one test with threads)
 #   address::           address syntax
@@ -91,7 +92,7 @@ SKIPS=(
 
 # Two groups of about equal cost, one interpreter each.
 GROUP_A=(engine::core)
-GROUP_B=(wire:: message:: address:: error:: engine::resolver engine::directory engine::slab)
+GROUP_B=(wire:: message:: address:: error:: engine::resolver engine::directory engine::slab engine::limits)
 
 echo "miri: $(cargo +nightly miri --version 2>/dev/null); MIRIFLAGS=$MIRIFLAGS"
 cargo +nightly miri test -p tofu --lib --no-run || exit 1
