@@ -536,12 +536,22 @@ fn engine_shutdown_under_blocked_and_posting_threads() {
             let (g, stop) = (busy.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut posted = 0u64;
+                // Not from the pool: `get` fails once the engine is shut down.
+                let mut next = None;
                 loop {
-                    // Not from the pool: `get` fails once the engine is shut down.
-                    let mut m = unpooled(ch, OpCode::Signal, seq_body(posted, 512));
-                    m.text_headers.append("t", &t.to_string()).unwrap();
+                    let m = next.take().unwrap_or_else(|| {
+                        let mut m = unpooled(ch, OpCode::Signal, seq_body(posted, 512));
+                        m.text_headers.append("t", &t.to_string()).unwrap();
+                        m
+                    });
                     match g.post(m) {
                         Ok(_) => posted += 1,
+                        // The channel's outgoing queue is full: the same
+                        // message again, once the engine wrote some.
+                        Err(err) if err.error == Error::PoolEmpty => {
+                            next = Some(err.message);
+                            std::thread::yield_now();
+                        }
                         Err(err) => {
                             assert_eq!(err.error, Error::ShutdownStarted, "{err}");
                             assert_eq!(

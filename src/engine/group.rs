@@ -281,6 +281,11 @@ impl ChannelGroup {
         if let Some(n) = engine.directory.reserve.pop() {
             return Some(n);
         }
+        // A burst drained the reserve: refill it here when the I/O thread
+        // is not working (no hand-off, no wait).
+        if let Some(n) = self.engine.refill_reserve() {
+            return Some(n);
+        }
         let deadline = Instant::now() + RESERVE_WAIT;
         // Every number in use: fail at once. Otherwise a burst drained the
         // reserve and the I/O thread refills it within a loop iteration.

@@ -251,6 +251,16 @@ impl Engine {
         &self.inner.shared
     }
 
+    /// Refills the reserve of channel numbers on this thread if the I/O
+    /// thread does not hold the reactor, and takes one.
+    pub(crate) fn refill_reserve(&self) -> Option<u16> {
+        let inner = &*self.inner;
+        let mut r = inner.reactor.try_lock().ok()?;
+        r.refill_reserve();
+        drop(r);
+        inner.shared.directory.reserve.pop()
+    }
+
     /// Hands a post on an open channel to the engine. When no command is
     /// waiting (so nothing posted earlier can be overtaken), the I/O thread
     /// does not hold the reactor and the poster is not `busy` (its group has

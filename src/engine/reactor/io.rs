@@ -208,7 +208,7 @@ impl Reactor {
             return None;
         }
         let pool = &self.shared.pool;
-        match self.refill.arm(pool.size()) {
+        match self.refill.arm(pool.size(), Instant::now()) {
             Arm::Any => pool.arm(),
             Arm::At(mark) => pool.arm_at(mark),
         }

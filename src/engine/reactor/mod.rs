@@ -248,6 +248,12 @@ impl Reactor {
             && !self.retry_lookups)
     }
 
+    /// Tops the reserve of channel numbers up (for a `post` on channel 0
+    /// that found it empty).
+    pub(crate) fn refill_reserve(&mut self) {
+        self.lifecycle.refill_reserve(&self.shared.directory);
+    }
+
     /// What `poll` returned.
     fn handle_events(&mut self, events: &Events) {
         self.now = Instant::now();
