@@ -257,16 +257,22 @@ check_accounted() {
 START=$(date +%s.%N)
 echo "== two hosts: $COUNT x $SIZE B over veth, tbf $RATE on the sender's side, sender pool $POOL"
 
-scenario=slow-link
-echo "== 1. slow link"
-setup
-if start_pair --count "$COUNT" -- --stall 20 --bye-timeout 10; then
-    src=0 rrc=0
+# finish_complete: waits for both ends of a stream that must complete, shows
+# their logs and checks that every message arrived; leaves the time in $t.
+finish_complete() {
+    local src=0 rrc=0
     wait "$SPID" || src=$?
     wait "$RPID" || rrc=$?
     t=$(elapsed)
     show_logs
     check_complete "$src" "$rrc"
+}
+
+scenario=slow-link
+echo "== 1. slow link"
+setup
+if start_pair --count "$COUNT" -- --stall 20 --bye-timeout 10; then
+    finish_complete
     waits=$(field "$SLOG" sender pool_waits)
     [ "${waits:-0}" -gt 0 ] || fail "the sender's pool never ran dry: no backpressure seen"
     rate=$(field "$SLOG" sender mbit_per_s)
@@ -294,12 +300,7 @@ if start_pair --count "$COUNT" -- --stall 20 --bye-timeout 10; then
     else
         fail "the receiver never reached 600 messages"
     fi
-    src=0 rrc=0
-    wait "$SPID" || src=$?
-    wait "$RPID" || rrc=$?
-    t=$(elapsed)
-    show_logs
-    check_complete "$src" "$rrc"
+    finish_complete
     echo "   $scenario: ${t}s in all, $(echo "$(date +%s.%N) ${t_up:-0}" | awk '{ printf "%.1f", $1 - $2 }')s after the link came back," \
         "$(field "$RLOG" receiver received) received in order"
 fi
