@@ -222,15 +222,16 @@ impl ChannelGroup {
                     message: msg,
                 });
             }
-            let parked = parked.get_or_insert_with(Parked::new);
-            limits.register(parked);
-            // A release between the refusal and the registration woke
-            // nobody: try once more before sleeping.
-            match self.post(msg) {
-                Err(e) if e.error == Error::PoolEmpty => msg = e.message,
-                done => return done,
+            // Registered before every retry, so a release between a refusal
+            // and the sleep is never missed: the first refusal registers and
+            // retries at once, later ones sleep first.
+            match &parked {
+                None => limits.register(parked.insert(Parked::new())),
+                Some(p) => {
+                    p.park(left);
+                    limits.register(p);
+                }
             }
-            parked.park(left);
         }
     }
 

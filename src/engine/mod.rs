@@ -268,29 +268,41 @@ impl Engine {
     /// the posting thread does the work itself: no hand-off to the I/O
     /// thread. Never blocks: the lock is only tried.
     pub(crate) fn send(&self, group: u32, msg: Message, busy: bool) {
+        let shared = &self.inner.shared;
+        let msg = if busy {
+            Some(msg)
+        } else {
+            self.send_inline(group, msg)
+        };
+        if let Some(msg) = msg {
+            shared.push(Command::Send { group, msg });
+        }
+    }
+
+    /// The inline half of [`Engine::send`]: `None` when the posting thread
+    /// did the work, the message back when it goes through the queue.
+    fn send_inline(&self, group: u32, msg: Message) -> Option<Message> {
         let inner = &*self.inner;
         let shared = &inner.shared;
-        if !busy && shared.commands.is_empty() {
-            if let Ok(mut r) = inner.reactor.try_lock() {
-                if shared.commands.is_empty() {
-                    match r.post_inline(group, msg) {
-                        Ok(settled) => {
-                            drop(r);
-                            if !settled {
-                                shared.wake.wake();
-                            }
-                            return;
-                        }
-                        Err(burst) => {
-                            drop(r);
-                            shared.push(Command::Send { group, msg: burst });
-                            return;
-                        }
-                    }
-                }
-            }
+        if !shared.commands.is_empty() {
+            return Some(msg);
         }
-        shared.push(Command::Send { group, msg });
+        let Ok(mut r) = inner.reactor.try_lock() else {
+            return Some(msg);
+        };
+        if !shared.commands.is_empty() {
+            return Some(msg);
+        }
+        let settled = r.post_inline(group, msg);
+        drop(r);
+        match settled {
+            Ok(true) => None,
+            Ok(false) => {
+                shared.wake.wake();
+                None
+            }
+            Err(burst) => Some(burst),
+        }
     }
 }
 
