@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 
 use super::limits::{Parked, charge_len};
+use super::reactor::{LEASE, Led};
 use super::{Command, Counters, Delivery, Engine, GroupShared};
 use crate::address::Address;
 use crate::error::{Error, PostError, Status};
@@ -309,28 +310,56 @@ impl ChannelGroup {
     /// `None` waits forever, `Some(Duration::ZERO)` polls. Returns `Ok(None)` when
     /// the timeout expires.
     ///
+    /// While it waits with nothing queued, the calling thread runs the
+    /// engine's event loop itself if no other thread does (SPEC §7): reads,
+    /// writes and deliveries for every group happen on it, and the kernel
+    /// wakes this thread, not the I/O thread, when its message arrives.
+    /// [`Stats::waiter_polls`](crate::Stats) counts those polls.
+    ///
     /// # Errors
     ///
     /// [`Error::ShutdownStarted`] once the engine shuts down, including for a
     /// thread blocked here at that moment.
     pub fn wait_receive(&self, timeout: Option<Duration>) -> Result<Option<Message>, Error> {
-        if self.engine.shared().is_shut_down() {
+        let engine = self.engine.shared();
+        if engine.is_shut_down() {
             self.wake_other_waiters();
             return Err(Error::ShutdownStarted);
         }
         let rx = &self.shared.rx;
-        let got = match timeout {
-            None => rx.recv().ok(),
-            Some(t) if t.is_zero() => match rx.try_recv() {
-                Ok(d) => Some(d),
-                Err(TryRecvError::Empty) => return Ok(None),
-                Err(TryRecvError::Disconnected) => None,
-            },
-            Some(t) => match rx.recv_timeout(t) {
-                Ok(d) => Some(d),
+        // `None`: forever (also for a timeout too long to represent).
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let got = loop {
+            match rx.try_recv() {
+                Ok(d) => break Some(d),
+                Err(TryRecvError::Disconnected) => break None,
+                Err(TryRecvError::Empty) => {}
+            }
+            match self.engine.lead_receive(&self.shared, deadline)? {
+                Led::Got(Some(d)) => break Some(d),
+                Led::Got(None) => return Ok(None),
+                Led::Follow => {}
+            }
+            // Someone else polls and delivers to us. Wait a lease first: if
+            // the poller let go meanwhile, lead after all.
+            let _following = engine.lead.follow();
+            let lease = Instant::now() + LEASE;
+            match recv_until(rx, Some(deadline.map_or(lease, |d| d.min(lease)))) {
+                Ok(d) => break Some(d),
+                Err(RecvTimeoutError::Disconnected) => break None,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+            if engine.lead.is_free() {
+                continue;
+            }
+            match recv_until(rx, deadline) {
+                Ok(d) => break Some(d),
+                Err(RecvTimeoutError::Disconnected) => break None,
                 Err(RecvTimeoutError::Timeout) => return Ok(None),
-                Err(RecvTimeoutError::Disconnected) => None,
-            },
+            }
         };
         match got {
             Some(Delivery::Message(msg)) => Ok(Some(msg)),
@@ -344,7 +373,8 @@ impl ChannelGroup {
 
     fn wake_other_waiters(&self) {
         if self.shared.rx.is_empty() {
-            let _ = self.shared.tx.send(Delivery::Shutdown);
+            self.shared
+                .push(Delivery::Shutdown, &self.engine.shared().wake);
         }
     }
 
@@ -369,9 +399,8 @@ impl ChannelGroup {
             None => Message::report(ENGINE_CHANNEL, Status::ReceiverUpdate, 0),
         };
         self.shared
-            .tx
-            .send(Delivery::Message(msg))
-            .map_err(|_| Error::ShutdownStarted)
+            .push(Delivery::Message(msg), &self.engine.shared().wake);
+        Ok(())
     }
 
     /// The engine this group belongs to.
@@ -433,5 +462,16 @@ impl fmt::Debug for ChannelGroup {
             .field("id", &self.shared.id)
             .field("queued", &self.shared.rx.len())
             .finish()
+    }
+}
+
+/// Receives from a group's queue until `deadline` (`None`: forever).
+fn recv_until(
+    rx: &crossbeam_channel::Receiver<Delivery>,
+    deadline: Option<Instant>,
+) -> Result<Delivery, RecvTimeoutError> {
+    match deadline {
+        None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        Some(d) => rx.recv_deadline(d),
     }
 }

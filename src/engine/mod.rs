@@ -94,7 +94,13 @@ impl Engine {
         let wake = Arc::new(Wake::new(waker));
         let notify = wake.clone();
         pool.set_notify(Box::new(move || notify.wake()));
+        let registry = poll
+            .registry()
+            .try_clone()
+            .map_err(|_| Error::AllocationFailed)?;
+        let (lead, io_parker) = reactor::Lead::new(poll);
         let shared = Arc::new(Shared {
+            lead,
             pool,
             commands: SegQueue::new(),
             wake,
@@ -119,10 +125,7 @@ impl Engine {
             next_group: AtomicU32::new(1),
             groups: Mutex::new(Vec::new()),
         });
-        let registry = poll
-            .registry()
-            .try_clone()
-            .map_err(|_| Error::AllocationFailed)?;
+
         let reactor = reactor::Reactor::new(
             registry,
             shared.clone(),
@@ -144,7 +147,8 @@ impl Engine {
             .name("tofu-io".into())
             .spawn(move || {
                 // A panic is a bug; it must not leave waiters hanging.
-                let run = std::panic::AssertUnwindSafe(|| reactor::run(&looped, &watched, poll));
+                let run =
+                    std::panic::AssertUnwindSafe(|| reactor::run(&looped, &watched, io_parker));
                 if std::panic::catch_unwind(run).is_err() {
                     watched.io_thread_died();
                 }
@@ -170,8 +174,7 @@ impl Engine {
             return Err(Error::ShutdownStarted);
         }
         let id = shared.next_group.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let group = Arc::new(GroupShared { id, tx, rx });
+        let group = Arc::new(GroupShared::new(id));
         shared.add_group(&group);
         shared.push(Command::CreateGroup(group.clone()));
         Ok(ChannelGroup::new(self.clone(), group))
@@ -216,6 +219,7 @@ impl Engine {
             write_calls: get(&c.write_calls),
             read_calls: get(&c.read_calls),
             polls: get(&c.polls),
+            waiter_polls: get(&c.waiter_polls),
             open_channels: get(&c.open_channels),
             accepted: get(&c.accepted),
             pool_free: pool.len() as u64,
@@ -267,6 +271,16 @@ impl Engine {
     /// messages waiting: more posts will follow, better written together),
     /// the posting thread does the work itself: no hand-off to the I/O
     /// thread. Never blocks: the lock is only tried.
+    /// `wait_receive` with nothing queued: runs the event loop on the
+    /// calling thread if nobody else does (see `reactor::lead`).
+    pub(crate) fn lead_receive(
+        &self,
+        group: &GroupShared,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<reactor::Led, Error> {
+        reactor::receive(&self.inner.reactor, &self.inner.shared, group, deadline)
+    }
+
     pub(crate) fn send(&self, group: u32, msg: Message, busy: bool) {
         let shared = &self.inner.shared;
         let msg = if busy {
@@ -311,6 +325,7 @@ impl EngineInner {
         if !self.shared.shutdown.swap(true, Ordering::AcqRel) {
             self.shared.push(Command::Shutdown);
         }
+        self.shared.lead.unpark_io();
         let handle = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(handle) = handle {
             if handle.thread().id() != std::thread::current().id() {

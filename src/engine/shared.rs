@@ -11,6 +11,7 @@ use crossbeam_queue::SegQueue;
 
 use super::directory::Directory;
 use super::limits::Limits;
+use super::reactor::Lead;
 use super::slab;
 use super::stats::Counters;
 use crate::address::Address;
@@ -78,6 +79,34 @@ pub(crate) struct GroupShared {
     pub(crate) id: u32,
     pub(crate) tx: Sender<Delivery>,
     pub(crate) rx: Receiver<Delivery>,
+    /// A thread waiting on this group is blocked in `poll` itself (it leads:
+    /// see `reactor::lead`), where the queue cannot wake it: a delivery
+    /// from another thread wakes the poll instead.
+    pub(crate) leading: AtomicBool,
+}
+
+impl GroupShared {
+    pub(crate) fn new(id: u32) -> GroupShared {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        GroupShared {
+            id,
+            tx,
+            rx,
+            leading: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues `d` for the group's receivers and wakes them, including one
+    /// that waits in `poll`.
+    pub(crate) fn push(&self, d: Delivery, wake: &Wake) {
+        let _ = self.tx.send(d);
+        // Pairs with the fence in `reactor::lead`: either the leader sees
+        // the delivery before it polls, or we see `leading` and wake it.
+        fence(Ordering::SeqCst);
+        if self.leading.load(Ordering::Relaxed) {
+            wake.wake();
+        }
+    }
 }
 
 /// Work for the I/O thread.
@@ -116,6 +145,8 @@ pub(crate) enum Command {
 }
 
 pub(crate) struct Shared {
+    /// The poller, and which thread runs the loop.
+    pub(crate) lead: Lead,
     pub(crate) pool: Pool,
     pub(crate) commands: SegQueue<Command>,
     pub(crate) wake: Arc<Wake>,
@@ -136,6 +167,13 @@ impl Shared {
     pub(crate) fn push(&self, cmd: Command) {
         self.commands.push(cmd);
         self.wake.wake();
+        self.lead.poke();
+    }
+
+    /// The loop has stopped for good (shut down, or died): it processes no
+    /// more commands.
+    pub(crate) fn ended(&self) -> bool {
+        self.io_exited.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_shut_down(&self) -> bool {
@@ -162,7 +200,7 @@ impl Shared {
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         for g in groups.iter().filter_map(Weak::upgrade) {
-            let _ = g.tx.send(Delivery::Shutdown);
+            g.push(Delivery::Shutdown, &self.wake);
         }
         self.io_exited.store(true, Ordering::Release);
         self.limits.wake_waiters();

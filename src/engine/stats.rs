@@ -20,8 +20,13 @@ pub struct Stats {
     pub write_calls: u64,
     /// Read system calls that returned data.
     pub read_calls: u64,
-    /// Times the I/O thread returned from `poll` (wake-ups).
+    /// Times a thread returned from `poll` (wake-ups): the I/O thread, or
+    /// an application thread running the loop in `wait_receive`.
     pub polls: u64,
+    /// Of [`polls`](Self::polls), those run by application threads blocked
+    /// in [`wait_receive`](crate::ChannelGroup::wait_receive) (SPEC §7: the
+    /// thread that wants the message is the one the kernel wakes).
+    pub waiter_polls: u64,
     /// Gauge: open channels (listeners and I/O channels).
     pub open_channels: u64,
     /// Connections accepted by listeners.
@@ -77,6 +82,7 @@ pub(crate) struct Counters {
     pub(crate) write_calls: AtomicU64,
     pub(crate) read_calls: AtomicU64,
     pub(crate) polls: AtomicU64,
+    pub(crate) waiter_polls: AtomicU64,
     pub(crate) open_channels: AtomicU64,
     pub(crate) accepted: AtomicU64,
     pub(crate) pool_empty_events: AtomicU64,

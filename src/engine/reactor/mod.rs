@@ -12,7 +12,10 @@
 //! * [`io`]: reading and writing, and the work lists behind them.
 
 mod io;
+mod lead;
 mod open;
+
+pub(crate) use lead::{LEASE, Lead, Led, receive, run};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -22,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll, Registry};
+use mio::{Events, Registry};
 use tracing::{debug, trace};
 
 use super::core::backpressure::{Refill, StashBudget};
@@ -139,6 +142,8 @@ pub(crate) struct Reactor {
     /// channel opened within the longest timeout, and a stale one never
     /// wakes the I/O thread.
     timers: BinaryHeap<Reverse<(Instant, Key)>>,
+    /// Something was delivered to a group since [`take_delivered`](Self::take_delivered).
+    delivered: bool,
 }
 
 impl Reactor {
@@ -172,6 +177,7 @@ impl Reactor {
             budget: StashBudget::new(partial_frame_budget),
             over_budget: WorkList::new(List::OverBudget),
             keepalive,
+            delivered: false,
         };
         r.lifecycle.refill_reserve(&r.shared.directory);
         r
@@ -180,7 +186,7 @@ impl Reactor {
     /// One turn of work before the loop sleeps: commands (a bounded batch),
     /// deadlines, lookups, writes, retries and resumed reads. Returns how
     /// long the loop may sleep (`Break`: shut down).
-    fn work(&mut self) -> ControlFlow<(), Option<Duration>> {
+    fn work(&mut self) -> ControlFlow<()> {
         // Bounded, so a flood of posts cannot starve reading and writing.
         for _ in 0..COMMAND_BATCH {
             let Some(cmd) = self.shared.commands.pop() else {
@@ -200,17 +206,28 @@ impl Reactor {
             .partial_frame_bytes
             .store(self.budget.used() as u64, Ordering::Relaxed);
         self.lifecycle.refill_reserve(&self.shared.directory);
-        ControlFlow::Continue(if !self.again.is_empty() || !self.dirty.is_empty() {
+        ControlFlow::Continue(())
+    }
+
+    /// How long the thread that polls may sleep after [`work`](Self::work)
+    /// (`None`: until an event). When it may sleep at all, tells
+    /// [`Wake`](super::Wake) first, so work published from now on wakes it.
+    fn sleep_timeout(&mut self) -> Option<Duration> {
+        if !self.again.is_empty() || !self.dirty.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        self.shared.wake.prepare_sleep();
+        let refill = self.refill_timeout();
+        if !self.shared.commands.is_empty() {
             Some(Duration::ZERO)
         } else {
-            self.shared.wake.prepare_sleep();
-            let refill = self.refill_timeout();
-            if !self.shared.commands.is_empty() {
-                Some(Duration::ZERO)
-            } else {
-                earliest(refill, self.timer_timeout())
-            }
-        })
+            earliest(refill, self.timer_timeout())
+        }
+    }
+
+    /// Whether anything was delivered to a group since the last call.
+    fn take_delivered(&mut self) -> bool {
+        std::mem::take(&mut self.delivered)
     }
 
     /// The work of one post, done by the posting thread while the I/O thread
@@ -516,7 +533,7 @@ impl Reactor {
             );
         }
         for g in self.groups.values() {
-            let _ = g.shared.tx.send(Delivery::Shutdown);
+            g.shared.push(Delivery::Shutdown, &self.shared.wake);
         }
         self.groups.clear();
         self.shared.io_exited.store(true, Ordering::Release);
@@ -530,13 +547,14 @@ impl Reactor {
 
     // ----- delivering --------------------------------------------------------
 
-    fn deliver(&self, group: u32, msg: Message) {
+    fn deliver(&mut self, group: u32, msg: Message) {
         if let Some(g) = self.groups.get(&group) {
-            let _ = g.shared.tx.send(Delivery::Message(msg));
+            g.shared.push(Delivery::Message(msg), &self.shared.wake);
+            self.delivered = true;
         }
     }
 
-    fn deliver_to(&self, d: ForGroup) {
+    fn deliver_to(&mut self, d: ForGroup) {
         self.deliver(d.group, d.msg);
     }
 
@@ -552,7 +570,8 @@ impl Reactor {
         let received = s.core.take_received();
         if let Some(g) = self.groups.get(&group) {
             while let Some(msg) = s.core.poll_delivery() {
-                let _ = g.shared.tx.send(Delivery::Message(msg));
+                g.shared.push(Delivery::Message(msg), &self.shared.wake);
+                self.delivered = true;
             }
         } else {
             while s.core.poll_delivery().is_some() {}
@@ -621,40 +640,6 @@ fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, Key)>>, key: Key, core: &m
     if let Some(deadline) = core.take_new_deadline() {
         timers.push(Reverse((deadline, key)));
     }
-}
-
-/// The I/O thread's loop. The reactor is behind a lock so that a posting
-/// thread can write to an idle socket itself ([`Reactor::post_inline`]);
-/// `poll` runs outside it, so the lock is free while the loop sleeps.
-pub(crate) fn run(reactor: &Mutex<Reactor>, shared: &Shared, mut poll: Poll) {
-    let mut events = Events::with_capacity(1024);
-    debug!("tofu engine I/O thread started");
-    loop {
-        let timeout = {
-            let mut r = lock(reactor);
-            r.handle_events(&events);
-            match r.work() {
-                ControlFlow::Continue(timeout) => timeout,
-                ControlFlow::Break(()) => {
-                    r.shut_down_all();
-                    break;
-                }
-            }
-        };
-        let polled = poll.poll(&mut events, timeout);
-        shared.wake.awake();
-        Counters::add(&shared.counters.polls, 1);
-        if let Err(e) = polled {
-            events.clear();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                tracing::error!("poll failed, engine stops: {e}");
-                shared.shutdown.store(true, Ordering::Release);
-                lock(reactor).shut_down_all();
-                break;
-            }
-        }
-    }
-    debug!("tofu engine I/O thread stopped");
 }
 
 /// The reactor's lock, for the I/O thread. A poisoned lock means a posting

@@ -1,0 +1,376 @@
+//! Leader/follower: which thread runs the event loop (SPEC §7).
+//!
+//! The poller ([`Slot`]: mio's `Poll` and its event buffer) is taken by one
+//! thread at a time. A thread blocked in `wait_receive` with nothing to
+//! receive takes it if it is free and runs the loop itself — the kernel
+//! then wakes the thread that wants the message, and a round trip crosses
+//! no engine thread at all. Otherwise that thread follows: it waits on its
+//! group's queue as before, and whoever polls delivers to it.
+//!
+//! The I/O thread polls whenever no application thread does. After it has
+//! delivered something it steps aside for a *lease* ([`LEASE`]): the thread
+//! it woke usually comes back for the next message within microseconds and
+//! should find the poller free. While application threads keep taking it,
+//! the I/O thread only checks once per lease; when none did for a whole
+//! lease, it takes the poller back and sleeps in `poll` again — so an idle
+//! engine, or one whose leader waits for a long time, wakes nobody.
+//!
+//! Bounds: while nobody polls (between a leader's return and the next
+//! `wait_receive`, during a lease), events wait at most one lease; a command
+//! posted meanwhile wakes the I/O thread at once ([`Lead::poke`]).
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::sync::{Parker, Unparker};
+use mio::{Events, Poll};
+use tracing::debug;
+
+use super::{Reactor, earliest, lock};
+use crate::engine::{Counters, Delivery, GroupShared, Shared};
+use crate::error::Error;
+
+/// How long the I/O thread leaves the poller to the application after it
+/// delivered something, and the longest an event waits while nobody polls.
+pub(crate) const LEASE: Duration = Duration::from_micros(500);
+
+/// Turns the I/O thread runs on a poller it borrowed during a lease.
+const BRIEF_TURNS: usize = 4;
+
+/// The poller.
+pub(crate) struct Slot {
+    poll: Poll,
+    events: Events,
+}
+
+// Who holds the slot (`Lead::holder`).
+const FREE: u8 = 0;
+/// An application thread, in `wait_receive`.
+const APP: u8 = 1;
+/// The I/O thread, for a few turns without sleeping.
+const IO_BRIEF: u8 = 2;
+/// The I/O thread, sleeping in `poll` until something happens.
+const IO_LONG: u8 = 3;
+
+// What the I/O thread does when it does not hold the slot (`Lead::io`).
+const RUNNING: u8 = 0;
+/// Parked for at most a lease.
+const LEASING: u8 = 1;
+/// Parked until the leading application thread lets go of the slot.
+const WAITING: u8 = 2;
+
+/// The poller and who may take it.
+pub(crate) struct Lead {
+    slot: Mutex<Slot>,
+    holder: AtomicU8,
+    /// Bumped whenever an application thread takes the slot.
+    epoch: AtomicU64,
+    io: AtomicU8,
+    io_unparker: Unparker,
+    /// Threads blocked on a group queue (following).
+    followers: AtomicUsize,
+}
+
+/// The I/O thread's side of [`Lead`]: what it parks on.
+pub(crate) struct IoParker(Parker);
+
+impl Lead {
+    pub(crate) fn new(poll: Poll) -> (Lead, IoParker) {
+        let parker = Parker::new();
+        let lead = Lead {
+            slot: Mutex::new(Slot {
+                poll,
+                events: Events::with_capacity(1024),
+            }),
+            holder: AtomicU8::new(FREE),
+            epoch: AtomicU64::new(0),
+            io: AtomicU8::new(RUNNING),
+            io_unparker: parker.unparker().clone(),
+            followers: AtomicUsize::new(0),
+        };
+        (lead, IoParker(parker))
+    }
+
+    /// Work was published (a command) that someone must pick up: if nobody
+    /// polls, wake the I/O thread out of its lease. (A poller, if any, is
+    /// woken by [`Wake`](crate::engine::Wake).)
+    pub(crate) fn poke(&self) {
+        fence(Ordering::SeqCst);
+        if self.io.load(Ordering::Relaxed) == LEASING && self.holder.load(Ordering::Relaxed) == FREE
+        {
+            self.io_unparker.unpark();
+        }
+    }
+
+    /// Wakes the I/O thread whatever it does (shutdown, a leader's end).
+    pub(crate) fn unpark_io(&self) {
+        self.io_unparker.unpark();
+    }
+
+    /// The slot if it is free right now.
+    fn try_slot(&self) -> Option<MutexGuard<'_, Slot>> {
+        match self.slot.try_lock() {
+            Ok(g) => Some(g),
+            // The poller itself is sound after a panic elsewhere; the
+            // reactor's own lock reports the panic.
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    fn lock_slot(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// For an application thread: the slot if it is free. (Never waits for
+    /// it: a thread blocked on the slot could not see its own queue.)
+    fn take_for_app(&self) -> Option<MutexGuard<'_, Slot>> {
+        let g = self.try_slot()?;
+        self.holder.store(APP, Ordering::Relaxed);
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+        Some(g)
+    }
+
+    fn release_app(&self, g: MutexGuard<'_, Slot>, shared: &Shared) {
+        self.holder.store(FREE, Ordering::Relaxed);
+        drop(g);
+        // Pairs with the fence in `io_wait`: the I/O thread either sees the
+        // slot free, or is seen waiting for it and woken.
+        fence(Ordering::SeqCst);
+        if self.io.load(Ordering::Relaxed) == WAITING
+            || self.followers.load(Ordering::Relaxed) > 0
+            || shared.ended()
+        {
+            self.io_unparker.unpark();
+        }
+    }
+}
+
+/// What one turn of the loop ended with.
+enum Turn {
+    /// Polled (and handled what came).
+    Polled,
+    /// `ready` said stop before polling.
+    Ready,
+    /// The engine stopped (shutdown, or `poll` failed).
+    Stop,
+}
+
+/// One turn: the reactor's work, then (unless `ready`, asked with whether
+/// anything was delivered) `poll` for at most `cap`, then the events.
+fn turn(
+    reactor: &Mutex<Reactor>,
+    shared: &Shared,
+    slot: &mut Slot,
+    cap: Option<Duration>,
+    ready: impl FnOnce(bool) -> bool,
+) -> Turn {
+    let (timeout, delivered) = {
+        let mut r = lock(reactor);
+        if let ControlFlow::Break(()) = r.work() {
+            r.shut_down_all();
+            return Turn::Stop;
+        }
+        let timeout = r.sleep_timeout();
+        (timeout, r.take_delivered())
+    };
+    if ready(delivered) {
+        shared.wake.awake();
+        return Turn::Ready;
+    }
+    let polled = slot.poll.poll(&mut slot.events, earliest(timeout, cap));
+    shared.wake.awake();
+    Counters::add(&shared.counters.polls, 1);
+    if let Err(e) = polled {
+        slot.events.clear();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            tracing::error!("poll failed, engine stops: {e}");
+            shared.shutdown.store(true, Ordering::Release);
+            lock(reactor).shut_down_all();
+            return Turn::Stop;
+        }
+        return Turn::Polled;
+    }
+    lock(reactor).handle_events(&slot.events);
+    slot.events.clear();
+    Turn::Polled
+}
+
+/// The I/O thread's loop.
+pub(crate) fn run(reactor: &Mutex<Reactor>, shared: &Shared, parker: IoParker) {
+    let lead = &shared.lead;
+    debug!("tofu engine I/O thread started");
+    let mut lease = false;
+    while !shared.ended() {
+        if lease {
+            lease = io_lease(reactor, shared, &parker);
+            continue;
+        }
+        let mut slot = lead.lock_slot();
+        lead.holder.store(IO_LONG, Ordering::Relaxed);
+        loop {
+            match turn(reactor, shared, &mut slot, None, |delivered| delivered) {
+                Turn::Polled => {}
+                Turn::Ready => {
+                    lease = true;
+                    break;
+                }
+                Turn::Stop => break,
+            }
+        }
+        lead.holder.store(FREE, Ordering::Relaxed);
+    }
+    debug!("tofu engine I/O thread stopped");
+}
+
+/// One lease: parks, then polls briefly if application threads are still
+/// leading, or takes the poller back (`false`) if none led for a whole lease.
+fn io_lease(reactor: &Mutex<Reactor>, shared: &Shared, parker: &IoParker) -> bool {
+    let lead = &shared.lead;
+    let epoch = lead.epoch.load(Ordering::Relaxed);
+    lead.io.store(LEASING, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+    if shared.commands.is_empty() {
+        parker.0.park_timeout(LEASE);
+    }
+    lead.io.store(RUNNING, Ordering::Relaxed);
+    if shared.ended() {
+        return false;
+    }
+    let app_active = lead.epoch.load(Ordering::Relaxed) != epoch;
+    let waited_for = lead.followers.load(Ordering::Relaxed) > 0;
+    let Some(mut slot) = lead.try_slot() else {
+        // An application thread leads. If it has for the whole lease, it
+        // is waiting for something: wait for it to let go, without waking
+        // up meanwhile.
+        if !app_active {
+            io_wait(shared, parker);
+        }
+        return true;
+    };
+    if !app_active || waited_for {
+        return false; // take it back (the slot is free: `run` takes it)
+    }
+    lead.holder.store(IO_BRIEF, Ordering::Relaxed);
+    let mut turns = 0;
+    while turns < BRIEF_TURNS {
+        turns += 1;
+        match turn(reactor, shared, &mut slot, Some(Duration::ZERO), |_| false) {
+            Turn::Polled if !shared.commands.is_empty() => {}
+            _ => break,
+        }
+    }
+    lead.holder.store(FREE, Ordering::Relaxed);
+    // A thread that came to lead meanwhile is following now: poll for it
+    // until something is delivered, as before leader/follower.
+    lead.followers.load(Ordering::Relaxed) == 0
+}
+
+/// Parks until the leading application thread releases the poller.
+fn io_wait(shared: &Shared, parker: &IoParker) {
+    let lead = &shared.lead;
+    lead.io.store(WAITING, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+    if lead.holder.load(Ordering::Relaxed) == APP && !shared.ended() {
+        parker.0.park();
+    }
+    lead.io.store(RUNNING, Ordering::Relaxed);
+}
+
+/// What a thread in `wait_receive` got.
+pub(crate) enum Led {
+    /// It led; here is what it found on its queue (`None`: the deadline
+    /// passed).
+    Got(Option<Delivery>),
+    /// Someone else polls: wait on the queue.
+    Follow,
+}
+
+/// `wait_receive`'s attempt to lead: runs the loop on the caller's thread
+/// until `group` has something, `deadline` passes or the engine stops.
+pub(crate) fn receive(
+    reactor: &Mutex<Reactor>,
+    shared: &Shared,
+    group: &GroupShared,
+    deadline: Option<Instant>,
+) -> Result<Led, Error> {
+    let lead = &shared.lead;
+    let Some(mut slot) = lead.take_for_app() else {
+        return Ok(Led::Follow);
+    };
+    let run =
+        std::panic::AssertUnwindSafe(|| lead_until(reactor, shared, &mut slot, group, deadline));
+    let result = std::panic::catch_unwind(run);
+    group.leading.store(false, Ordering::Relaxed);
+    let result = match result {
+        Ok(got) => Ok(Led::Got(got)),
+        Err(_) => {
+            // A bug in the reactor, met on this thread: the engine shuts
+            // down as if the I/O thread had died (SPEC §5.7b).
+            shared.io_thread_died();
+            Err(Error::ShutdownStarted)
+        }
+    };
+    lead.release_app(slot, shared);
+    result
+}
+
+fn lead_until(
+    reactor: &Mutex<Reactor>,
+    shared: &Shared,
+    slot: &mut Slot,
+    group: &GroupShared,
+    deadline: Option<Instant>,
+) -> Option<Delivery> {
+    // Polls at least once, so that `wait_receive(Some(ZERO))` makes progress.
+    let mut polled = false;
+    loop {
+        let cap = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let expired = polled && cap.is_some_and(|c| c.is_zero());
+        let ready = |_| {
+            group.leading.store(true, Ordering::Relaxed);
+            // Pairs with the fence in `GroupShared::push`.
+            fence(Ordering::SeqCst);
+            !group.rx.is_empty() || expired
+        };
+        let t = turn(reactor, shared, slot, cap, ready);
+        group.leading.store(false, Ordering::Relaxed);
+        if let Ok(d) = group.rx.try_recv() {
+            return Some(d);
+        }
+        match t {
+            Turn::Stop => return Some(Delivery::Shutdown),
+            Turn::Ready if expired => return None,
+            // Another receiver of the group took what was there.
+            Turn::Ready => {}
+            Turn::Polled => {
+                polled = true;
+                Counters::add(&shared.counters.waiter_polls, 1);
+            }
+        }
+    }
+}
+
+/// A follower is about to block on its group's queue (`Some`: until it
+/// stops following, [`Following::drop`]).
+pub(crate) struct Following<'a>(&'a Lead);
+
+impl Lead {
+    pub(crate) fn follow(&self) -> Following<'_> {
+        self.followers.fetch_add(1, Ordering::Relaxed);
+        Following(self)
+    }
+
+    /// Whether nobody holds the poller (a follower may try to lead).
+    pub(crate) fn is_free(&self) -> bool {
+        self.holder.load(Ordering::Relaxed) == FREE
+    }
+}
+
+impl Drop for Following<'_> {
+    fn drop(&mut self) {
+        self.0.followers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
