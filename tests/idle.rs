@@ -58,5 +58,40 @@ fn idle_engine_uses_no_cpu() {
     let used = after[0].1 - before[0].1;
     // A busy loop burns ~50 ticks (at 100 Hz) in 500 ms.
     assert!(used <= 1, "the idle I/O thread used {used} ticks in 500 ms");
+
+    // The same with a thread blocked in `wait_receive` right after a round
+    // trip: it takes the poller (leader/follower) or follows; either way
+    // nothing wakes up while nothing happens.
+    let server = std::sync::Arc::new(server);
+    round_trip(&engine, &client, &server, cch, sch, b"y");
+    let waiter = {
+        let server = server.clone();
+        std::thread::Builder::new()
+            .name("idle-waiter".into())
+            .spawn(move || server.wait_receive(None))
+            .unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let io_before = thread_ticks("tofu-io");
+    let waiter_before = thread_ticks("idle-waiter");
+    let stats = engine.stats();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = engine.stats();
+    assert_eq!(after.polls, stats.polls, "woke up while idle: {after:?}");
+    let io_used = thread_ticks("tofu-io")[0].1 - io_before[0].1;
+    let waiter_used = thread_ticks("idle-waiter")[0].1 - waiter_before[0].1;
+    println!(
+        "idle with a blocked receiver: I/O thread {io_used} ticks, receiver {waiter_used} ticks \
+         in 500 ms; the receiver led {} polls before",
+        stats.waiter_polls
+    );
+    assert!(io_used <= 1, "the idle I/O thread used {io_used} ticks");
+    assert!(
+        waiter_used <= 1,
+        "the idle receiver used {waiter_used} ticks"
+    );
+    server.update_receiver(None).unwrap();
+    let woken = join_within(waiter).unwrap().expect("the update");
+    assert!(woken.is_from_engine());
     drop((client, server));
 }

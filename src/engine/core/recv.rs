@@ -35,8 +35,12 @@ pub(crate) enum Decode {
 pub(crate) struct Receiver {
     decoder: Decoder,
     /// Bytes read but not decoded because the pool ran dry, or the part of a
-    /// frame that waits for the rest before it takes a message.
+    /// frame that waits for the rest before it takes a message: those from
+    /// `start` on. The decoded prefix is dropped only when bytes are added,
+    /// so resuming after each refill costs no copy (a small pool refills
+    /// many times per read).
     stash: Vec<u8>,
+    start: usize,
     /// Stash bytes counted in the engine's [`StashBudget`].
     charged: usize,
 }
@@ -49,13 +53,14 @@ impl Receiver {
 
     /// Stashed bytes or a complete header wait to be decoded.
     pub(crate) fn has_backlog(&self) -> bool {
-        !self.stash.is_empty() || self.decoder.needs_message()
+        self.stash.len() > self.start || self.decoder.needs_message()
     }
 
-    /// Brings the budget up to date with the stash.
+    /// Brings the budget up to date with the stash (its bytes not decoded
+    /// yet; the decoded prefix, at most one read, goes with the next read).
     pub(crate) fn settle(&mut self, budget: &mut StashBudget) {
-        budget.update(self.charged, self.stash.len());
-        self.charged = self.stash.len();
+        budget.update(self.charged, self.live());
+        self.charged = self.live();
     }
 
     /// Gives the stash's share of the budget back (the channel closed).
@@ -63,19 +68,25 @@ impl Receiver {
         budget.update(self.charged, 0);
         self.charged = 0;
         self.stash = Vec::new();
+        self.start = 0;
     }
 
     /// With a frame held back (its header complete, no message yet): the
     /// bytes still to come before it is complete.
     pub(crate) fn rest_of_held_frame(&self) -> Option<usize> {
         let rest = self.decoder.pending_len()?;
-        Some(rest.saturating_sub(self.stash.len()))
+        Some(rest.saturating_sub(self.live()))
     }
 
-    /// Bytes held in the stash.
+    /// Stashed bytes not decoded yet.
+    fn live(&self) -> usize {
+        self.stash.len() - self.start
+    }
+
+    /// Bytes held in the stash, not decoded yet.
     #[cfg(any(test, feature = "unstable"))]
     pub(crate) fn stashed(&self) -> usize {
-        self.stash.len()
+        self.live()
     }
 
     #[cfg(test)]
@@ -93,18 +104,30 @@ impl Receiver {
     ) -> Decode {
         // A frame whose message is held back collects in the stash until it
         // is complete.
-        match self.decoder.pending_len() {
-            Some(rest) if self.stash.len() + bytes.len() < rest => {
-                self.stash.extend_from_slice(bytes);
-                Decode::Continue
+        let held = self
+            .decoder
+            .pending_len()
+            .is_some_and(|rest| self.live() + bytes.len() < rest);
+        if !held && self.live() == 0 {
+            // Nothing stashed (the common case): decode in place, and stash
+            // only what is left over.
+            self.stash.clear();
+            self.start = 0;
+            let mut input = bytes;
+            let d = self.decode(&mut input, pool, on_frame);
+            if matches!(d, Decode::Continue | Decode::Starved) {
+                self.stash.extend_from_slice(input);
             }
-            Some(_) => {
-                let mut all = std::mem::take(&mut self.stash);
-                all.extend_from_slice(bytes);
-                self.decode(&all, pool, on_frame)
-            }
-            None => self.decode(bytes, pool, on_frame),
+            return d;
         }
+        // The bytes go behind the stash (its decoded prefix dropped first).
+        self.stash.drain(..self.start);
+        self.start = 0;
+        self.stash.extend_from_slice(bytes);
+        if held {
+            return Decode::Continue;
+        }
+        self.decode_stash(pool, on_frame)
     }
 
     /// Decodes the backlog (after the pool refilled); the header may be all
@@ -114,15 +137,31 @@ impl Receiver {
         pool: &Pool,
         on_frame: &mut dyn FnMut(Message) -> bool,
     ) -> Decode {
-        let stash = std::mem::take(&mut self.stash);
-        self.decode(&stash, pool, on_frame)
+        self.decode_stash(pool, on_frame)
     }
 
-    /// Decodes every complete frame in `input`; on a dry pool the rest is
-    /// stashed.
+    /// Decodes from the stash; what stays is still stashed (from `start`).
+    fn decode_stash(&mut self, pool: &Pool, on_frame: &mut dyn FnMut(Message) -> bool) -> Decode {
+        let stash = std::mem::take(&mut self.stash);
+        let mut input = &stash[self.start..];
+        let d = self.decode(&mut input, pool, on_frame);
+        let left = input.len();
+        self.stash = stash;
+        if matches!(d, Decode::Continue | Decode::Starved) && left > 0 {
+            self.start = self.stash.len() - left;
+        } else {
+            self.stash.clear();
+            self.start = 0;
+        }
+        d
+    }
+
+    /// Decodes every complete frame in `input`. On `Continue` and `Starved`,
+    /// `input` holds what must wait in the stash (nothing, a frame still
+    /// arriving, or what a dry pool left undecoded).
     fn decode(
         &mut self,
-        mut input: &[u8],
+        input: &mut &[u8],
         pool: &Pool,
         on_frame: &mut dyn FnMut(Message) -> bool,
     ) -> Decode {
@@ -131,7 +170,7 @@ impl Receiver {
         // message will do, the reserve included.
         let complete = Cell::new(false);
         loop {
-            let step = self.decoder.decode(&mut input, &mut || {
+            let step = self.decoder.decode(input, &mut || {
                 if complete.get() || pool.len() > reserve {
                     pool.get(Allocation::PoolOnly)
                 } else {
@@ -145,7 +184,10 @@ impl Receiver {
                         return Decode::Stop;
                     }
                 }
-                Ok(Decoded::NeedBytes) => return Decode::Continue,
+                Ok(Decoded::NeedBytes) => {
+                    *input = &[];
+                    return Decode::Continue;
+                }
                 Ok(Decoded::NeedMessage) => {
                     let rest = self.decoder.pending_len().unwrap_or(0);
                     if input.len() >= rest {
@@ -154,7 +196,6 @@ impl Receiver {
                         }
                     } else if !pool.is_empty() {
                         // Not all here: wait for the rest without a message.
-                        self.stash_rest(input);
                         return Decode::Continue;
                     }
                     // Needs memory: arm the pool's notification (a message
@@ -162,7 +203,6 @@ impl Receiver {
                     // again — one may have come back meanwhile.
                     pool.arm();
                     if pool.is_empty() {
-                        self.stash_rest(input);
                         return Decode::Starved;
                     }
                     // A message came back meanwhile: decode on.
@@ -170,10 +210,5 @@ impl Receiver {
                 Err(e) => return Decode::Invalid(e),
             }
         }
-    }
-
-    fn stash_rest(&mut self, input: &[u8]) {
-        self.stash.clear();
-        self.stash.extend_from_slice(input);
     }
 }
