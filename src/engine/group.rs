@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+use crossbeam_channel::RecvTimeoutError;
 
 use super::limits::{Parked, charge_len};
 use super::reactor::{LEASE, Led};
@@ -173,7 +173,7 @@ impl ChannelGroup {
             // Messages already waiting for this group mean more posts will
             // follow (a server working through requests): leave this one to
             // the I/O thread, which writes them together.
-            let busy = !self.shared.rx.is_empty();
+            let busy = !self.shared.queue.is_empty();
             self.engine.send(group, msg, busy);
         }
         Ok(header)
@@ -326,17 +326,15 @@ impl ChannelGroup {
             self.wake_other_waiters();
             return Err(Error::ShutdownStarted);
         }
-        let rx = &self.shared.rx;
+        let queue = &self.shared.queue;
         // `None`: forever (also for a timeout too long to represent).
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let got = loop {
-            match rx.try_recv() {
-                Ok(d) => break Some(d),
-                Err(TryRecvError::Disconnected) => break None,
-                Err(TryRecvError::Empty) => {}
+            if let Some(d) = queue.try_pop() {
+                break d;
             }
             match self.engine.lead_receive(&self.shared, deadline)? {
-                Led::Got(Some(d)) => break Some(d),
+                Led::Got(Some(d)) => break d,
                 Led::Got(None) => return Ok(None),
                 Led::Follow => {}
             }
@@ -344,10 +342,8 @@ impl ChannelGroup {
             // the poller let go meanwhile, lead after all.
             let _following = engine.lead.follow();
             let lease = Instant::now() + LEASE;
-            match recv_until(rx, Some(deadline.map_or(lease, |d| d.min(lease)))) {
-                Ok(d) => break Some(d),
-                Err(RecvTimeoutError::Disconnected) => break None,
-                Err(RecvTimeoutError::Timeout) => {}
+            if let Some(d) = queue.pop_until(Some(deadline.map_or(lease, |d| d.min(lease)))) {
+                break d;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
@@ -355,14 +351,13 @@ impl ChannelGroup {
             if engine.lead.is_free() {
                 continue;
             }
-            match recv_until(rx, deadline) {
-                Ok(d) => break Some(d),
-                Err(RecvTimeoutError::Disconnected) => break None,
-                Err(RecvTimeoutError::Timeout) => return Ok(None),
+            match queue.pop_until(deadline) {
+                Some(d) => break d,
+                None => return Ok(None),
             }
         };
         match got {
-            Some(Delivery::Message(msg)) => Ok(Some(msg)),
+            Delivery::Message(msg) => Ok(Some(msg)),
             // The shutdown sentinel: pass it on to the next waiter.
             _ => {
                 self.wake_other_waiters();
@@ -372,7 +367,7 @@ impl ChannelGroup {
     }
 
     fn wake_other_waiters(&self) {
-        if self.shared.rx.is_empty() {
+        if self.shared.queue.is_empty() {
             self.shared
                 .push(Delivery::Shutdown, &self.engine.shared().wake);
         }
@@ -443,7 +438,7 @@ impl ChannelGroup {
             }
             Ok(())
         };
-        while let Ok(d) = self.shared.rx.try_recv() {
+        while let Some(d) = self.shared.queue.try_pop() {
             drop(d);
         }
         result
@@ -460,18 +455,7 @@ impl fmt::Debug for ChannelGroup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChannelGroup")
             .field("id", &self.shared.id)
-            .field("queued", &self.shared.rx.len())
+            .field("queued", &self.shared.queue.len())
             .finish()
-    }
-}
-
-/// Receives from a group's queue until `deadline` (`None`: forever).
-fn recv_until(
-    rx: &crossbeam_channel::Receiver<Delivery>,
-    deadline: Option<Instant>,
-) -> Result<Delivery, RecvTimeoutError> {
-    match deadline {
-        None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        Some(d) => rx.recv_deadline(d),
     }
 }

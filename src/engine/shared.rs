@@ -2,11 +2,12 @@
 //! queue and its wake-up, the groups' receive queues, the pool, the
 //! directory and the counters.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
 use crossbeam_queue::SegQueue;
 
 use super::directory::Directory;
@@ -77,8 +78,8 @@ pub(crate) type IntMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 pub(crate) struct GroupShared {
     pub(crate) id: u32,
-    pub(crate) tx: Sender<Delivery>,
-    pub(crate) rx: Receiver<Delivery>,
+    /// What the group's receivers get, in order.
+    pub(crate) queue: GroupQueue,
     /// A thread waiting on this group is blocked in `poll` itself (it leads:
     /// see `reactor::lead`), where the queue cannot wake it: a delivery
     /// from another thread wakes the poll instead.
@@ -87,11 +88,9 @@ pub(crate) struct GroupShared {
 
 impl GroupShared {
     pub(crate) fn new(id: u32) -> GroupShared {
-        let (tx, rx) = crossbeam_channel::unbounded();
         GroupShared {
             id,
-            tx,
-            rx,
+            queue: GroupQueue::default(),
             leading: AtomicBool::new(false),
         }
     }
@@ -99,7 +98,13 @@ impl GroupShared {
     /// Queues `d` for the group's receivers and wakes them, including one
     /// that waits in `poll`.
     pub(crate) fn push(&self, d: Delivery, wake: &Wake) {
-        let _ = self.tx.send(d);
+        self.push_with(wake, |q| q.push_back(d));
+    }
+
+    /// Queues what `fill` adds (every frame of one read, say) under one
+    /// lock, with one wake-up.
+    pub(crate) fn push_with(&self, wake: &Wake, fill: impl FnOnce(&mut VecDeque<Delivery>)) {
+        self.queue.push_with(fill);
         // Pairs with the fence in `reactor::lead`: either the leader sees
         // the delivery before it polls, or we see `leading` and wake it.
         fence(Ordering::SeqCst);
@@ -109,12 +114,115 @@ impl GroupShared {
     }
 }
 
+/// A group's receive queue: a `VecDeque` behind a mutex, with a condition
+/// variable for the threads blocked in `wait_receive` (followers). Unlike a
+/// linked channel it allocates nothing per message once it has grown, and a
+/// whole read's frames go in with one lock. Its length is also kept in an
+/// atomic, for the checks that must not lock (`post`'s "busy", a leader's
+/// "ready").
+#[derive(Default)]
+pub(crate) struct GroupQueue {
+    inner: Mutex<QueueInner>,
+    ready: Condvar,
+    len: AtomicUsize,
+}
+
+#[derive(Default)]
+struct QueueInner {
+    items: VecDeque<Delivery>,
+    /// Threads blocked in [`GroupQueue::pop_until`].
+    sleepers: usize,
+}
+
+/// Capacity a drained queue keeps (a burst's worth is given back).
+const QUEUE_KEEP: usize = 1024;
+
+impl GroupQueue {
+    fn lock(&self) -> MutexGuard<'_, QueueInner> {
+        // Nothing here can panic half-way through an update.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push_with(&self, fill: impl FnOnce(&mut VecDeque<Delivery>)) {
+        let mut q = self.lock();
+        let before = q.items.len();
+        fill(&mut q.items);
+        let added = q.items.len() - before;
+        self.len.store(q.items.len(), Ordering::SeqCst);
+        let sleepers = q.sleepers;
+        drop(q);
+        match (added, sleepers) {
+            (0, _) | (_, 0) => {}
+            (1, _) => self.ready.notify_one(),
+            _ => self.ready.notify_all(),
+        }
+    }
+
+    /// Nothing queued (without locking).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len.load(Ordering::SeqCst) == 0
+    }
+
+    /// Deliveries queued (without locking).
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, q: &mut QueueInner) -> Option<Delivery> {
+        let d = q.items.pop_front();
+        if d.is_some() {
+            self.len.store(q.items.len(), Ordering::SeqCst);
+            if q.items.is_empty() && q.items.capacity() > QUEUE_KEEP {
+                q.items.shrink_to(QUEUE_KEEP);
+            }
+        }
+        d
+    }
+
+    pub(crate) fn try_pop(&self) -> Option<Delivery> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut q = self.lock();
+        self.take(&mut q)
+    }
+
+    /// The next delivery, waiting until `deadline` (`None`: forever);
+    /// `None` when the deadline passed.
+    pub(crate) fn pop_until(&self, deadline: Option<Instant>) -> Option<Delivery> {
+        let mut q = self.lock();
+        loop {
+            if let Some(d) = self.take(&mut q) {
+                return Some(d);
+            }
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return None,
+                },
+            };
+            q.sleepers += 1;
+            q = match left {
+                None => self.ready.wait(q).unwrap_or_else(|p| p.into_inner()),
+                Some(left) => {
+                    self.ready
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            q.sleepers -= 1;
+        }
+    }
+}
+
 /// Work for the I/O thread.
 pub(crate) enum Command {
     CreateGroup(Arc<GroupShared>),
     DestroyGroup {
         group: u32,
-        done: Sender<()>,
+        done: crossbeam_channel::Sender<()>,
     },
     /// WelcomeRequest (channel number already assigned).
     Listen {

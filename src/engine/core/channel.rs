@@ -430,6 +430,11 @@ impl ChannelCore {
         self.deliveries.pop_front()
     }
 
+    /// Messages wait for the channel's group.
+    pub(crate) fn has_deliveries(&self) -> bool {
+        !self.deliveries.is_empty()
+    }
+
     /// The channel closed: every message still queued comes back with the
     /// close's status (after what is already queued for delivery), or, on a
     /// silent close, is freed.

@@ -333,11 +333,11 @@ fn lead_until(
             group.leading.store(true, Ordering::Relaxed);
             // Pairs with the fence in `GroupShared::push`.
             fence(Ordering::SeqCst);
-            !group.rx.is_empty() || expired
+            !group.queue.is_empty() || expired
         };
         let t = turn(reactor, shared, slot, cap, ready);
         group.leading.store(false, Ordering::Relaxed);
-        if let Ok(d) = group.rx.try_recv() {
+        if let Some(d) = group.queue.try_pop() {
             return Some(d);
         }
         match t {

@@ -569,8 +569,12 @@ impl Reactor {
         };
         let received = s.core.take_received();
         if let Some(g) = self.groups.get(&group) {
-            while let Some(msg) = s.core.poll_delivery() {
-                g.shared.push(Delivery::Message(msg), &self.shared.wake);
+            if s.core.has_deliveries() {
+                g.shared.push_with(&self.shared.wake, |q| {
+                    while let Some(msg) = s.core.poll_delivery() {
+                        q.push_back(Delivery::Message(msg));
+                    }
+                });
                 self.delivered = true;
             }
         } else {
