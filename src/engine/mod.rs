@@ -23,8 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crossbeam_queue::SegQueue;
-
 pub use group::ChannelGroup;
 pub use options::{DEFAULT_INITIAL_POOL_MSGS, DEFAULT_MAX_POOL_MSGS, Options};
 pub use stats::Stats;
@@ -102,7 +100,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             lead,
             pool,
-            commands: SegQueue::new(),
+            commands: shared::CommandQueue::default(),
             wake,
             shutdown: AtomicBool::new(false),
             io_exited: AtomicBool::new(false),
@@ -304,7 +302,7 @@ impl Engine {
         let Ok(mut r) = inner.reactor.try_lock() else {
             return Some(msg);
         };
-        if !shared.commands.is_empty() {
+        if !shared.commands.is_empty() || r.commands_waiting() {
             return Some(msg);
         }
         let settled = r.post_inline(group, msg);

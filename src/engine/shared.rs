@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
-use crossbeam_queue::SegQueue;
-
 use super::directory::Directory;
 use super::limits::Limits;
 use super::reactor::Lead;
@@ -217,6 +215,57 @@ impl GroupQueue {
     }
 }
 
+/// The engine's command queue: a `VecDeque` behind a mutex. Posting
+/// threads push one command each (no allocation once it has grown, unlike
+/// a segmented queue's block every 31 entries); the loop takes everything
+/// queued with one lock ([`take_all`](Self::take_all)). Bounded by what
+/// `post` checks before it pushes (see `docs/architecture.md`).
+#[derive(Default)]
+pub(crate) struct CommandQueue {
+    inner: Mutex<VecDeque<Command>>,
+    len: AtomicUsize,
+}
+
+impl CommandQueue {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Command>> {
+        // Nothing here can panic half-way through an update.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn push(&self, cmd: Command) {
+        let mut q = self.lock();
+        q.push_back(cmd);
+        self.len.store(q.len(), Ordering::SeqCst);
+    }
+
+    /// Nothing queued (without locking).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len.load(Ordering::SeqCst) == 0
+    }
+
+    /// The oldest command (for draining at the end).
+    pub(crate) fn pop(&self) -> Option<Command> {
+        let mut q = self.lock();
+        let cmd = q.pop_front();
+        self.len.store(q.len(), Ordering::SeqCst);
+        cmd
+    }
+
+    /// Moves every queued command behind those in `out`, oldest first.
+    pub(crate) fn take_all(&self, out: &mut VecDeque<Command>) {
+        if self.is_empty() {
+            return;
+        }
+        let mut q = self.lock();
+        if out.is_empty() {
+            std::mem::swap(&mut *q, out);
+        } else {
+            out.extend(q.drain(..));
+        }
+        self.len.store(0, Ordering::SeqCst);
+    }
+}
+
 /// Work for the I/O thread.
 pub(crate) enum Command {
     CreateGroup(Arc<GroupShared>),
@@ -256,7 +305,7 @@ pub(crate) struct Shared {
     /// The poller, and which thread runs the loop.
     pub(crate) lead: Lead,
     pub(crate) pool: Pool,
-    pub(crate) commands: SegQueue<Command>,
+    pub(crate) commands: CommandQueue,
     pub(crate) wake: Arc<Wake>,
     pub(crate) shutdown: AtomicBool,
     /// Set by the I/O thread once it will process no more commands.

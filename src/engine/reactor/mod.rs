@@ -144,6 +144,9 @@ pub(crate) struct Reactor {
     timers: BinaryHeap<Reverse<(Instant, Key)>>,
     /// Something was delivered to a group since [`take_delivered`](Self::take_delivered).
     delivered: bool,
+    /// Commands taken from [`Shared::commands`] in one go, handled up to
+    /// [`COMMAND_BATCH`] per turn, oldest first.
+    pending: VecDeque<Command>,
 }
 
 impl Reactor {
@@ -178,6 +181,7 @@ impl Reactor {
             over_budget: WorkList::new(List::OverBudget),
             keepalive,
             delivered: false,
+            pending: VecDeque::new(),
         };
         r.lifecycle.refill_reserve(&r.shared.directory);
         r
@@ -188,8 +192,14 @@ impl Reactor {
     /// long the loop may sleep (`Break`: shut down).
     fn work(&mut self) -> ControlFlow<()> {
         // Bounded, so a flood of posts cannot starve reading and writing.
+        if self.pending.is_empty() {
+            if self.pending.capacity() > 4 * COMMAND_BATCH {
+                self.pending.shrink_to(COMMAND_BATCH);
+            }
+            self.shared.commands.take_all(&mut self.pending);
+        }
         for _ in 0..COMMAND_BATCH {
-            let Some(cmd) = self.shared.commands.pop() else {
+            let Some(cmd) = self.pending.pop_front() else {
                 break;
             };
             self.command(cmd)?;
@@ -201,10 +211,7 @@ impl Reactor {
         self.resume_starved();
         self.resume_over_budget();
         self.continue_reads();
-        self.shared
-            .counters
-            .partial_frame_bytes
-            .store(self.budget.used() as u64, Ordering::Relaxed);
+        self.publish_gauges();
         self.lifecycle.refill_reserve(&self.shared.directory);
         ControlFlow::Continue(())
     }
@@ -218,11 +225,17 @@ impl Reactor {
         }
         self.shared.wake.prepare_sleep();
         let refill = self.refill_timeout();
-        if !self.shared.commands.is_empty() {
+        if !self.shared.commands.is_empty() || !self.pending.is_empty() {
             Some(Duration::ZERO)
         } else {
             earliest(refill, self.timer_timeout())
         }
+    }
+
+    /// Commands taken from the queue and not handled yet: a post must not
+    /// overtake them.
+    pub(crate) fn commands_waiting(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Whether anything was delivered to a group since the last call.
@@ -284,6 +297,16 @@ impl Reactor {
             };
             self.event(key, ev);
         }
+        // The poller may let go before its next `work` (leader/follower).
+        self.publish_gauges();
+    }
+
+    /// Gauges in [`Stats`](crate::Stats) that the reactor keeps.
+    fn publish_gauges(&self) {
+        self.shared
+            .counters
+            .partial_frame_bytes
+            .store(self.budget.used() as u64, Ordering::Relaxed);
     }
 
     // ----- commands --------------------------------------------------------
@@ -538,7 +561,11 @@ impl Reactor {
         self.groups.clear();
         self.shared.io_exited.store(true, Ordering::Release);
         self.shared.limits.wake_waiters();
-        while let Some(cmd) = self.shared.commands.pop() {
+        let pending = std::mem::take(&mut self.pending);
+        for cmd in pending
+            .into_iter()
+            .chain(std::iter::from_fn(|| self.shared.commands.pop()))
+        {
             if let Command::DestroyGroup { done, .. } = cmd {
                 let _ = done.send(());
             }
