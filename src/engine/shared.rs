@@ -94,21 +94,28 @@ impl GroupShared {
     }
 
     /// Queues `d` for the group's receivers and wakes them, including one
-    /// that waits in `poll`.
-    pub(crate) fn push(&self, d: Delivery, wake: &Wake) {
-        self.push_with(wake, |q| q.push_back(d));
+    /// that waits in `poll`. Returns whether a thread blocked on the queue
+    /// was woken.
+    pub(crate) fn push(&self, d: Delivery, wake: &Wake) -> bool {
+        self.push_with(wake, |q| q.push_back(d))
     }
 
     /// Queues what `fill` adds (every frame of one read, say) under one
-    /// lock, with one wake-up.
-    pub(crate) fn push_with(&self, wake: &Wake, fill: impl FnOnce(&mut VecDeque<Delivery>)) {
-        self.queue.push_with(fill);
+    /// lock, with one wake-up. Returns whether a thread blocked on the
+    /// queue was woken.
+    pub(crate) fn push_with(
+        &self,
+        wake: &Wake,
+        fill: impl FnOnce(&mut VecDeque<Delivery>),
+    ) -> bool {
+        let woke = self.queue.push_with(fill);
         // Pairs with the fence in `reactor::lead`: either the leader sees
         // the delivery before it polls, or we see `leading` and wake it.
         fence(Ordering::SeqCst);
         if self.leading.load(Ordering::Relaxed) {
             wake.wake();
         }
+        woke
     }
 }
 
@@ -141,7 +148,7 @@ impl GroupQueue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push_with(&self, fill: impl FnOnce(&mut VecDeque<Delivery>)) {
+    fn push_with(&self, fill: impl FnOnce(&mut VecDeque<Delivery>)) -> bool {
         let mut q = self.lock();
         let before = q.items.len();
         fill(&mut q.items);
@@ -150,10 +157,11 @@ impl GroupQueue {
         let sleepers = q.sleepers;
         drop(q);
         match (added, sleepers) {
-            (0, _) | (_, 0) => {}
+            (0, _) | (_, 0) => return false,
             (1, _) => self.ready.notify_one(),
             _ => self.ready.notify_all(),
         }
+        true
     }
 
     /// Nothing queued (without locking).
@@ -357,7 +365,7 @@ impl Shared {
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         for g in groups.iter().filter_map(Weak::upgrade) {
-            g.push(Delivery::Shutdown, &self.wake);
+            let _ = g.push(Delivery::Shutdown, &self.wake);
         }
         self.io_exited.store(true, Ordering::Release);
         self.limits.wake_waiters();

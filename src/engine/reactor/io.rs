@@ -190,7 +190,26 @@ impl Reactor {
         {
             return;
         }
-        self.drain(|r| &mut r.starved, Reactor::read);
+        // In order, and only while there is something to read into: once
+        // the pool is dry again the rest keep their place (ahead of those
+        // that starve now) without a system call each. (With 1,000 peers
+        // and 16 messages, trying every one cost ~60 `peek`s per message.)
+        let mut keys = std::mem::take(&mut self.starved.keys);
+        let mut served = 0;
+        for &key in &keys {
+            let free = self.shared.pool.len();
+            if let Some(s) = self.stream_mut(key) {
+                if !backpressure::may_read(s.core.has_message(), free) {
+                    break;
+                }
+                s.listed.0 &= !(List::Starved as u8);
+                self.read(key);
+            }
+            served += 1;
+        }
+        keys.drain(..served);
+        keys.append(&mut self.starved.keys);
+        self.starved.keys = keys;
     }
 
     /// Channels that waited for stash budget read again once there is room.

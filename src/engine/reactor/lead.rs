@@ -7,10 +7,12 @@
 //! no engine thread at all. Otherwise that thread follows: it waits on its
 //! group's queue as before, and whoever polls delivers to it.
 //!
-//! The I/O thread polls whenever no application thread does. After it has
-//! delivered something it steps aside for a *lease* ([`LEASE`]): the thread
-//! it woke usually comes back for the next message within microseconds and
-//! should find the poller free. While application threads keep taking it,
+//! The I/O thread polls whenever no application thread does. After a
+//! delivery woke a thread blocked in `wait_receive` it steps aside for a
+//! *lease* ([`LEASE`]): that thread usually comes back for the next message
+//! within microseconds and should find the poller free. (A delivery to a
+//! busy application, whose queue is not empty, changes nothing: the I/O
+//! thread goes on reading ahead while it works.) While application threads keep taking it,
 //! the I/O thread only checks once per lease; when none did for a whole
 //! lease, it takes the poller back and sleeps in `poll` again — so an idle
 //! engine, or one whose leader waits for a long time, wakes nobody.
@@ -32,8 +34,9 @@ use super::{Reactor, earliest, lock};
 use crate::engine::{Counters, Delivery, GroupShared, Shared};
 use crate::error::Error;
 
-/// How long the I/O thread leaves the poller to the application after it
-/// delivered something, and the longest an event waits while nobody polls.
+/// How long the I/O thread leaves the poller to the application after its
+/// delivery woke a waiting thread, and the longest an event waits while
+/// nobody polls.
 pub(crate) const LEASE: Duration = Duration::from_micros(500);
 
 /// Turns the I/O thread runs on a poller it borrowed during a lease.
@@ -159,7 +162,8 @@ enum Turn {
 }
 
 /// One turn: the reactor's work, then (unless `ready`, asked with whether
-/// anything was delivered) `poll` for at most `cap`, then the events.
+/// a delivery woke a blocked receiver) `poll` for at most `cap`, then the
+/// events.
 fn turn(
     reactor: &Mutex<Reactor>,
     shared: &Shared,
@@ -167,16 +171,16 @@ fn turn(
     cap: Option<Duration>,
     ready: impl FnOnce(bool) -> bool,
 ) -> Turn {
-    let (timeout, delivered) = {
+    let (timeout, woke) = {
         let mut r = lock(reactor);
         if let ControlFlow::Break(()) = r.work() {
             r.shut_down_all();
             return Turn::Stop;
         }
         let timeout = r.sleep_timeout();
-        (timeout, r.take_delivered())
+        (timeout, r.take_woke())
     };
-    if ready(delivered) {
+    if ready(woke) {
         shared.wake.awake();
         return Turn::Ready;
     }
@@ -211,7 +215,7 @@ pub(crate) fn run(reactor: &Mutex<Reactor>, shared: &Shared, parker: IoParker) {
         let mut slot = lead.lock_slot();
         lead.holder.store(IO_LONG, Ordering::Relaxed);
         loop {
-            match turn(reactor, shared, &mut slot, None, |delivered| delivered) {
+            match turn(reactor, shared, &mut slot, None, |woke| woke) {
                 Turn::Polled => {}
                 Turn::Ready => {
                     lease = true;
@@ -264,7 +268,7 @@ fn io_lease(reactor: &Mutex<Reactor>, shared: &Shared, parker: &IoParker) -> boo
     }
     lead.holder.store(FREE, Ordering::Relaxed);
     // A thread that came to lead meanwhile is following now: poll for it
-    // until something is delivered, as before leader/follower.
+    // until a delivery wakes it, as before leader/follower.
     lead.followers.load(Ordering::Relaxed) == 0
 }
 

@@ -142,8 +142,9 @@ pub(crate) struct Reactor {
     /// channel opened within the longest timeout, and a stale one never
     /// wakes the I/O thread.
     timers: BinaryHeap<Reverse<(Instant, Key)>>,
-    /// Something was delivered to a group since [`take_delivered`](Self::take_delivered).
-    delivered: bool,
+    /// A delivery woke a thread blocked on its group's queue since
+    /// [`take_woke`](Self::take_woke).
+    woke: bool,
     /// Commands taken from [`Shared::commands`] in one go, handled up to
     /// [`COMMAND_BATCH`] per turn, oldest first.
     pending: VecDeque<Command>,
@@ -180,7 +181,7 @@ impl Reactor {
             budget: StashBudget::new(partial_frame_budget),
             over_budget: WorkList::new(List::OverBudget),
             keepalive,
-            delivered: false,
+            woke: false,
             pending: VecDeque::new(),
         };
         r.lifecycle.refill_reserve(&r.shared.directory);
@@ -238,9 +239,10 @@ impl Reactor {
         !self.pending.is_empty()
     }
 
-    /// Whether anything was delivered to a group since the last call.
-    fn take_delivered(&mut self) -> bool {
-        std::mem::take(&mut self.delivered)
+    /// Whether a delivery woke a thread blocked on its group's queue since
+    /// the last call (that thread will soon want the poller).
+    fn take_woke(&mut self) -> bool {
+        std::mem::take(&mut self.woke)
     }
 
     /// The work of one post, done by the posting thread while the I/O thread
@@ -556,7 +558,7 @@ impl Reactor {
             );
         }
         for g in self.groups.values() {
-            g.shared.push(Delivery::Shutdown, &self.shared.wake);
+            let _ = g.shared.push(Delivery::Shutdown, &self.shared.wake);
         }
         self.groups.clear();
         self.shared.io_exited.store(true, Ordering::Release);
@@ -576,8 +578,7 @@ impl Reactor {
 
     fn deliver(&mut self, group: u32, msg: Message) {
         if let Some(g) = self.groups.get(&group) {
-            g.shared.push(Delivery::Message(msg), &self.shared.wake);
-            self.delivered = true;
+            self.woke |= g.shared.push(Delivery::Message(msg), &self.shared.wake);
         }
     }
 
@@ -597,12 +598,11 @@ impl Reactor {
         let received = s.core.take_received();
         if let Some(g) = self.groups.get(&group) {
             if s.core.has_deliveries() {
-                g.shared.push_with(&self.shared.wake, |q| {
+                self.woke |= g.shared.push_with(&self.shared.wake, |q| {
                     while let Some(msg) = s.core.poll_delivery() {
                         q.push_back(Delivery::Message(msg));
                     }
                 });
-                self.delivered = true;
             }
         } else {
             while s.core.poll_delivery().is_some() {}
