@@ -190,3 +190,31 @@ fn a_waiting_thread_keeps_its_deadline() {
         engine.stats().waiter_polls - before
     );
 }
+
+/// Shutdown while one waiter leads (asleep in `poll`) and others follow:
+/// every one wakes with `ShutdownStarted` and `shutdown` returns — many
+/// times over, since the order in which they notice is a race.
+#[test]
+fn shutdown_wakes_leaders_and_followers_every_time() {
+    for _ in 0..30 {
+        let engine = engine();
+        let group = Arc::new(engine.create_group().unwrap());
+        let other = engine.create_group().unwrap();
+        prime(&engine, &other);
+        let waiters: Vec<_> = (0..3)
+            .map(|i| {
+                let group = group.clone();
+                std::thread::spawn(move || {
+                    let wait = (i == 2).then(|| Duration::from_secs(60));
+                    group.wait_receive(wait)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(5));
+        let e = engine.clone();
+        within(timeout(), move || e.shutdown());
+        for w in waiters {
+            assert_eq!(join_within(w).unwrap_err(), Error::ShutdownStarted);
+        }
+    }
+}

@@ -131,6 +131,43 @@ impl Pool {
         }
     }
 
+    /// Reading found the pool empty: while fewer than its capacity
+    /// (`max_pool_msgs`) messages belong to it, free and handed out, add new
+    /// free ones up to that capacity. Returns how many were added. This is
+    /// the only way the engine allocates pool messages itself: what it holds
+    /// for reading is bounded by `max_pool_msgs` (`initial_pool_msgs` is
+    /// where the pool starts, not what it keeps).
+    pub(crate) fn grow(&self) -> usize {
+        let cap = self.capacity();
+        let mut added = 0;
+        while !self.inner.closed.load(Ordering::Relaxed) {
+            let live = self.inner.live.load(Ordering::Relaxed);
+            if live >= cap {
+                break;
+            }
+            if self
+                .inner
+                .live
+                .compare_exchange(live, live + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let fresh = Buffers {
+                text: Vec::new(),
+                body: Vec::new(),
+            };
+            if self.inner.free.push(fresh).is_err() {
+                // Full after all (messages came back meanwhile).
+                self.inner.live.fetch_sub(1, Ordering::Relaxed);
+                break;
+            }
+            self.inner.allocated.fetch_add(1, Ordering::Relaxed);
+            added += 1;
+        }
+        added
+    }
+
     /// The engine keeps the last `n` free messages for reading: `get(Always)`
     /// allocates instead of taking them. Otherwise an application whose
     /// posts (to a peer in the same engine) hold the pool could leave the

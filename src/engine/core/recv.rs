@@ -198,9 +198,13 @@ impl Receiver {
                         // Not all here: wait for the rest without a message.
                         return Decode::Continue;
                     }
-                    // Needs memory: arm the pool's notification (a message
-                    // returned from now on wakes the I/O thread), then look
-                    // again — one may have come back meanwhile.
+                    // Needs memory: grow the pool up to its capacity, or arm
+                    // its notification (a message returned from now on
+                    // wakes the poller), then look again — one may have
+                    // come back meanwhile.
+                    if pool.grow() > 0 {
+                        continue;
+                    }
                     pool.arm();
                     if pool.is_empty() {
                         return Decode::Starved;

@@ -282,7 +282,7 @@ impl Reactor {
             }
             budget -= 1;
             let pool = &self.shared.pool;
-            if !backpressure::may_read(s.core.has_message(), pool.len()) {
+            if !backpressure::may_read(s.core.has_message(), pool.len()) && pool.grow() == 0 {
                 // Leave the data in the kernel — but report pool_empty only if
                 // data really waits.
                 pool.arm();

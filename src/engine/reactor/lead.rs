@@ -171,6 +171,11 @@ fn turn(
     cap: Option<Duration>,
     ready: impl FnOnce(bool) -> bool,
 ) -> Turn {
+    if shared.ended() {
+        // Another thread ran the last turn (shutdown): nothing will wake
+        // this poll again.
+        return Turn::Stop;
+    }
     let (timeout, woke) = {
         let mut r = lock(reactor);
         if let ControlFlow::Break(()) = r.work() {
@@ -301,6 +306,10 @@ pub(crate) fn receive(
     deadline: Option<Instant>,
 ) -> Result<Led, Error> {
     let lead = &shared.lead;
+    if shared.ended() {
+        // The loop is over: nothing will be polled for again.
+        return Ok(Led::Got(Some(Delivery::Shutdown)));
+    }
     let Some(mut slot) = lead.take_for_app() else {
         return Ok(Led::Follow);
     };
@@ -331,6 +340,9 @@ fn lead_until(
     // Polls at least once, so that `wait_receive(Some(ZERO))` makes progress.
     let mut polled = false;
     loop {
+        if shared.ended() {
+            return Some(group.queue.try_pop().unwrap_or(Delivery::Shutdown));
+        }
         let cap = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let expired = polled && cap.is_some_and(|c| c.is_zero());
         let ready = |_| {
