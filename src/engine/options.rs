@@ -24,8 +24,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Options {
     /// Messages allocated into the pool at start (default 16).
     pub initial_pool_msgs: u16,
-    /// Most free messages the pool keeps (default 64; raised to the initial count
-    /// if lower).
+    /// Most messages the pool keeps (default 64; raised to the initial count
+    /// if lower). When reading finds the pool empty, the engine adds
+    /// messages up to this many (free and handed out); beyond it, it stops
+    /// reading until messages come back. Messages the application allocates
+    /// with [`Allocation::Always`](crate::Allocation) join the pool when
+    /// dropped while it has room.
     pub max_pool_msgs: u16,
     /// Bytes read from a socket per system call (default 64 KiB; kept between
     /// 4 KiB and 16 MiB).
