@@ -235,8 +235,9 @@ const STREAM_LEN: usize = 1024;
 
 /// Over TCP the kernel buffers of 100 loopback connections (about 4 MB each)
 /// can hold the whole stream, so nothing may be left to come back; over a
-/// Unix-domain socket (about 200 KB each) the shutdown always leaves queued
-/// messages, and they must come back.
+/// Unix-domain socket (about 200 KB each) the shutdown waits until the
+/// clients' engine holds a backlog (the server application is slow), and
+/// those messages must come back.
 fn listener_shutdown_under_100_streaming_clients(t: Transport) {
     let server_engine = tiny_pool_engine();
     let server = server_engine.create_group().unwrap();
@@ -276,7 +277,11 @@ fn listener_shutdown_under_100_streaming_clients(t: Transport) {
                 let id = hello_of[&m.header.channel_number];
                 let seq = check_fast_seq_body(&m.body, STREAM_LEN);
                 by_hello.lock().unwrap().get_mut(&id).unwrap().push(seq);
-                total.fetch_add(1, Ordering::Relaxed);
+                // A slow consumer (at most ~100 k messages/s), so that the
+                // clients' backlog outgrows the kernel buffers.
+                if total.fetch_add(1, Ordering::Relaxed) % 100 == 99 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
         })
     };
@@ -322,12 +327,19 @@ fn listener_shutdown_under_100_streaming_clients(t: Transport) {
             posted
         })
     };
-    // Generous: the machine may be busy.
+    // Generous: the machine may be busy. Over UDS, also wait until the
+    // client engine holds a backlog the kernel buffers could not take (how
+    // soon depends on how fast each side runs), so that the shutdown
+    // happens mid-stream for sure.
     let deadline = std::time::Instant::now() + timeout() * 3;
-    while total_received.load(Ordering::Relaxed) < 3000 {
+    let backlog = matches!(t, Transport::Uds).then_some(1000);
+    while total_received.load(Ordering::Relaxed) < 3000
+        || backlog.is_some_and(|b| client_engine.stats().queued_messages < b)
+    {
         assert!(
             std::time::Instant::now() < deadline,
-            "the server never got mid-stream"
+            "the server never got mid-stream: {:?}",
+            client_engine.stats()
         );
         std::thread::sleep(Duration::from_millis(5));
     }

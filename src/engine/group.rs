@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 
 use super::limits::{Parked, charge_len};
-use super::reactor::{LEASE, Led};
+use super::reactor::{FOLLOW_RECHECK, Led};
 use super::{Command, Counters, Delivery, Engine, GroupShared};
 use crate::address::Address;
 use crate::error::{Error, PostError, Status};
@@ -329,6 +329,7 @@ impl ChannelGroup {
         let queue = &self.shared.queue;
         // `None`: forever (also for a timeout too long to represent).
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut looked_again = false;
         let got = loop {
             if let Some(d) = queue.try_pop() {
                 break d;
@@ -338,11 +339,18 @@ impl ChannelGroup {
                 Led::Got(None) => return Ok(None),
                 Led::Follow => {}
             }
-            // Someone else polls and delivers to us. Wait a lease first: if
-            // the poller let go meanwhile, lead after all.
+            // Someone else polls and delivers to us. Counted first, then
+            // one more look: a poller letting go from now on sees us and
+            // polls on for us (or we see the slot free and lead after all).
             let _following = engine.lead.follow();
-            let lease = Instant::now() + LEASE;
-            if let Some(d) = queue.pop_until(Some(deadline.map_or(lease, |d| d.min(lease)))) {
+            if engine.lead.is_free() && !looked_again {
+                looked_again = true;
+                continue;
+            }
+            // Briefly, then lead if the poller let go meanwhile (it may
+            // have, just after we looked, to lease the slot out).
+            let recheck = Instant::now() + FOLLOW_RECHECK;
+            if let Some(d) = queue.pop_until(Some(deadline.map_or(recheck, |d| d.min(recheck)))) {
                 break d;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -39,6 +39,12 @@ use crate::error::Error;
 /// nobody polls.
 pub(crate) const LEASE: Duration = Duration::from_micros(500);
 
+/// How long a thread that follows waits before it looks again whether the
+/// poller is free (once per `wait_receive`): the poller may have let go
+/// just after it looked, to lease the slot out, and then nobody polls
+/// until the lease ends.
+pub(crate) const FOLLOW_RECHECK: Duration = Duration::from_micros(50);
+
 /// Turns the I/O thread runs on a poller it borrowed during a lease.
 const BRIEF_TURNS: usize = 4;
 
@@ -272,8 +278,10 @@ fn io_lease(reactor: &Mutex<Reactor>, shared: &Shared, parker: &IoParker) -> boo
         }
     }
     lead.holder.store(FREE, Ordering::Relaxed);
-    // A thread that came to lead meanwhile is following now: poll for it
-    // until a delivery wakes it, as before leader/follower.
+    // Pairs with the fence in `Lead::follow`: a thread that came to lead
+    // meanwhile either finds the slot free, or is seen following — then
+    // poll for it until a delivery wakes it, as before leader/follower.
+    fence(Ordering::SeqCst);
     lead.followers.load(Ordering::Relaxed) == 0
 }
 
@@ -376,6 +384,9 @@ pub(crate) struct Following<'a>(&'a Lead);
 impl Lead {
     pub(crate) fn follow(&self) -> Following<'_> {
         self.followers.fetch_add(1, Ordering::Relaxed);
+        // Pairs with the fences after the slot is let go (`release_app`,
+        // `io_lease`): see `is_free` below, checked after this.
+        fence(Ordering::SeqCst);
         Following(self)
     }
 

@@ -15,7 +15,7 @@ mod io;
 mod lead;
 mod open;
 
-pub(crate) use lead::{LEASE, Lead, Led, receive, run};
+pub(crate) use lead::{FOLLOW_RECHECK, Lead, Led, receive, run};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
