@@ -557,7 +557,9 @@ extern crate self as tofu;
 mod address;
 mod engine;
 mod error;
+mod heartbeat;
 mod message;
+mod reconnect;
 mod sys;
 pub mod testing;
 #[cfg(feature = "unstable")]
@@ -592,10 +594,12 @@ pub use engine::{
     ChannelGroup, DEFAULT_INITIAL_POOL_MSGS, DEFAULT_MAX_POOL_MSGS, Engine, Options, Stats,
 };
 pub use error::{Error, PostError, Status};
+pub use heartbeat::Heartbeat;
 pub use message::{
     Allocation, BinaryHeader, ENGINE_CHANNEL, MAX_SECTION_LEN, Message, MessageKind, More, OpCode,
     Origin, Pool, ProtoFields, Role, TextHeaders, TextHeadersIter, next_message_id,
 };
+pub use reconnect::{Handled, Reconnect, ReconnectEvent, ReconnectOptions};
 
 /// The README's examples compile as doctests.
 #[cfg(doctest)]
