@@ -130,8 +130,7 @@ impl<'g> Heartbeat<'g> {
             return Handled::Mine;
         }
         if msg.is_from_engine() && msg.opcode() == OpCode::Signal {
-            if msg.status() == Status::ChannelClosed && msg.text_headers.get(&self.name).is_none()
-            {
+            if msg.status() == Status::ChannelClosed && msg.text_headers.get(&self.name).is_none() {
                 self.due.remove(&msg.channel_number());
             } else if msg.text_headers.get(&self.name).is_some() {
                 return Handled::Mine; // our beat, given back

@@ -481,16 +481,24 @@ impl<'g> Reconnect<'g> {
     ///
     /// # Errors
     ///
-    /// Without a connection (connecting, waiting to retry, stopped) the
-    /// message comes straight back with [`Error::ChannelClosed`]; otherwise
-    /// as [`ChannelGroup::post`] (the connection may have just closed: then
-    /// `InvalidChannelNumber`, or the engine gives the message back later
-    /// with the failure status).
+    /// Without a connection (connecting, waiting to retry, stopped, or
+    /// closed an instant ago, its report not handled yet) the message comes
+    /// straight back with [`Error::ChannelClosed`]; otherwise as
+    /// [`ChannelGroup::post`]. A message `post` accepted can still come
+    /// back later from the engine (`origin = Engine`, with the failure
+    /// status) when the connection breaks before it is written.
     pub fn post(&self, mut msg: Message) -> Result<BinaryHeader, PostError> {
         match self.state {
             State::Connected { channel } => {
                 msg.header.channel_number = channel;
-                self.group.post(msg)
+                self.group.post(msg).map_err(|e| match e.error {
+                    // Closed an instant ago; its report is on the way.
+                    Error::InvalidChannelNumber | Error::InvalidChannelGroup => PostError {
+                        error: Error::ChannelClosed,
+                        message: e.message,
+                    },
+                    _ => e,
+                })
             }
             _ => Err(PostError {
                 error: Error::ChannelClosed,
@@ -583,9 +591,7 @@ impl<'g> Reconnect<'g> {
         if msg.is_from_engine() {
             if op == OpCode::Signal && msg.status() == Status::ChannelClosed {
                 let cause = match self.state {
-                    State::Connecting { aborted: true, .. } => {
-                        Some(Status::CommunicationFailed)
-                    }
+                    State::Connecting { aborted: true, .. } => Some(Status::CommunicationFailed),
                     _ => msg.close_cause(),
                 };
                 self.closed(channel, cause);
@@ -631,7 +637,7 @@ impl<'g> Reconnect<'g> {
     /// # Errors
     ///
     /// As [`ChannelGroup::wait_receive`]: [`Error::ShutdownStarted`] once
-    /// the engine shuts down.
+    /// the engine shuts down (the helper is then done).
     pub fn wait_receive(&mut self, timeout: Option<Duration>) -> Result<Option<Message>, Error> {
         let end = timeout.map(|t| Instant::now() + t);
         loop {
@@ -641,7 +647,11 @@ impl<'g> Reconnect<'g> {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            match self.group.wait_receive(wait)? {
+            let got = self.group.wait_receive(wait);
+            if got.is_err() {
+                self.state = State::Done;
+            }
+            match got? {
                 Some(msg) => {
                     if let Handled::NotMine(msg) = self.handle(msg) {
                         return Ok(Some(msg));
@@ -823,7 +833,6 @@ impl<'g> Reconnect<'g> {
             let _ = self.group.update_receiver(Some(msg));
         }
     }
-
 }
 
 /// splitmix64: enough to spread waits, no dependency.
@@ -891,10 +900,7 @@ mod tests {
                 assert!(o.delay(n + 1, 0.0) >= o.delay(n, 0.999_999));
             }
         }
-        let exact = ReconnectOptions {
-            jitter: false,
-            ..o
-        };
+        let exact = ReconnectOptions { jitter: false, ..o };
         assert_eq!(exact.delay(2, 0.3), 200 * MS);
     }
 
