@@ -294,6 +294,7 @@ enum State {
         channel: u16,
         deadline: Option<Instant>,
         aborted: bool,
+        was_connected: bool,
     },
     /// Stopped on request, gave up, or the engine shut down.
     Done,
@@ -561,11 +562,13 @@ impl<'g> Reconnect<'g> {
                 channel,
                 deadline: Some(d),
                 aborted: false,
+                was_connected,
             } if d <= now => {
                 self.state = State::Closing {
                     channel,
                     deadline: None,
                     aborted: true,
+                    was_connected,
                 };
                 self.abort(channel)
             }
@@ -607,11 +610,14 @@ impl<'g> Reconnect<'g> {
             };
         }
         match op {
-            OpCode::HelloResponse if connecting => {
-                self.state = State::Connected { channel };
-                let attempt = self.attempt;
-                self.failures = 0;
-                self.tell(ReconnectEvent::Connected { attempt, channel });
+            OpCode::HelloResponse => {
+                if connecting {
+                    self.state = State::Connected { channel };
+                    let attempt = self.attempt;
+                    self.failures = 0;
+                    self.tell(ReconnectEvent::Connected { attempt, channel });
+                }
+                // (Stopped while connecting: the abort is on its way.)
                 Handled::Mine
             }
             OpCode::ByeRequest => {
@@ -683,6 +689,7 @@ impl<'g> Reconnect<'g> {
                     channel,
                     deadline,
                     aborted: false,
+                    was_connected: true,
                 };
                 let mut bye = self.message()?;
                 bye.header.channel_number = channel;
@@ -699,6 +706,7 @@ impl<'g> Reconnect<'g> {
                     channel,
                     deadline: None,
                     aborted: true,
+                    was_connected: false,
                 };
                 self.abort(channel)
             }
@@ -752,11 +760,11 @@ impl<'g> Reconnect<'g> {
     /// The helper's channel closed with `cause`: retry, give up or stop.
     fn closed(&mut self, channel: u16, cause: Option<Status>) {
         let was_connected = matches!(self.state, State::Connected { .. });
-        if let State::Closing { .. } = self.state {
+        if let State::Closing { was_connected, .. } = self.state {
             self.state = State::Done;
             self.tell(ReconnectEvent::Disconnected {
                 channel,
-                was_connected: true,
+                was_connected,
                 cause,
                 retry_in: None,
             });

@@ -682,3 +682,32 @@ fn posts_while_disconnected_come_back_and_bad_input_is_refused() {
     let e = Reconnect::new(&group, addr, TextHeaders::new(), quick(50, 50)).unwrap_err();
     assert_eq!(e, Error::ShutdownStarted);
 }
+
+/// `stop` while connected: a graceful close (the server answers the
+/// ByeRequest), `Disconnected` without a cause and no retry, then `Stopped`.
+#[test]
+fn stop_closes_the_connection_gracefully() {
+    let port = free_tcp_port().unwrap();
+    let server = Server::start(port);
+    let engine = engine();
+    let group = engine.create_group().unwrap();
+    let addr = Address::tcp_client("127.0.0.1", port);
+    let mut link = Reconnect::new(&group, addr, headers("stop"), quick(50, 50)).unwrap();
+    let mut log = Log::new();
+    let app = |_: &mut Reconnect<'_>, m: Message| panic!("unexpected {m:?}");
+    until_event(&mut link, &mut log, app, connected);
+    assert!(link.channel().is_some());
+    link.stop().unwrap();
+    until_event(&mut link, &mut log, app, |e| *e == ReconnectEvent::Stopped);
+    assert_eq!(kinds(&log), ["attempt", "connected", "lost", "stopped"]);
+    assert!(matches!(
+        log[2].1,
+        ReconnectEvent::Disconnected {
+            cause: None,
+            retry_in: None,
+            ..
+        }
+    ));
+    assert!(link.is_done() && link.channel().is_none());
+    assert_eq!(server.stop(), ["stop"], "connected once");
+}
