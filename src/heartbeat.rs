@@ -165,10 +165,11 @@ impl<'g> Heartbeat<'g> {
             }
             // The next beat counts from now: a late loop does not burst.
             *due = now + self.interval;
-            let mut beat = match self.group.engine().get(Allocation::Always)? {
-                Some(m) => m,
-                None => Message::new(),
-            };
+            let mut beat: Message = self
+                .group
+                .engine()
+                .get(Allocation::Always)?
+                .unwrap_or_default();
             beat.header.channel_number = channel;
             beat.header.proto.opcode = OpCode::Signal;
             let count = (self.beats + 1).to_string();

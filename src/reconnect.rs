@@ -823,8 +823,7 @@ impl<'g> Reconnect<'g> {
 
     fn message(&mut self) -> Result<Message, Error> {
         match self.group.engine().get(Allocation::Always) {
-            Ok(Some(m)) => Ok(m),
-            Ok(None) => Ok(Message::new()),
+            Ok(m) => Ok(m.unwrap_or_default()),
             Err(e) => {
                 self.state = State::Done;
                 Err(e)

@@ -39,7 +39,9 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 const TICK: Duration = Duration::from_millis(50);
 
 #[derive(Parser)]
-#[command(about = "One side of scripts/reconnect-netns.sh (a reconnecting client across a cut link)")]
+#[command(
+    about = "One side of scripts/reconnect-netns.sh (a reconnecting client across a cut link)"
+)]
 struct Cli {
     #[command(subcommand)]
     role: Role,
@@ -134,7 +136,9 @@ fn secs(n: u64) -> Duration {
 
 /// Seconds since the epoch, for the script's arithmetic.
 fn epoch() -> String {
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     format!("{:.3}", t.as_secs_f64())
 }
 
@@ -153,7 +157,9 @@ fn serve(listen: &str, beat: Duration, idle: Duration, deadline: Duration) -> Re
     let mut welcome = fresh(&engine)?;
     addr.format(&mut welcome)?;
     group.post(welcome)?;
-    let ready = group.wait_receive(Some(secs(10)))?.ok_or("no WelcomeResponse")?;
+    let ready = group
+        .wait_receive(Some(secs(10)))?
+        .ok_or("no WelcomeResponse")?;
     if ready.status() != tofu::Status::Success {
         return Err(format!("cannot listen on {listen}: {}", ready.status()).into());
     }
@@ -340,7 +346,10 @@ fn print_event(e: &ReconnectEvent) {
             "event at={at} kind={} channel={channel} cause={} wait_ms={}",
             if *was_connected { "lost" } else { "failed" },
             cause.map_or("none", |c| c.name()),
-            retry_in.map_or("none".to_owned(), |d| format!("{:.1}", d.as_secs_f64() * 1e3)),
+            retry_in.map_or("none".to_owned(), |d| format!(
+                "{:.1}",
+                d.as_secs_f64() * 1e3
+            )),
         ),
         ReconnectEvent::GaveUp { attempts } => {
             println!("event at={at} kind=gave_up attempts={attempts}")
