@@ -478,7 +478,9 @@ impl<'g> Reconnect<'g> {
     }
 
     /// Posts `msg` on the current connection (its channel number is set
-    /// here).
+    /// here). To close the connection for good use [`stop`](Self::stop): a
+    /// ByeRequest or ByeSignal posted here ends this connection only, and
+    /// the helper connects again.
     ///
     /// # Errors
     ///
