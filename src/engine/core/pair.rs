@@ -218,6 +218,7 @@ impl Pair {
         Pair::with_pools(pool_size, pool_size)
     }
 
+    #[cfg(test)]
     pub(crate) fn with_pools(client_pool: usize, server_pool: usize) -> Pair {
         Pair::with_timeouts(client_pool, server_pool, Timeouts::default())
     }
