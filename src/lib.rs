@@ -13,6 +13,7 @@
 //! This page is a short guide: [Concepts](#concepts), [a first server](#a-first-server),
 //! [a first client](#a-first-client), [error handling](#error-handling),
 //! [backpressure](#backpressure), [closing](#closing),
+//! [reconnecting and liveness](#reconnecting-and-liveness),
 //! [talking to the original](#talking-to-the-original), then the
 //! [runnable examples](#examples).
 //!
@@ -458,7 +459,8 @@
 //!   after your `ByeRequest` but before its answer: a crash is not a goodbye),
 //!   `invalid_message` (it broke the framing), `connect_failed`,
 //!   `send_failed` / `recv_failed`, `communication_failed` (your ByeRequest
-//!   went unanswered for [`Options::bye_timeout`]).
+//!   went unanswered for [`Options::bye_timeout`], or nothing arrived for
+//!   [`Options::idle_timeout`]).
 //!
 //! Messages still queued come back before the report with the same status.
 //! Accepted connections that never send their HelloRequest (within
@@ -478,6 +480,78 @@
 //!     }
 //! }
 //! # on_engine_message(&Message::new());
+//! ```
+//!
+//! # Reconnecting and liveness
+//!
+//! The engine never reconnects on its own: a channel that closed is gone,
+//! and its number must be forgotten. Two helpers, built on the public API,
+//! keep a conversation going; neither has a thread. Your receive loop offers
+//! them every message (`handle`, which answers [`Handled::Mine`] or gives
+//! the message back as [`Handled::NotMine`]), waits no longer than their
+//! `timeout()`, and calls their `poll()` after every wait. Several helpers
+//! can share one group and one loop.
+//!
+//! * [`Reconnect`] keeps one logical connection to an address: it connects,
+//!   and after a failure or the server's close connects again with
+//!   exponential backoff and jitter ([`ReconnectOptions`]: 100 ms doubling
+//!   to 10 s, each wait drawn from its upper half, a 10 s handshake
+//!   timeout, no attempt limit by default), sending the same HelloRequest
+//!   headers each time. It reports every attempt, every connection with its
+//!   new channel number, every disconnection and giving up as
+//!   [`ReconnectEvent`] messages in the group. [`Reconnect::post`] sends on
+//!   the current connection and, while there is none, hands your message
+//!   straight back (`ChannelClosed`) — nothing is queued without bound, and
+//!   what was on a broken connection comes back from the engine as usual.
+//!   What to send again after a reconnection (a request that was never
+//!   answered) is the application's decision. [`Reconnect::wait_receive`]
+//!   runs the loop for a client with one connection.
+//! * [`Heartbeat`] posts a Signal with a header you name every interval on
+//!   the channels you give it, and swallows the peer's. It is an ordinary
+//!   Signal, so the original Zig tofu can be either peer.
+//! * [`Options::idle_timeout`] (off by default) closes a channel from which
+//!   nothing arrived for that long, with `~cause:communication_failed`: set
+//!   it to a few heartbeat intervals on the side that must notice a hung
+//!   peer or a cut link — no socket event reports either. With a
+//!   `Reconnect`, that closure is followed by the next attempt.
+//! * [`Options::tcp_keepalive`] (off by default, as in the original) lets
+//!   the kernel probe an idle TCP connection; it needs no cooperation from
+//!   the peer but takes minutes with the kernel's default probe counts.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tofu::{Address, Engine, Handled, Heartbeat, Options, Reconnect, ReconnectEvent};
+//!
+//! let engine = Engine::new(Options {
+//!     idle_timeout: Some(Duration::from_secs(3)), // the server beats every second
+//!     ..Options::default()
+//! })?;
+//! let group = engine.create_group()?;
+//! # let port = tofu::testing::free_tcp_port()?; // nothing listens: attempts fail
+//! let address = Address::tcp_client("127.0.0.1", port);
+//! let mut link = Reconnect::new(&group, address, tofu::TextHeaders::new(), Default::default())?;
+//! let mut beats = Heartbeat::new(&group, "hb", Duration::from_secs(1))?;
+//!
+//! # let forever = 0..5; // (the doctest stops; nothing listens)
+//! # #[cfg(any())]
+//! let forever = 0..;
+//! for _ in forever {
+//!     let wait = [link.timeout(), beats.timeout()].into_iter().flatten().min();
+//! #   let wait = wait.map(|w| w.min(Duration::from_millis(50)));
+//!     let received = group.wait_receive(wait)?;
+//!     link.poll()?;
+//!     beats.poll()?;
+//!     let Some(msg) = received else { continue };
+//!     let Handled::NotMine(msg) = link.handle(msg) else { continue };
+//!     let Handled::NotMine(msg) = beats.handle(msg) else { continue };
+//!     match link.event(&msg) {
+//!         Some(ReconnectEvent::Connected { channel, .. }) => beats.add(channel),
+//!         Some(ReconnectEvent::GaveUp { .. }) => break,
+//!         Some(event) => println!("{event:?}"),
+//!         None => { /* the application's messages */ }
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Talking to the original
@@ -536,6 +610,9 @@
 //! * `progress` — a long request: progress Signals, then the final Response.
 //! * `heartbeat` — periodic Signals; a hung peer detected by silence and aborted,
 //!   a crashed one by its disconnect.
+//! * `reconnect` — a [`Reconnect`] client whose server crashes
+//!   mid-conversation and comes back on the same port: backoff, a new
+//!   channel, the unanswered request sent again, a graceful stop.
 //! * `dual_listener` — one group listening on TCP and a Unix-domain socket at once.
 //! * `shutdown` — `update_receiver` passes work to, and cleanly stops, a thread
 //!   blocked in `wait_receive`.
@@ -557,7 +634,9 @@ extern crate self as tofu;
 mod address;
 mod engine;
 mod error;
+mod heartbeat;
 mod message;
+mod reconnect;
 mod sys;
 pub mod testing;
 #[cfg(feature = "unstable")]
@@ -592,10 +671,12 @@ pub use engine::{
     ChannelGroup, DEFAULT_INITIAL_POOL_MSGS, DEFAULT_MAX_POOL_MSGS, Engine, Options, Stats,
 };
 pub use error::{Error, PostError, Status};
+pub use heartbeat::Heartbeat;
 pub use message::{
     Allocation, BinaryHeader, ENGINE_CHANNEL, MAX_SECTION_LEN, Message, MessageKind, More, OpCode,
     Origin, Pool, ProtoFields, Role, TextHeaders, TextHeadersIter, next_message_id,
 };
+pub use reconnect::{Handled, Reconnect, ReconnectEvent, ReconnectOptions};
 
 /// The README's examples compile as doctests.
 #[cfg(doctest)]

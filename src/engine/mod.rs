@@ -132,6 +132,7 @@ impl Engine {
                 hello: options.hello_timeout,
                 bye: options.bye_timeout,
                 lookup: options.lookup_timeout,
+                idle: options.idle_timeout,
             },
             match options.partial_frame_budget {
                 0 => options::DEFAULT_PARTIAL_FRAME_BUDGET,
@@ -228,6 +229,7 @@ impl Engine {
             hello_timeouts: get(&c.hello_timeouts),
             bye_timeouts: get(&c.bye_timeouts),
             lookup_timeouts: get(&c.lookup_timeouts),
+            idle_timeouts: get(&c.idle_timeouts),
             partial_frame_bytes: get(&c.partial_frame_bytes),
             queued_bytes: queued_bytes as u64,
             queued_messages: queued_messages as u64,

@@ -79,8 +79,26 @@ pub struct Options {
     pub max_channels: u16,
     /// TCP keepalive on every TCP stream, first probe after this long without
     /// traffic (default `None`: off, as in the original). Lets the kernel
-    /// notice a peer host that vanished without a word.
+    /// notice a peer host that vanished without a word: after the first
+    /// probe the kernel's own probe interval and count apply (on Linux 75 s
+    /// and 9 probes unless the system is tuned), then the channel closes
+    /// with the read error (`~cause:recv_failed` or `peer_disconnected`).
+    /// Unix-domain sockets have no keepalive.
     pub tcp_keepalive: Option<Duration>,
+    /// A channel from which nothing arrives for this long closes (default
+    /// `None`: never, as in the original). Any byte from the peer counts, so
+    /// a peer that sends heartbeats ([`Heartbeat`](crate::Heartbeat)) or
+    /// other traffic more often than this stays open. The clock starts when
+    /// the connect starts (a connect that takes longer fails with
+    /// `connect_failed`) or when a connection is accepted (one that sends
+    /// nothing is closed silently, as after the hello timeout); it keeps
+    /// running after a ByeRequest. The `channel_closed` report carries
+    /// `~cause:communication_failed` (`connect_failed` before connecting);
+    /// [`Stats::idle_timeouts`](crate::Stats) counts them. While the engine
+    /// stops reading a channel for want of memory (SPEC §5.7) that channel
+    /// is not idle. The I/O thread looks once per timeout and channel, not
+    /// at every read, and closes the channel the timeout after its last byte.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Smallest `read_chunk` used (smaller values are raised to it).
@@ -107,6 +125,7 @@ impl Default for Options {
             engine_send_limit: DEFAULT_ENGINE_SEND_LIMIT,
             max_channels: 0,
             tcp_keepalive: None,
+            idle_timeout: None,
         }
     }
 }

@@ -53,6 +53,10 @@ pub struct Stats {
     /// Connects failed because the host-name lookup took longer than
     /// [`Options::lookup_timeout`](crate::Options).
     pub lookup_timeouts: u64,
+    /// Channels closed because nothing arrived for
+    /// [`Options::idle_timeout`](crate::Options) (accepted connections the
+    /// application never saw are also counted in `silent_closes`).
+    pub idle_timeouts: u64,
     /// Gauge: bytes held for frames that have not fully arrived and have no
     /// pool message (bounded by
     /// [`Options::partial_frame_budget`](crate::Options) plus one read).
@@ -91,6 +95,7 @@ pub(crate) struct Counters {
     pub(crate) hello_timeouts: AtomicU64,
     pub(crate) bye_timeouts: AtomicU64,
     pub(crate) lookup_timeouts: AtomicU64,
+    pub(crate) idle_timeouts: AtomicU64,
     pub(crate) partial_frame_bytes: AtomicU64,
     pub(crate) send_limit_refusals: AtomicU64,
     pub(crate) inline_posts: AtomicU64,

@@ -75,8 +75,18 @@ pub(crate) struct ChannelCore {
     /// When the peer's silence ends the channel: the HelloRequest (while
     /// `AwaitHello`) or the ByeResponse (after our ByeRequest).
     deadline: Option<Instant>,
-    /// `deadline` was set since [`ChannelCore::take_new_deadline`].
-    deadline_is_new: bool,
+    /// The earliest deadline last handed to the reactor
+    /// ([`ChannelCore::take_new_deadline`]); `None` once it fired.
+    scheduled: Option<Instant>,
+    /// With an idle timeout: when to look at the peer's silence next. Reads
+    /// do not move it (no timer per read): they only note `last_heard`, and
+    /// the check re-arms itself for `last_heard + idle` while the peer is
+    /// not silent. It is also pulled forward to a phase deadline that is
+    /// cleared (the hello came, the lookup ended), so the earliest deadline
+    /// the reactor scheduled never moves later without firing.
+    idle_at: Option<Instant>,
+    /// When bytes last came from the peer (or the idle clock started).
+    last_heard: Option<Instant>,
     /// Bytes written in all, and as of when the bye deadline was (re)armed:
     /// a ByeRequest still queued behind a backlog that keeps draining is not
     /// a silent peer (a slow link is not a reason to abort).
@@ -100,6 +110,7 @@ impl ChannelCore {
     pub(crate) fn accepted(number: u16, timeouts: Timeouts, now: Instant) -> ChannelCore {
         let mut core = ChannelCore::new(number, Phase::AwaitHello, timeouts);
         core.set_deadline(timeouts.hello.map(|t| now + t));
+        core.start_idle_clock(now);
         core
     }
 
@@ -115,7 +126,9 @@ impl ChannelCore {
             received: 0,
             timeouts,
             deadline: None,
-            deadline_is_new: false,
+            scheduled: None,
+            idle_at: None,
+            last_heard: None,
             written: 0,
             written_at_deadline: 0,
         }
@@ -123,8 +136,23 @@ impl ChannelCore {
 
     fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
-        self.deadline_is_new = deadline.is_some();
         self.written_at_deadline = self.written;
+    }
+
+    /// The phase deadline no longer applies. With an idle timeout, the
+    /// idle check moves up to it instead, so that what the reactor
+    /// scheduled stays the earliest deadline.
+    fn clear_deadline(&mut self) {
+        clear_deadline(&mut self.deadline, &mut self.idle_at);
+    }
+
+    /// With an idle timeout, the peer's silence counts from `now` (once: a
+    /// fallback connect does not restart it).
+    fn start_idle_clock(&mut self, now: Instant) {
+        if let (Some(idle), None) = (self.timeouts.idle, self.idle_at) {
+            self.last_heard = Some(now);
+            self.idle_at = Some(now + idle);
+        }
     }
 
     pub(crate) fn number(&self) -> u16 {
@@ -164,12 +192,14 @@ impl ChannelCore {
     pub(crate) fn handle_resolving(&mut self, now: Instant) {
         self.phase = Phase::Resolving;
         self.set_deadline(self.timeouts.lookup.map(|t| now + t));
+        self.start_idle_clock(now);
     }
 
-    /// A non-blocking connect started.
-    pub(crate) fn handle_connecting(&mut self) {
+    /// A non-blocking connect started at `now`.
+    pub(crate) fn handle_connecting(&mut self, now: Instant) {
         self.phase = Phase::Connecting;
-        self.deadline = None;
+        self.clear_deadline();
+        self.start_idle_clock(now);
     }
 
     /// The connect completed: the queued HelloRequest may go out.
@@ -268,14 +298,18 @@ impl ChannelCore {
         self.recv.stashed()
     }
 
-    /// Bytes read from the socket, decoded into messages from `pool`; what
-    /// stays stashed is counted in `budget`.
+    /// Bytes read from the socket at `now`, decoded into messages from
+    /// `pool`; what stays stashed is counted in `budget`.
     pub(crate) fn handle_read(
         &mut self,
         bytes: &[u8],
         pool: &Pool,
         budget: &mut StashBudget,
+        now: Instant,
     ) -> Flow {
+        if self.last_heard.is_some() && !bytes.is_empty() {
+            self.last_heard = Some(now);
+        }
         let flow = self.decode_with(|recv, on_frame| recv.read(bytes, pool, on_frame));
         self.recv.settle(budget);
         flow
@@ -315,6 +349,7 @@ impl ChannelCore {
             deliveries,
             received,
             deadline,
+            idle_at,
             ..
         } = self;
         let decoded = run(recv, &mut |msg| {
@@ -326,6 +361,7 @@ impl ChannelCore {
                 deliveries,
                 received,
                 deadline,
+                idle_at,
             };
             match frames.frame(msg) {
                 Ok(()) => true,
@@ -370,26 +406,77 @@ impl ChannelCore {
 
     // ----- time ----------------------------------------------------------------
 
-    /// When [`handle_timeout`](Self::handle_timeout) is due, if ever.
+    /// When [`handle_timeout`](Self::handle_timeout) is due, if ever: the
+    /// earlier of the phase deadline (hello, lookup, bye) and the idle check.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.idle_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// A deadline set since the last call (the reactor schedules it).
+    /// The earliest deadline, when it changed since the reactor was last
+    /// told (the reactor schedules it).
     pub(crate) fn take_new_deadline(&mut self) -> Option<Instant> {
-        if std::mem::take(&mut self.deadline_is_new) {
-            self.deadline
+        let next = self.poll_timeout();
+        if next.is_some() && next != self.scheduled {
+            self.scheduled = next;
+            next
         } else {
             None
         }
     }
 
-    /// Time passed: the close, when the peer kept silent past its deadline.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Option<Close> {
-        match self.deadline {
-            Some(deadline) if deadline <= now => {}
-            _ => return None,
+    /// Time passed: the close, when the peer kept silent past a deadline.
+    /// `paused` says the reactor is not reading the channel for want of
+    /// memory (pool or stash budget): bytes may wait in the kernel, so the
+    /// peer is not silent.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, paused: bool) -> Option<Close> {
+        let phase_due = self.deadline.is_some_and(|d| d <= now);
+        let idle_due = self.idle_at.is_some_and(|d| d <= now);
+        if !phase_due && !idle_due {
+            return None;
         }
+        // The reactor popped what it scheduled: the next deadline is new.
+        self.scheduled = None;
+        if phase_due {
+            if let Some(close) = self.phase_timeout(now) {
+                return Some(close);
+            }
+        }
+        if idle_due {
+            return self.idle_timeout(now, paused);
+        }
+        None
+    }
+
+    /// The idle check is due: the close when the peer has been silent for
+    /// the idle timeout, else the check re-armed for when it could be.
+    fn idle_timeout(&mut self, now: Instant, paused: bool) -> Option<Close> {
+        let idle = self.timeouts.idle?;
+        if paused {
+            self.last_heard = Some(now);
+        }
+        let silent_until = self.last_heard.unwrap_or(now) + idle;
+        if silent_until > now {
+            self.idle_at = Some(silent_until);
+            return None;
+        }
+        self.idle_at = None;
+        tracing::debug!(channel = self.number, "nothing received for {idle:?}");
+        Some(match self.phase {
+            // The application never saw it: closed silently, as after the
+            // hello timeout.
+            Phase::AwaitHello => Close::new(Status::PeerDisconnected, false, Cause::IdleTimeout),
+            Phase::Resolving | Phase::Connecting => {
+                Close::new(Status::ConnectFailed, true, Cause::IdleTimeout)
+            }
+            Phase::Open => Close::new(Status::CommunicationFailed, true, Cause::IdleTimeout),
+        })
+    }
+
+    /// The phase deadline passed.
+    fn phase_timeout(&mut self, now: Instant) -> Option<Close> {
         self.deadline = None;
         match self.phase {
             Phase::AwaitHello => {
@@ -460,6 +547,14 @@ impl ChannelCore {
     }
 }
 
+/// A phase deadline no longer applies; a pending idle check moves up to it
+/// (see `ChannelCore::idle_at`).
+fn clear_deadline(deadline: &mut Option<Instant>, idle_at: &mut Option<Instant>) {
+    if let (Some(old), Some(idle)) = (deadline.take(), idle_at.as_mut()) {
+        *idle = (*idle).min(old);
+    }
+}
+
 /// `msg` goes back to the application with `status`, from the engine.
 fn given_back(deliveries: &mut VecDeque<Message>, mut msg: Message, status: Status) {
     msg.header.proto.origin = Origin::Engine;
@@ -477,6 +572,7 @@ struct Frames<'a> {
     deliveries: &'a mut VecDeque<Message>,
     received: &'a mut u64,
     deadline: &'a mut Option<Instant>,
+    idle_at: &'a mut Option<Instant>,
 }
 
 impl Frames<'_> {
@@ -493,7 +589,8 @@ impl Frames<'_> {
                 return Err(Close::new(Status::InvalidMessage, false, Cause::NotHello));
             }
             *self.phase = Phase::Open;
-            *self.deadline = None; // the hello timeout no longer applies
+            // The hello timeout no longer applies.
+            clear_deadline(self.deadline, self.idle_at);
         }
         if *self.first_id == 0 {
             *self.first_id = msg.header.message_id;

@@ -3,7 +3,7 @@
 //! checked against a model of what must hold.
 //!
 //! Invariants checked:
-//! * nothing panics (also when hello and bye timeouts fire, or a side writes
+//! * nothing panics (also when hello, bye and idle timeouts fire, or a side writes
 //!   a ByeSignal frame as the original does);
 //! * every posted message ends exactly once: written completely, or given
 //!   back (`origin = Engine`) — and, while the channel is open, the core
@@ -92,7 +92,16 @@ impl Driver {
         let mut models: [Model; 2] = Default::default();
         models[0].queued.push_back(Pair::HELLO_ID);
         Driver {
-            pair: Pair::with_pools(client_pool, server_pool),
+            // With an idle timeout too, so that its deadline is driven by
+            // the same scripts as the hello and bye timeouts.
+            pair: Pair::with_timeouts(
+                client_pool,
+                server_pool,
+                super::Timeouts {
+                    idle: Some(std::time::Duration::from_secs(5)),
+                    ..super::Timeouts::default()
+                },
+            ),
             models,
             next_id: 1_000_000,
         }
@@ -301,7 +310,7 @@ pub(crate) fn run(data: &[u8]) {
                     }
                 }
                 96..=99 => {
-                    // Time passes: hello and bye timeouts may fire.
+                    // Time passes: hello, bye and idle timeouts may fire.
                     d.pair
                         .advance(std::time::Duration::from_millis(u64::from(arg) * 100));
                 }

@@ -30,6 +30,8 @@ pub(crate) mod fuzz;
 pub(crate) mod pair;
 
 #[cfg(test)]
+mod idle_tests;
+#[cfg(test)]
 mod tests;
 
 use std::time::Duration;
@@ -81,6 +83,8 @@ pub(crate) enum Cause {
     ByeTimeout,
     /// The host-name lookup took longer than the lookup timeout.
     LookupTimeout,
+    /// Nothing arrived from the peer for the idle timeout.
+    IdleTimeout,
 }
 
 /// A channel's close, as decided by the core.
@@ -118,6 +122,7 @@ impl Close {
                     | Cause::NotHello
                     | Cause::LeftBeforeHello
                     | Cause::HelloTimeout
+                    | Cause::IdleTimeout
             )
     }
 
@@ -150,6 +155,9 @@ pub(crate) struct Timeouts {
     pub(crate) bye: Option<Duration>,
     /// A host-name lookup must finish within this.
     pub(crate) lookup: Option<Duration>,
+    /// Nothing received from the peer for this long closes the channel
+    /// (counted from the start of the connect or the accept).
+    pub(crate) idle: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -158,6 +166,7 @@ impl Default for Timeouts {
             hello: Some(Duration::from_secs(10)),
             bye: Some(Duration::from_secs(10)),
             lookup: Some(Duration::from_secs(10)),
+            idle: None,
         }
     }
 }

@@ -135,7 +135,9 @@ impl Peer {
 
     /// Feeds `bytes` to the core as one read.
     pub(crate) fn read(&mut self, bytes: &[u8]) -> Flow {
-        let flow = self.core.handle_read(bytes, &self.pool, &mut self.budget);
+        let flow = self
+            .core
+            .handle_read(bytes, &self.pool, &mut self.budget, self.now);
         self.after(flow)
     }
 
@@ -154,7 +156,7 @@ impl Peer {
         if self.closed.is_some() {
             return None;
         }
-        let close = self.core.handle_timeout(self.now)?;
+        let close = self.core.handle_timeout(self.now, self.starved)?;
         self.collect();
         self.close(close);
         Some(close)
@@ -216,6 +218,7 @@ impl Pair {
         Pair::with_pools(pool_size, pool_size)
     }
 
+    #[cfg(test)]
     pub(crate) fn with_pools(client_pool: usize, server_pool: usize) -> Pair {
         Pair::with_timeouts(client_pool, server_pool, Timeouts::default())
     }
@@ -230,7 +233,7 @@ impl Pair {
         hello.header.proto.opcode = OpCode::HelloRequest;
         hello.header.message_id = Pair::HELLO_ID;
         let mut client = ChannelCore::client(CLIENT, hello, timeouts);
-        client.handle_connecting();
+        client.handle_connecting(now);
         client.handle_connected();
         Pair {
             client: Peer::new(client, client_pool, now),

@@ -107,7 +107,7 @@ fn nothing_is_written_before_the_connect_completes() {
         "a client channel is the application's from the start"
     );
     assert!(!core.wants_write());
-    core.handle_connecting();
+    core.handle_connecting(Instant::now());
     assert!(!core.wants_write());
     // Posts made while connecting wait behind the HelloRequest.
     let m = Message::new();
@@ -586,6 +586,7 @@ fn timeouts(hello: u64, bye: u64) -> Timeouts {
         hello: Some(Duration::from_secs(hello)),
         bye: Some(Duration::from_secs(bye)),
         lookup: Some(Duration::from_secs(3)),
+        idle: None,
     }
 }
 
@@ -720,6 +721,7 @@ fn no_timeouts_means_waiting_forever() {
         hello: None,
         bye: None,
         lookup: None,
+        idle: None,
     };
     let mut p = Pair::with_timeouts(16, 16, none);
     assert_eq!(p.server.core.poll_timeout(), None);
@@ -733,7 +735,11 @@ fn a_new_deadline_is_reported_once() {
     let mut core = ChannelCore::accepted(4, timeouts(5, 5), Instant::now());
     assert!(core.take_new_deadline().is_some());
     assert_eq!(core.take_new_deadline(), None);
-    assert_eq!(core.handle_timeout(Instant::now()), None, "not due yet");
+    assert_eq!(
+        core.handle_timeout(Instant::now(), false),
+        None,
+        "not due yet"
+    );
 }
 
 #[test]
@@ -1313,9 +1319,12 @@ fn a_lookup_that_takes_too_long_fails_the_connect() {
     let mut core = ChannelCore::client(3, hello, timeouts(5, 5));
     core.handle_resolving(t0);
     assert_eq!(core.take_new_deadline(), Some(t0 + Duration::from_secs(3)));
-    assert_eq!(core.handle_timeout(t0 + Duration::from_secs(2)), None);
+    assert_eq!(
+        core.handle_timeout(t0 + Duration::from_secs(2), false),
+        None
+    );
     let close = core
-        .handle_timeout(t0 + Duration::from_secs(3))
+        .handle_timeout(t0 + Duration::from_secs(3), false)
         .expect("timed out");
     assert_eq!(close.cause, Cause::LookupTimeout);
     assert_eq!(close.report_cause(), Some(Status::ConnectFailed));
@@ -1333,13 +1342,16 @@ fn a_lookup_in_time_clears_its_deadline() {
     let t0 = Instant::now();
     let mut core = ChannelCore::client(3, Message::new(), timeouts(5, 5));
     core.handle_resolving(t0);
-    core.handle_connecting();
+    core.handle_connecting(t0);
     assert_eq!(
         core.poll_timeout(),
         None,
         "connecting has no lookup deadline"
     );
-    assert_eq!(core.handle_timeout(t0 + Duration::from_secs(60)), None);
+    assert_eq!(
+        core.handle_timeout(t0 + Duration::from_secs(60), false),
+        None
+    );
 }
 
 // ----- outgoing limits: what the core releases -------------------------------

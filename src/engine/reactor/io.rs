@@ -342,9 +342,12 @@ impl Reactor {
                 Ok(n) => {
                     received += n as u64;
                     reads += 1;
-                    let flow = s
-                        .core
-                        .handle_read(&buf[..n], &self.shared.pool, &mut self.budget);
+                    let flow = s.core.handle_read(
+                        &buf[..n],
+                        &self.shared.pool,
+                        &mut self.budget,
+                        self.now,
+                    );
                     if let Some(stop) = self.after_decode(key, flow) {
                         break stop;
                     }

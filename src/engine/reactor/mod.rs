@@ -543,6 +543,7 @@ impl Reactor {
             Cause::HelloTimeout => Counters::add(&c.hello_timeouts, 1),
             Cause::ByeTimeout => Counters::add(&c.bye_timeouts, 1),
             Cause::LookupTimeout => Counters::add(&c.lookup_timeouts, 1),
+            Cause::IdleTimeout => Counters::add(&c.idle_timeouts, 1),
             _ => {}
         }
         self.close(key, close);
@@ -631,13 +632,16 @@ impl Reactor {
             if s.core.poll_timeout() != Some(deadline) {
                 continue; // replaced or cleared
             }
-            match s.core.handle_timeout(now) {
+            // Not read for want of memory: bytes may wait in the kernel.
+            let paused = s.listed.contains(List::Starved) || s.listed.contains(List::OverBudget);
+            match s.core.handle_timeout(now, paused) {
                 Some(close) => {
                     debug!(channel = s.core.number(), cause = ?close.cause, "timed out");
                     self.deliver_from(key);
                     self.close_counted(key, close);
                 }
-                // Re-armed (a ByeRequest behind a backlog still draining).
+                // Re-armed (a ByeRequest behind a backlog still draining, a
+                // peer heard from within the idle timeout).
                 None => schedule(&mut self.timers, key, &mut s.core),
             }
         }

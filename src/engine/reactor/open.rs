@@ -464,9 +464,10 @@ impl Reactor {
             self.close(key, connect_failed(Status::ConnectFailed));
             return;
         }
-        if let Some(s) = self.stream_mut(key) {
+        if let Some(s) = stream_of(&mut self.slab, key) {
             s.sock = Some(sock);
-            s.core.handle_connecting();
+            s.core.handle_connecting(self.now);
+            schedule(&mut self.timers, key, &mut s.core);
         }
     }
 
