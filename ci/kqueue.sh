@@ -22,19 +22,27 @@ cross_toolchain panic_abort "${targets[@]}"
 export CARGO_TARGET_DIR="${TOFU_KQUEUE_TARGET_DIR:-${CARGO_TARGET_DIR:-$PWD/target}}"
 export CARGO_TERM_COLOR=never
 
+# `cargo check`, then clippy: on Debian's toolchain clippy alone, as
+# `clippy --all-targets` checks every target anyway, and there the two would
+# rebuild std for each other every time (-Zbuild-std sees std as local code).
+check() {
+    [ "$TOOLCHAIN" = debian ] || "${CARGO_CMD[@]}" check "$@"
+}
+what="cargo check, cargo clippy"
+[ "$TOOLCHAIN" != debian ] || what="cargo clippy"
 for t in "${targets[@]}"; do
     start=$SECONDS
     common=(--target "$t" "${BUILD_STD[@]}")
-    echo "== $LANE: $t: cargo check, cargo clippy -D warnings (tofu, tofu-cli)"
-    "${CARGO_CMD[@]}" check -p tofu -p tofu-cli "${common[@]}"
+    echo "== $LANE: $t: $what --all-targets -D warnings (tofu, tofu-cli)"
+    check -p tofu -p tofu-cli "${common[@]}"
     "${CLIPPY[@]}" -p tofu -p tofu-cli --all-targets "${common[@]}" -- -D warnings
     bench=$(bench_args "$t")
     if [ "$bench" = skip ]; then
         echo "== $LANE: $t: tofu-bench not built here (ci/cross.sh, bench_args)"
     else
         read -r -a bench <<<"$bench"
-        echo "== $LANE: $t: cargo check, cargo clippy -D warnings (tofu-bench ${bench[*]})"
-        "${CARGO_CMD[@]}" check -p tofu-bench "${bench[@]}" "${common[@]}"
+        echo "== $LANE: $t: $what --all-targets -D warnings (tofu-bench ${bench[*]})"
+        check -p tofu-bench "${bench[@]}" "${common[@]}"
         "${CLIPPY[@]}" -p tofu-bench --all-targets "${bench[@]}" "${common[@]}" -- -D warnings
     fi
     echo "== $LANE: $t: clean ($((SECONDS - start))s)"

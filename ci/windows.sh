@@ -19,7 +19,7 @@
 # "not applicable: <reason>".
 #
 # Knobs (environment):
-#   TOFU_WIN_TARGET_DIR  cargo target dir for this build   (default: target/windows)
+#   TOFU_WIN_TARGET_DIR  cargo target dir for this build   (default: $CARGO_TARGET_DIR/windows)
 #   TOFU_WINE_ROOT       the trixie chroot                 (default: /var/lib/tofu-wine/trixie)
 #   TOFU_DEBIAN_MIRROR   mirror for debootstrap            (default: the one apt uses)
 #   TOFU_WIN_TIMEOUT     limit for running the tests, s    (default: 900)
@@ -93,7 +93,7 @@ if [ ! -f "$ROOT/.tofu-ready" ]; then
 fi
 
 # ---- mounts, for this namespace only ----------------------------------------------
-export CARGO_TARGET_DIR="${TOFU_WIN_TARGET_DIR:-$PWD/target/windows}"
+export CARGO_TARGET_DIR="${TOFU_WIN_TARGET_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/windows}"
 mkdir -p "$CARGO_TARGET_DIR/tmp"
 mounts=()
 bind() { # bind SRC: SRC at the same path inside the chroot

@@ -15,8 +15,8 @@
 //!
 //! On Unix, Unix-domain sockets are mio's own. On Windows (`windows.rs`) they
 //! are AF_UNIX sockets made with socket2 and driven by mio as TCP streams; where
-//! the platform has no AF_UNIX (before Windows 10 1803, Wine 8) connecting
-//! reports [`not_implemented_yet`](crate::Status::NotImplementedYet) and
+//! the platform has no AF_UNIX (before Windows 10 1803, Wine 8 and 10)
+//! connecting reports [`not_implemented_yet`](crate::Status::NotImplementedYet) and
 //! listening `listen_failed`.
 
 use std::io::{self, IoSlice, Read, Write};
@@ -341,7 +341,7 @@ pub(crate) fn connect_uds(_path: &Path) -> Result<Stream, (Error, io::Error)> {
 
 /// Why this platform cannot make Unix-domain sockets, or `None` when it can:
 /// never on Unix; on Windows when `socket(AF_UNIX)` fails with
-/// WSAEAFNOSUPPORT (before Windows 10 1803, and under Wine 8).
+/// WSAEAFNOSUPPORT (before Windows 10 1803, and under Wine, 8 and 10 alike).
 pub(crate) fn uds_unsupported() -> Option<String> {
     #[cfg(unix)]
     return None;
