@@ -1,89 +1,157 @@
 #!/usr/bin/env bash
-# Windows CI: the whole workspace test suite cross-built for
-# x86_64-pc-windows-gnu and run under Wine, on Debian 12 (see README, Platforms).
+# Windows CI: `cargo clippy --all-targets -D warnings` for x86_64-pc-windows-gnu,
+# then the whole workspace test suite cross-built for it and run under Wine 10
+# (see README, Platforms).
 #
-# Idempotent: installs Debian's rustc/cargo (with the std sources, so that
-# -Zbuild-std can build std for the target), mingw-w64 and Wine only when they are
-# missing, creates the Wine prefix once, and builds the ProcessPrng shim DLL once.
+# Wine 10 because it resets like Windows: the reader of a reset connection gets
+# WSAECONNRESET and loses what it had not read yet; Debian 12's Wine 8 hands
+# the unread data over, then an end of stream, and so hides that behaviour.
+# Debian 12 has no Wine 10, so it runs from a Debian 13 ("trixie") chroot made
+# with debootstrap, once (about 1.4 GB, 1-2 minutes), in $TOFU_WINE_ROOT.
+#
+# Idempotent: installs debootstrap and mingw-w64 when they are missing, builds
+# the chroot and its Wine prefix once; the toolchain is rustup's target or
+# Debian's with -Zbuild-std (ci/cross.sh). Everything mounted for the run
+# (proc, /dev, the checkout, the target dir) lives in a mount namespace of its
+# own, so it goes away with the lane, and two lanes never see each other's
+# mounts; a lock keeps two of them from sharing the Wine prefix at once.
+# Without root (debootstrap, chroot, mount) or without the mirror, it prints
+# "not applicable: <reason>".
 #
 # Knobs (environment):
-#   TOFU_WIN_TARGET_DIR  cargo target dir for this build   (default: target/windows)
-#   TOFU_WINEPREFIX      the Wine prefix                   (default: /tmp/tofu-wine-$UID)
+#   TOFU_WIN_TARGET_DIR  cargo target dir for this build   (default: $CARGO_TARGET_DIR/windows)
+#   TOFU_WINE_ROOT       the trixie chroot                 (default: /var/lib/tofu-wine/trixie)
+#   TOFU_DEBIAN_MIRROR   mirror for debootstrap            (default: the one apt uses)
 #   TOFU_WIN_TIMEOUT     limit for running the tests, s    (default: 900)
+#   TOFU_CROSS_TOOLCHAIN auto | rustup | debian            (ci/cross.sh)
 # Extra arguments are passed to `cargo test` (e.g. `--test close`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECONDS=0
+LANE=windows
 TARGET=x86_64-pc-windows-gnu
-PKGS=(rustc-web cargo-web rust-web-src gcc-mingw-w64-x86-64 wine64)
-
-# ---- tools ------------------------------------------------------------------
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    echo "== windows: installing ${missing[*]}"
-    sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
-        --no-install-recommends "${PKGS[@]}" >/dev/null
-    echo "== windows: installed (${SECONDS}s)"
-fi
+ROOT="${TOFU_WINE_ROOT:-/var/lib/tofu-wine/trixie}"
+export TOFU_WINE_ROOT="$ROOT"
+# Inside the chroot.
 WINE=/usr/lib/wine/wine64
-WINESERVER=/usr/lib/wine/wineserver64
-echo "== windows: $(/usr/bin/rustc --version), $(/usr/bin/cargo --version), wine $("$WINE" --version)"
+WINESERVER=/usr/lib/wine/wineserver
+export WINEPREFIX=/root/.wine-tofu WINEDEBUG=-all
+export WINEDLLOVERRIDES="mscoree,mshtml=" # no Mono/Gecko installers
 
-# ---- Wine prefix --------------------------------------------------------------
-export WINEPREFIX="${TOFU_WINEPREFIX:-/tmp/tofu-wine-$(id -u)}"
-export WINEDEBUG=-all
-# No Mono/Gecko installers; our bcryptprimitives.dll (native) before any builtin.
-export WINEDLLOVERRIDES="mscoree,mshtml=;bcryptprimitives=n,b"
-if [ ! -f "$WINEPREFIX/system.reg" ]; then
-    echo "== windows: creating the Wine prefix $WINEPREFIX"
-    mkdir -p "$WINEPREFIX"
-    "$WINE" wineboot --init >/dev/null 2>&1 || true
-    "$WINESERVER" -w
-    [ -f "$WINEPREFIX/system.reg" ] || { echo "wineboot failed" >&2; exit 1; }
+not_applicable() {
+    echo "== $LANE: not applicable: $*"
+    exit 0
+}
+
+# ---- a mount namespace of our own ------------------------------------------------
+if [ -z "${TOFU_WIN_NAMESPACE:-}" ]; then
+    [ "$(id -u)" -eq 0 ] || not_applicable "the Wine 10 chroot needs root (debootstrap, chroot, mount)"
+    unshare --mount --propagation private true 2>/dev/null ||
+        not_applicable "no mount namespace here (unshare --mount failed)"
+    export TOFU_WIN_NAMESPACE=$EPOCHSECONDS
+    exec unshare --mount --propagation private "$PWD/ci/windows.sh" "$@"
+fi
+SECONDS=$((EPOCHSECONDS - TOFU_WIN_NAMESPACE))
+
+# ---- tools and the chroot ------------------------------------------------------------
+# shellcheck source=ci/cross.sh
+. ci/cross.sh
+apt_install debootstrap gcc-mingw-w64-x86-64
+mkdir -p "$(dirname "$ROOT")"
+exec 9>"$ROOT.lock"
+if ! flock -n 9; then
+    echo "== $LANE: waiting for another Windows lane ($ROOT.lock)"
+    flock 9
 fi
 
-# Rust's std imports ProcessPrng from bcryptprimitives.dll, which Wine 8 lacks:
-# without this shim every .exe exits with code 53 before main.
-DLL="$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll"
-SHIM=ci/windows/processprng.c
-if [ ! -f "$DLL.tofu" ] || [ "$SHIM" -nt "$DLL.tofu" ]; then
-    echo "== windows: building the ProcessPrng shim ($SHIM)"
-    x86_64-w64-mingw32-gcc -shared -O2 -s -o "$DLL" "$SHIM" -lbcrypt
-    touch "$DLL.tofu"
+debian_mirror() {
+    [ -z "${TOFU_DEBIAN_MIRROR:-}" ] || { echo "$TOFU_DEBIAN_MIRROR"; return; }
+    # The first ".../debian <suite>/main" that apt uses (not -security, -updates).
+    apt-cache policy 2>/dev/null |
+        awk '$2 ~ /^https?:.*debian/ && $2 !~ /security/ && $3 ~ /^[a-z]+\/main$/ {print $2; exit}' |
+        grep . || echo http://deb.debian.org/debian
+}
+if [ ! -f "$ROOT/.tofu-ready" ]; then
+    mirror=$(debian_mirror)
+    echo "== $LANE: debootstrap trixie with wine64 into $ROOT from $mirror (${SECONDS}s so far)"
+    rm -rf "$ROOT.tmp"
+    if ! debootstrap --variant=minbase --include=wine64 trixie "$ROOT.tmp" "$mirror" \
+        >"$ROOT.log" 2>&1; then
+        tail -n 20 "$ROOT.log"
+        if grep -qE 'Failed getting release file|Couldn.t download|Unable to fetch' "$ROOT.log"; then
+            rm -rf "$ROOT.tmp"
+            not_applicable "debootstrap could not fetch trixie from $mirror (no network?)"
+        fi
+        echo "== $LANE: debootstrap failed (log above, $ROOT.log)" >&2
+        exit 1
+    fi
+    # minbase has no /etc/hosts, and the by-host-name tests need localhost.
+    cp /etc/hosts "$ROOT.tmp/etc/hosts"
+    rm -rf "$ROOT"
+    mv "$ROOT.tmp" "$ROOT"
+    touch "$ROOT/.tofu-ready"
+    echo "== $LANE: chroot ready (${SECONDS}s so far)"
 fi
 
-# ---- build and test -------------------------------------------------------------
-export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1
-export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
-export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$WINE"
-export CARGO_TARGET_DIR="${TOFU_WIN_TARGET_DIR:-$PWD/target/windows}"
-export CARGO_TERM_COLOR=never
-cargo_test=(/usr/bin/cargo test --workspace --exclude tofu-bench --no-fail-fast -Zbuild-std=std,panic_unwind --target "$TARGET")
-echo "== windows: building the tests for $TARGET (${SECONDS}s so far)"
-mkdir -p "$CARGO_TARGET_DIR"
-"${cargo_test[@]}" --no-run "$@" 2>&1 | tee "$CARGO_TARGET_DIR/windows-build.log"
-# Clippy does not reach the Windows-only code (no clippy for this toolchain):
-# at least, no compiler warning in our packages.
-if grep -E '^warning: `tofu(-cli|-bench)?` .*generated' "$CARGO_TARGET_DIR/windows-build.log"; then
-    echo "== windows: warnings in the Windows build (see above)" >&2
-    exit 1
-fi
-echo "== windows: running them under Wine (${SECONDS}s so far)"
-# One wineserver for all the test binaries (no start-up each, no race with a
-# server that is just exiting), stopped on the way out.
-"$WINESERVER" -p || true
+# ---- mounts, for this namespace only ----------------------------------------------
+export CARGO_TARGET_DIR="${TOFU_WIN_TARGET_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/windows}"
+mkdir -p "$CARGO_TARGET_DIR/tmp"
+mounts=()
+bind() { # bind SRC: SRC at the same path inside the chroot
+    mkdir -p "$ROOT$1"
+    mount --rbind "$1" "$ROOT$1"
+    mounts=("$ROOT$1" "${mounts[@]}")
+}
+mount -t proc proc "$ROOT/proc"
+mounts=("$ROOT/proc")
+bind /dev
+bind "$PWD"
+case "$CARGO_TARGET_DIR/" in
+"$PWD"/*) ;;
+*) bind "$CARGO_TARGET_DIR" ;;
+esac
+in_root() { env -u TMPDIR chroot "$ROOT" "$@"; }
 pid=
 cleanup() {
     [ -z "$pid" ] || kill "$pid" 2>/dev/null || true
-    "$WINESERVER" -k 2>/dev/null || true
+    in_root "$WINESERVER" -k 2>/dev/null || true
+    local m
+    for m in "${mounts[@]}"; do umount -R -l "$m" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+
+if [ ! -f "$ROOT$WINEPREFIX/system.reg" ]; then
+    echo "== $LANE: creating the Wine prefix $WINEPREFIX in the chroot"
+    in_root "$WINE" wineboot --init >/dev/null 2>&1 || true
+    in_root "$WINESERVER" -w
+    [ -f "$ROOT$WINEPREFIX/system.reg" ] || { echo "wineboot failed" >&2; exit 1; }
+fi
+wine_version=$(in_root "$WINE" --version)
+flock -u 9 # the chroot is ready; the lock is taken again to run the tests
+
+# ---- clippy, build ----------------------------------------------------------------
+cross_toolchain panic_unwind "$TARGET"
+echo "== $LANE: $wine_version in $ROOT"
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/ci/windows/wine.sh"
+export CARGO_TERM_COLOR=never
+# Doctest binaries go to TMPDIR: it must be inside a directory the chroot sees.
+export TMPDIR="$CARGO_TARGET_DIR/tmp"
+common=(--workspace --exclude tofu-bench --target "$TARGET" "${BUILD_STD[@]}") # tofu-bench: ci/cross.sh
+echo "== $LANE: cargo clippy --all-targets -D warnings for $TARGET (${SECONDS}s so far)"
+"${CLIPPY[@]}" "${common[@]}" --all-targets -- -D warnings
+cargo_test=("${CARGO_CMD[@]}" test "${common[@]}" --no-fail-fast)
+echo "== $LANE: building the tests for $TARGET (${SECONDS}s so far)"
+"${cargo_test[@]}" --no-run "$@"
+
+# ---- run --------------------------------------------------------------------------
+if ! flock -n 9; then
+    echo "== $LANE: waiting for another Windows lane to finish its run ($ROOT.lock)"
+    flock 9
+fi
+echo "== $LANE: running them under $wine_version (${SECONDS}s so far)"
+# One wineserver for all the test binaries (no start-up each, no race with a
+# server that is just exiting), stopped on the way out.
+in_root "$WINESERVER" -p || true
 log="$CARGO_TARGET_DIR/windows-test.log"
 # Not through a pipe: Wine's helper processes (winedevice.exe…) inherit the
 # output and outlive the tests, so a reader of the pipe would wait for them.
@@ -99,6 +167,7 @@ pid=
 # Not-applicable tests pass (libtest has no run-time skip): counted apart.
 sum() { grep -o "[0-9]* $1;" "$log" | awk '{s += $1} END {print s + 0}'; }
 na=$(grep -c ': not applicable: ' "$log" || true)
-echo "== windows: $(($(sum passed) - na)) passed, $na not applicable (reasons above)," \
-    "$(sum failed) failed, $(sum ignored) ignored; exit status $status; ${SECONDS}s in all"
+echo "== $LANE: $wine_version, $TOOLCHAIN toolchain: $(($(sum passed) - na)) passed," \
+    "$na not applicable (reasons above), $(sum failed) failed, $(sum ignored) ignored;" \
+    "exit status $status; ${SECONDS}s in all"
 exit "$status"

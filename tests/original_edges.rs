@@ -23,7 +23,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use serde_json::Value;
-use tofu::{Address, Allocation, ChannelGroup, Engine, Message, OpCode, Status};
+use tofu::{Address, Allocation, ChannelGroup, Engine, Message, OpCode, Options, Status};
 use util::*;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/original-edges");
@@ -204,9 +204,10 @@ fn reset(raw: RawStream) {
 }
 
 /// The engine reset the connection (SO_LINGER 0): not a FIN, nothing more
-/// written. Under Wine (the Windows lane) a zero-linger close reaches a
-/// reader in the same Wine as an end of stream, so there only "closed, with
-/// nothing more written" can be checked.
+/// written. Under Wine (the Windows lane) a zero-linger close sometimes
+/// reaches a reader in the same Wine as an end of stream (Wine 8 always,
+/// Wine 10 once in 16 runs here), so there only "closed, with nothing more
+/// written" can be checked.
 #[track_caller]
 fn expect_reset(raw: &mut RawStream, what: &str) {
     let mut buf = [0u8; 64];
@@ -325,11 +326,19 @@ fn case2_a_bye_signal_from_the_original_client_is_its_abort() {
 /// `peer_disconnected` — the last ones posted, in order — then the report.
 #[test]
 fn case2_the_original_clients_abort_gives_back_what_we_had_queued() {
-    const N: u64 = 100;
+    // 24 MB, so that some is still queued when the abort comes: more than
+    // loopback's socket buffers take, even where the 4 KiB receive buffer
+    // asked for below does not hold them back (under Wine 10 all of the
+    // 6 MB that this test used to post went out in about half of the runs).
+    const N: u64 = 400;
     let case = "case2-client-byesignal-idiom";
     let frames = frames(case);
     let (last, before) = frames.split_last().unwrap();
-    let engine = engine();
+    let engine = Engine::new(Options {
+        channel_send_limit: 32 << 20,
+        ..Options::default()
+    })
+    .unwrap();
     let group = engine.create_group().unwrap();
     let port = tofu::testing::free_tcp_port().unwrap();
     listen(&engine, &group, &Address::tcp_server("127.0.0.1", port));
@@ -367,7 +376,12 @@ fn case2_the_original_clients_abort_gives_back_what_we_had_queued() {
         back.push(m.header.message_id);
     };
     assert_closed(&report, sch, Some(Status::PeerDisconnected));
-    assert!(!back.is_empty(), "a non-reading peer left messages queued");
+    assert!(
+        !back.is_empty(),
+        "a non-reading peer left messages queued; the engine wrote {} of the {} bytes posted",
+        s.engine.stats().bytes_sent,
+        N * 60_016
+    );
     let suffix: Vec<u64> = (1000 + N - back.len() as u64..1000 + N).collect();
     assert_eq!(back, suffix, "the last ones posted come back, in order");
 }

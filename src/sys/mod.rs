@@ -6,7 +6,8 @@
 //!   where the platform and mio support it) that is a [`mio::event::Source`];
 //! * [`Listener`]: the listening counterpart;
 //! * [`listen_tcp`], [`listen_uds`], [`connect_tcp`], [`connect_uds`]: socket
-//!   creation with the options SPEC §5 requires — SO_REUSEADDR on listeners,
+//!   creation with the options SPEC §5 requires — SO_REUSEADDR on listeners
+//!   (not on Windows, where it would let a listener take a port in use),
 //!   TCP_NODELAY and SO_LINGER 0 on TCP streams, stale UDS socket files removed
 //!   before bind;
 //! * [`is_disconnect`]: which I/O errors mean "the peer went away";
@@ -14,8 +15,8 @@
 //!
 //! On Unix, Unix-domain sockets are mio's own. On Windows (`windows.rs`) they
 //! are AF_UNIX sockets made with socket2 and driven by mio as TCP streams; where
-//! the platform has no AF_UNIX (before Windows 10 1803, Wine 8) connecting
-//! reports [`not_implemented_yet`](crate::Status::NotImplementedYet) and
+//! the platform has no AF_UNIX (before Windows 10 1803, Wine 8 and 10)
+//! connecting reports [`not_implemented_yet`](crate::Status::NotImplementedYet) and
 //! listening `listen_failed`.
 
 use std::io::{self, IoSlice, Read, Write};
@@ -251,9 +252,17 @@ fn configure_tcp(s: &mio::net::TcpStream) {
     let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
 }
 
-/// Binds and listens on TCP with SO_REUSEADDR.
+/// Binds and listens on TCP, with SO_REUSEADDR everywhere but Windows.
+///
+/// On Unix SO_REUSEADDR lets a listener rebind a port that closed connections
+/// still hold in TIME_WAIT, and never a port another socket listens on. On
+/// Windows it means something else: the listener may bind a port *in use*,
+/// taking it over ("socket hijacking"). So there, as mio's
+/// `TcpListener::bind` does, it is left unset, and a port in use fails the
+/// listen on every platform (`tests/open.rs`).
 pub(crate) fn listen_tcp(addr: SocketAddr) -> io::Result<Listener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(not(windows))]
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(true);
@@ -332,7 +341,7 @@ pub(crate) fn connect_uds(_path: &Path) -> Result<Stream, (Error, io::Error)> {
 
 /// Why this platform cannot make Unix-domain sockets, or `None` when it can:
 /// never on Unix; on Windows when `socket(AF_UNIX)` fails with
-/// WSAEAFNOSUPPORT (before Windows 10 1803, and under Wine 8).
+/// WSAEAFNOSUPPORT (before Windows 10 1803, and under Wine, 8 and 10 alike).
 pub(crate) fn uds_unsupported() -> Option<String> {
     #[cfg(unix)]
     return None;

@@ -14,7 +14,7 @@
 //! * paths only (no abstract names, as on every platform here), and
 //!   `sun_path` holds at most 107 bytes of UTF-8 (the address parser enforces
 //!   it);
-//! * platforms without AF_UNIX (Windows before 10 1803, Wine 8) fail at
+//! * platforms without AF_UNIX (Windows before 10 1803, Wine 8 and 10) fail at
 //!   `socket()` with WSAEAFNOSUPPORT (10047): connecting then reports
 //!   `not_implemented_yet`, listening `listen_failed`;
 //! * Winsock start-up (`WSAStartup`) is left to std, which socket2 triggers.
