@@ -311,3 +311,69 @@ fn disconnect_noticed_while_pool_is_empty(t: Transport) {
 }
 
 tcp_and_uds!(disconnect_noticed_while_pool_is_empty);
+
+/// The pool grows for reading from `initial_pool_msgs` up to
+/// `max_pool_msgs`, and no further: a server that keeps every message it
+/// gets receives exactly `max_pool_msgs` of a longer stream, then a
+/// `pool_empty` report, then the rest once it gives them back.
+fn reading_grows_the_pool_to_its_maximum(t: Transport) {
+    const MAX: usize = 12;
+    let server_engine = tofu::Engine::new(tofu::Options {
+        initial_pool_msgs: 3,
+        max_pool_msgs: MAX as u16,
+        ..tofu::Options::default()
+    })
+    .unwrap();
+    let client_engine = engine();
+    let server = server_engine.create_group().unwrap();
+    let client = client_engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(t);
+    listen(&server_engine, &server, &saddr);
+    let (cch, _) = connect_pair(&client_engine, &client, &server, &caddr);
+    // Everything the connection set-up took is back in the pool.
+    eventually("the set-up's messages back", || {
+        server_engine.stats().pool_outstanding == 0
+    });
+    const N: u64 = 40;
+    for i in 0..N {
+        client
+            .post(msg(&client_engine, cch, OpCode::Signal, &seq_body(i, 32)))
+            .unwrap();
+    }
+    let mut held = Vec::new();
+    let mut pool_empty = 0;
+    while pool_empty == 0 {
+        let m = recv(&server);
+        if m.is_from_engine() {
+            assert_eq!(m.status(), Status::PoolEmpty, "{m:?}");
+            pool_empty += 1;
+            continue;
+        }
+        held.push(m);
+    }
+    // Anything still on its way was read before the report, into the pool.
+    while let Some(m) = server
+        .wait_receive(Some(Duration::from_millis(100)))
+        .unwrap()
+    {
+        assert!(m.is_from_application(), "{m:?}");
+        held.push(m);
+    }
+    println!(
+        "pool 3 -> {MAX}: {} messages held when reading stopped ({:?})",
+        held.len(),
+        server_engine.stats()
+    );
+    assert_eq!(held.len(), MAX, "read into max_pool_msgs messages, no more");
+    let mut next = held.len() as u64;
+    for (i, m) in held.drain(..).enumerate() {
+        assert_eq!(check_seq_body(&m.body, 32), i as u64);
+    }
+    while next < N {
+        let m = recv_skip_pool_empty(&server);
+        assert_eq!(check_seq_body(&m.body, 32), next, "in order, nothing lost");
+        next += 1;
+    }
+}
+
+tcp_and_uds!(reading_grows_the_pool_to_its_maximum);

@@ -379,6 +379,32 @@ mod tests {
     }
 
     #[test]
+    fn reading_grows_the_pool_up_to_its_capacity_and_no_further() {
+        let pool = Pool::new(2, 5);
+        let held: Vec<_> = (0..2)
+            .map(|_| pool.get(Allocation::PoolOnly).unwrap())
+            .collect();
+        assert!(pool.get(Allocation::PoolOnly).is_none());
+        assert_eq!(
+            pool.grow(),
+            3,
+            "up to the capacity, counting those handed out"
+        );
+        assert_eq!(pool.len(), 3);
+        assert_eq!(pool.grow(), 0, "at the capacity");
+        let more: Vec<_> = (0..3)
+            .map(|_| pool.get(Allocation::PoolOnly).unwrap())
+            .collect();
+        assert_eq!(pool.grow(), 0, "five belong to the pool, all handed out");
+        assert_eq!(pool.outstanding(), 5);
+        drop((held, more));
+        assert_eq!(pool.len(), 5, "all come back: the pool has room for them");
+        assert_eq!(pool.allocated(), 5);
+        pool.close();
+        assert_eq!(pool.grow(), 0, "a closed pool does not grow");
+    }
+
+    #[test]
     fn put_adopts_standalone_messages() {
         let pool = Pool::new(0, 4);
         pool.put(Message::new());
