@@ -21,10 +21,15 @@
 //!
 //! * **Engine** ([`Engine`]): one I/O thread, the message pool and the channel
 //!   table. A cheap `Clone` handle; [`Engine::shutdown`] or dropping the last
-//!   handle stops it. Engines share nothing; a process may run several.
+//!   handle stops it. Engines share nothing; a process may run several. A
+//!   thread blocked in [`wait_receive`](ChannelGroup::wait_receive) runs the
+//!   engine's event loop itself while no other thread does, and a lone
+//!   [`post`](ChannelGroup::post) is written by the posting thread: the I/O
+//!   thread does the rest, so a round trip wakes no engine thread at all.
 //! * **Pool** ([`Pool`]): pre-allocated messages that are reused.
 //!   [`Engine::get`] takes one; a message goes back to its pool when dropped. The
-//!   engine reads from sockets only into pool messages, which bounds memory
+//!   engine reads from sockets only into pool messages (the pool grows from
+//!   `initial_pool_msgs` up to `max_pool_msgs` for that), which bounds memory
 //!   ([backpressure](#backpressure)).
 //! * **Channel group** ([`ChannelGroup`]): your handle — [`post`](ChannelGroup::post)
 //!   messages in, [`wait_receive`](ChannelGroup::wait_receive) messages out. It is
