@@ -12,10 +12,11 @@
 //! *lease* ([`LEASE`]): that thread usually comes back for the next message
 //! within microseconds and should find the poller free. (A delivery to a
 //! busy application, whose queue is not empty, changes nothing: the I/O
-//! thread goes on reading ahead while it works.) While application threads keep taking it,
-//! the I/O thread only checks once per lease; when none did for a whole
-//! lease, it takes the poller back and sleeps in `poll` again — so an idle
-//! engine, or one whose leader waits for a long time, wakes nobody.
+//! thread goes on reading ahead while it works.) While application threads
+//! keep taking it, the I/O thread only checks once per lease; when none did
+//! for a whole lease, it takes the poller back and sleeps in `poll` again —
+//! so an idle engine, or one whose leader waits for a long time, wakes
+//! nobody.
 //!
 //! Bounds: while nobody polls (between a leader's return and the next
 //! `wait_receive`, during a lease), events wait at most one lease; a command
@@ -37,7 +38,7 @@ use crate::error::Error;
 /// How long the I/O thread leaves the poller to the application after its
 /// delivery woke a waiting thread, and the longest an event waits while
 /// nobody polls.
-pub(crate) const LEASE: Duration = Duration::from_micros(500);
+const LEASE: Duration = Duration::from_micros(500);
 
 /// How long a thread that follows waits before it looks again whether the
 /// poller is free (once per `wait_receive`): the poller may have let go
