@@ -32,49 +32,10 @@ OUTAGE=4
 DOWN=2
 RUN_LIMIT=40 # seconds per process, behind the driver's own --deadline
 
-na() {
-    echo "reconnect-netns: not applicable: $*"
-    exit 0
-}
-
-[ "$(uname -s)" = Linux ] || na "not Linux ($(uname -s))"
-[ "$(id -u)" -eq 0 ] || na "needs root (ip netns), running as uid $(id -u)"
-for tool in ip timeout awk; do
-    command -v "$tool" >/dev/null 2>&1 || na "no '$tool' command"
-done
-
-tag=$$
-NA=tofurc-a-$tag
-NB=tofurc-b-$tag
-VA=trca$tag
-VB=trcb$tag
-PROBE=tofurc-probe-$tag
-pids=()
-workdir=$(mktemp -d)
-
-cleanup() {
-    local pid ns
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for ns in "$NA" "$NB" "$PROBE"; do
-        if ip netns list 2>/dev/null | grep -qw "^$ns"; then
-            for pid in $(ip netns pids "$ns" 2>/dev/null); do
-                kill -9 "$pid" 2>/dev/null || true
-            done
-            ip netns del "$ns" 2>/dev/null || true
-        fi
-    done
-    rm -rf "$workdir"
-}
-trap cleanup EXIT
-
-if ! out=$(ip netns add "$PROBE" 2>&1); then
-    na "ip netns add fails: $out"
-fi
-if ! out=$(ip -n "$PROBE" link add "p$VA" type veth peer name "p$VB" 2>&1); then
-    na "no veth pairs: $out"
-fi
+NAME=reconnect-netns TAG_LONG=tofurc TAG_SHORT=trc
+. scripts/netns-common.sh
+netns_require ip timeout awk
+netns_probe
 ip netns del "$PROBE"
 
 echo "== reconnect-netns: build the driver"

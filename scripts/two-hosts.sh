@@ -33,55 +33,12 @@ OUTAGE=3
 PORT=7801
 RUN_LIMIT=60 # seconds per process, a last resort behind the drivers' own deadlines
 
-na() {
-    echo "two-hosts: not applicable: $*"
-    exit 0
-}
-
 # ----- can we do this here? ---------------------------------------------------
 
-[ "$(uname -s)" = Linux ] || na "not Linux ($(uname -s))"
-[ "$(id -u)" -eq 0 ] || na "needs root (ip netns, tc), running as uid $(id -u)"
-for tool in ip tc timeout; do
-    command -v "$tool" >/dev/null 2>&1 || na "no '$tool' command"
-done
-
-tag=$$
-NA=tofu2h-a-$tag
-NB=tofu2h-b-$tag
-VA=t2ha$tag
-VB=t2hb$tag
-PROBE=tofu2h-probe-$tag
-pids=()
-workdir=$(mktemp -d)
-
-# Ends what this script started (by pid) and deletes its namespaces.
-cleanup() {
-    local pid ns
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for ns in "$NA" "$NB" "$PROBE"; do
-        if ip netns list 2>/dev/null | grep -qw "^$ns"; then
-            for pid in $(ip netns pids "$ns" 2>/dev/null); do
-                kill -9 "$pid" 2>/dev/null || true
-            done
-            ip netns del "$ns" 2>/dev/null || true
-        fi
-    done
-    rm -rf "$workdir"
-}
-trap cleanup EXIT
-
-if ! out=$(ip netns add "$PROBE" 2>&1); then
-    na "ip netns add fails: $out"
-fi
-if ! out=$(ip netns exec "$PROBE" ip link set lo up 2>&1); then
-    na "ip netns exec fails: $out"
-fi
-if ! out=$(ip -n "$PROBE" link add "p$VA" type veth peer name "p$VB" 2>&1); then
-    na "no veth pairs: $out"
-fi
+NAME=two-hosts TAG_LONG=tofu2h TAG_SHORT=t2h
+. scripts/netns-common.sh
+netns_require ip tc timeout
+netns_probe
 if ! out=$(ip netns exec "$PROBE" tc qdisc add dev "p$VA" root tbf rate "$RATE" burst 32kbit latency 400ms 2>&1); then
     na "no tbf qdisc: $out"
 fi
