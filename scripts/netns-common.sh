@@ -63,3 +63,40 @@ netns_probe() {
         na "no veth pairs: $out"
     fi
 }
+
+# Builds the driver binary $1 of tofu-cli in release mode (not timed) and
+# sets BIN to its path.
+netns_build_driver() {
+    echo "== $NAME: build the driver"
+    cargo build --release -q -p tofu-cli --bin "$1"
+    local target_dir
+    target_dir=$(cargo metadata --format-version 1 --no-deps |
+        grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
+    BIN=$target_dir/release/$1
+    [ -x "$BIN" ] || {
+        echo "$NAME: driver not found at $BIN" >&2
+        exit 1
+    }
+}
+
+failures=()
+scenario=""
+# Records a failure of the current scenario (the caller reports them all).
+fail() {
+    echo "!! $scenario: $*"
+    failures+=("$scenario: $*")
+}
+
+# The two namespaces and the veth pair between them: $1.1 on $VA (in $NA),
+# $1.2 on $VB (in $NB), /24, everything up.
+netns_link() {
+    ip netns add "$NA"
+    ip netns add "$NB"
+    ip -n "$NA" link add "$VA" type veth peer name "$VB" netns "$NB"
+    ip -n "$NA" addr add "$1.1/24" dev "$VA"
+    ip -n "$NB" addr add "$1.2/24" dev "$VB"
+    ip -n "$NA" link set lo up
+    ip -n "$NB" link set lo up
+    ip -n "$NA" link set "$VA" up
+    ip -n "$NB" link set "$VB" up
+}

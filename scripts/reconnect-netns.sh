@@ -38,33 +38,10 @@ netns_require ip timeout awk
 netns_probe
 ip netns del "$PROBE"
 
-echo "== reconnect-netns: build the driver"
-cargo build --release -q -p tofu-cli --bin reconnect-peer
-target_dir=$(cargo metadata --format-version 1 --no-deps |
-    grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
-BIN=$target_dir/release/reconnect-peer
-[ -x "$BIN" ] || {
-    echo "reconnect-netns: driver not found at $BIN" >&2
-    exit 1
-}
-
-failures=()
-scenario=""
-fail() {
-    echo "!! $scenario: $*"
-    failures+=("$scenario: $*")
-}
+netns_build_driver reconnect-peer
 
 setup() {
-    ip netns add "$NA"
-    ip netns add "$NB"
-    ip -n "$NA" link add "$VA" type veth peer name "$VB" netns "$NB"
-    ip -n "$NA" addr add 10.78.0.1/24 dev "$VA"
-    ip -n "$NB" addr add 10.78.0.2/24 dev "$VB"
-    ip -n "$NA" link set lo up
-    ip -n "$NB" link set lo up
-    ip -n "$NA" link set "$VA" up
-    ip -n "$NB" link set "$VB" up
+    netns_link 10.78.0
 }
 
 teardown() {

@@ -46,37 +46,13 @@ ip netns del "$PROBE"
 
 # ----- build (not timed) --------------------------------------------------------
 
-echo "== two hosts: build the driver"
-cargo build --release -q -p tofu-cli --bin two-hosts-peer
-target_dir=$(cargo metadata --format-version 1 --no-deps |
-    grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
-BIN=$target_dir/release/two-hosts-peer
-[ -x "$BIN" ] || {
-    echo "two-hosts: driver not found at $BIN" >&2
-    exit 1
-}
+netns_build_driver two-hosts-peer
 
 # ----- helpers ------------------------------------------------------------------
 
-failures=()
-scenario=""
-
-fail() {
-    echo "!! $scenario: $*"
-    failures+=("$scenario: $*")
-}
-
 # Two namespaces, a veth pair between them, tbf on the sender's end.
 setup() {
-    ip netns add "$NA"
-    ip netns add "$NB"
-    ip -n "$NA" link add "$VA" type veth peer name "$VB" netns "$NB"
-    ip -n "$NA" addr add 10.77.0.1/24 dev "$VA"
-    ip -n "$NB" addr add 10.77.0.2/24 dev "$VB"
-    ip -n "$NA" link set lo up
-    ip -n "$NB" link set lo up
-    ip -n "$NA" link set "$VA" up
-    ip -n "$NB" link set "$VB" up
+    netns_link 10.77.0
     ip netns exec "$NA" tc qdisc add dev "$VA" root tbf rate "$RATE" burst 32kbit latency 400ms
 }
 
