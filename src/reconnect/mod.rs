@@ -18,49 +18,14 @@ use crate::message::{Allocation, BinaryHeader, Message, OpCode, TextHeaders};
 
 mod event;
 mod options;
+mod rng;
+mod state;
 
 pub use event::ReconnectEvent;
 pub use options::ReconnectOptions;
-
-/// What a helper did with a message the application received.
-#[derive(Debug)]
-pub enum Handled {
-    /// The helper's own business (a handshake, a report about its channel,
-    /// its own heartbeat): consumed, nothing for the application.
-    Mine,
-    /// Not the helper's: the message, for the application to handle.
-    NotMine(Message),
-}
-
-/// Where the helper stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// A HelloRequest is out on `channel`; the server has until `deadline`.
-    Connecting {
-        channel: u16,
-        deadline: Option<Instant>,
-        /// We aborted it (handshake timeout): the report is on its way.
-        aborted: bool,
-    },
-    Connected {
-        channel: u16,
-    },
-    /// Waiting until `until` before the next attempt.
-    Backoff {
-        until: Instant,
-        waited: Duration,
-    },
-    /// Stopping: our ByeRequest (or ByeSignal) is out on `channel`; the
-    /// server has until `deadline` to answer.
-    Closing {
-        channel: u16,
-        deadline: Option<Instant>,
-        aborted: bool,
-        was_connected: bool,
-    },
-    /// Stopped on request, gave up, or the engine shut down.
-    Done,
-}
+use rng::{Rng, seed};
+pub use state::Handled;
+use state::State;
 
 /// Keeps one logical connection to an address on a group: connects, and
 /// after a failure or the server's close connects again with exponential
@@ -525,14 +490,7 @@ impl<'g> Reconnect<'g> {
     fn closed(&mut self, channel: u16, cause: Option<Status>) {
         let was_connected = matches!(self.state, State::Connected { .. });
         if let State::Closing { was_connected, .. } = self.state {
-            self.state = State::Done;
-            self.tell(ReconnectEvent::Disconnected {
-                channel,
-                was_connected,
-                cause,
-                retry_in: None,
-            });
-            self.tell(ReconnectEvent::Stopped);
+            self.end(channel, was_connected, cause, ReconnectEvent::Stopped);
             return;
         }
         if was_connected {
@@ -542,16 +500,13 @@ impl<'g> Reconnect<'g> {
         }
         let limit = self.options.max_attempts.map(|m| m.max(1));
         if limit.is_some_and(|m| self.failures >= m) {
-            self.state = State::Done;
-            self.tell(ReconnectEvent::Disconnected {
+            let attempts = self.failures;
+            self.end(
                 channel,
                 was_connected,
                 cause,
-                retry_in: None,
-            });
-            self.tell(ReconnectEvent::GaveUp {
-                attempts: self.failures,
-            });
+                ReconnectEvent::GaveUp { attempts },
+            );
             return;
         }
         let unit = self.rng.unit();
@@ -566,6 +521,24 @@ impl<'g> Reconnect<'g> {
             cause,
             retry_in: Some(wait),
         });
+    }
+
+    /// The last close: no retry; `last` (stopped, gave up) follows it.
+    fn end(
+        &mut self,
+        channel: u16,
+        was_connected: bool,
+        cause: Option<Status>,
+        last: ReconnectEvent,
+    ) {
+        self.state = State::Done;
+        self.tell(ReconnectEvent::Disconnected {
+            channel,
+            was_connected,
+            cause,
+            retry_in: None,
+        });
+        self.tell(last);
     }
 
     /// Aborts `channel` (its report follows).
@@ -603,52 +576,5 @@ impl<'g> Reconnect<'g> {
         if event.write(self.id, &mut msg).is_ok() {
             let _ = self.group.update_receiver(Some(msg));
         }
-    }
-}
-
-/// splitmix64: enough to spread waits, no dependency.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    /// A random number in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// A seed that differs between helpers, processes and runs (the standard
-/// library's randomly keyed hasher, over the id and the time).
-fn seed(id: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(id);
-    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        h.write_u128(t.as_nanos());
-    }
-    h.finish()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_random_units_are_spread() {
-        let mut rng = Rng(seed(1));
-        let units: Vec<f64> = (0..1000).map(|_| rng.unit()).collect();
-        assert!(units.iter().all(|u| (0.0..1.0).contains(u)));
-        // Ten bins, each well filled.
-        let mut bins = [0; 10];
-        for u in &units {
-            bins[(u * 10.0) as usize] += 1;
-        }
-        assert!(bins.iter().all(|&b| b > 50), "{bins:?}");
-        assert_ne!(seed(1), seed(1), "a new seed every time");
     }
 }
