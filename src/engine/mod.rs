@@ -312,7 +312,10 @@ impl Engine {
         match settled {
             Ok(true) => None,
             Ok(false) => {
+                // Work left for the poller (a partial write, a deadline): wake
+                // it, or the I/O thread if nobody polls.
                 shared.wake.wake();
+                shared.lead.poke();
                 None
             }
             Err(burst) => Some(burst),

@@ -105,9 +105,10 @@ impl Lead {
 
     /// Work was published (a command) that someone must pick up: if nobody
     /// polls, wake the I/O thread out of its lease. (A poller, if any, is
-    /// woken by [`Wake`](crate::engine::Wake).)
+    /// woken by [`Wake`](crate::engine::Wake).) Call right after
+    /// `Wake::wake`, whose fence orders the publishing before these loads
+    /// (it pairs with the one in `io_lease`).
     pub(crate) fn poke(&self) {
-        fence(Ordering::SeqCst);
         if self.io.load(Ordering::Relaxed) == LEASING && self.holder.load(Ordering::Relaxed) == FREE
         {
             self.io_unparker.unpark();
