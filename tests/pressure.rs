@@ -3,7 +3,8 @@
 //! test binary re-executed). Every byte arrives in order, the receiver's memory
 //! stays bounded, and the sender is held back by TCP flow control — its engine
 //! cannot write faster than the receiver reads — not by buffering anywhere.
-//! 10 MB run in the normal suite; 100 MB are `#[ignore]`d
+//! At least 10 MB (more than the kernel may buffer for the connection) run
+//! in the normal suite; 100 MB are `#[ignore]`d
 //! (scripts/heavy-tests.sh).
 #![cfg(target_os = "linux")]
 
@@ -76,7 +77,12 @@ fn child_entry() {
 /// data size: buffering the stream in user space anywhere would exceed it).
 fn stream_into_tiny_pool(mb: u64, rss_ceiling_kib: u64) {
     let _serial = serial();
-    let msgs = mb * 1_000_000 / LEN as u64;
+    // At least `mb` megabytes, and more than the kernel could hold for the
+    // connection (its largest receive plus send buffer, with a margin): the
+    // sender must be held by flow control, whatever the machine's limits.
+    let kernel = kernel_buffer_limit();
+    let bytes_wanted = (mb * 1_000_000).max(kernel + kernel / 4);
+    let msgs = bytes_wanted / LEN as u64;
     let engine = tiny_pool_engine();
     let server = engine.create_group().unwrap();
     let port = free_tcp_port().unwrap();
@@ -96,6 +102,13 @@ fn stream_into_tiny_pool(mb: u64, rss_ceiling_kib: u64) {
     let mut accept = hello;
     accept.header.proto.opcode = OpCode::HelloResponse;
     server.post(accept).unwrap();
+    // Read nothing for a while first: the kernel grows a socket's receive
+    // buffer only as the application reads (autotuning), so a receiver that
+    // starts slow keeps the kernel's buffering well below the stream's size
+    // and the sender must be held. Without the pause a machine with large
+    // `tcp_rmem` limits could buffer most of the 10 MB in the kernel and the
+    // sender never waited (CI, once).
+    std::thread::sleep(Duration::from_millis(200));
 
     let started = Instant::now();
     let mut rss_max = rss0;
@@ -115,9 +128,9 @@ fn stream_into_tiny_pool(mb: u64, rss_ceiling_kib: u64) {
         );
         bytes += m.body.len() as u64;
         drop(m);
-        if seq % 16 == 0 {
+        if seq % 4 == 0 {
             rss_max = rss_max.max(rss_kib());
-            // A receiver a little slower than the sender.
+            // A receiver slower than the sender.
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -160,6 +173,19 @@ fn stream_into_tiny_pool(mb: u64, rss_ceiling_kib: u64) {
         waits > 0,
         "the sender's engine never fell {WINDOW} messages behind: flow control never held it"
     );
+}
+
+/// The most the kernel may buffer for one loopback TCP connection: the
+/// largest receive buffer plus the largest send buffer autotuning may grow to
+/// (the third field of `tcp_rmem` and `tcp_wmem`).
+fn kernel_buffer_limit() -> u64 {
+    let max_of = |path: &str| -> u64 {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+            .unwrap_or(8 << 20)
+    };
+    max_of("/proc/sys/net/ipv4/tcp_rmem") + max_of("/proc/sys/net/ipv4/tcp_wmem")
 }
 
 #[test]
