@@ -71,16 +71,22 @@ impl Directory {
     /// Application side of `post`: checks that `group` owns the open channel and
     /// counts one more message on its way to the I/O thread.
     pub(crate) fn acquire(&self, number: u16, group: u32) -> Result<(), Error> {
+        self.acquire_many(number, group, 1)
+    }
+
+    /// [`acquire`](Self::acquire) for `count` posts at once (a batch on one
+    /// channel): one atomic add.
+    pub(crate) fn acquire_many(&self, number: u16, group: u32, count: u32) -> Result<(), Error> {
         let entry = &self.owners[number as usize];
         match (entry.load(Ordering::Acquire) >> 32) as u32 {
             0 => return Err(Error::InvalidChannelNumber),
             g if g != group => return Err(Error::InvalidChannelGroup),
             _ => {}
         }
-        let prev = entry.fetch_add(1, Ordering::AcqRel);
+        let prev = entry.fetch_add(u64::from(count), Ordering::AcqRel);
         if (prev >> 32) as u32 != group {
-            // Closed in between: the I/O thread did not count this one.
-            entry.fetch_sub(1, Ordering::AcqRel);
+            // Closed in between: the I/O thread did not count these.
+            entry.fetch_sub(u64::from(count), Ordering::AcqRel);
             return Err(Error::InvalidChannelNumber);
         }
         Ok(())

@@ -109,8 +109,20 @@ impl Limits {
     /// Charges one message of `len` bytes to `number` and to the engine, or
     /// refuses it (charging nothing) when either would go over its limit.
     pub(crate) fn charge(&self, number: u16, len: usize) -> Result<(), Full> {
+        self.charge_many(number, len, 1)
+    }
+
+    /// Charges `messages` messages of `len` bytes in all to `number` and to
+    /// the engine with one atomic add each (a batch), or refuses them all
+    /// (charging nothing) when either would go over its limit.
+    pub(crate) fn charge_many(&self, number: u16, len: usize, messages: usize) -> Result<(), Full> {
+        if len > self.channel_limit {
+            // Refused without touching the counter (which is 32 bits wide:
+            // a batch could be longer than that).
+            return Err(Full::Channel);
+        }
         let chan = &self.per_channel[number as usize];
-        // `len` is at most MAX_FRAME_LEN, far below u32::MAX.
+        // `len` is at most the channel limit, far below u32::MAX.
         let prev = chan.fetch_add(len as u32, Ordering::AcqRel) as usize;
         if prev + len > self.channel_limit {
             chan.fetch_sub(len as u32, Ordering::AcqRel);
@@ -122,7 +134,7 @@ impl Limits {
             chan.fetch_sub(len as u32, Ordering::AcqRel);
             return Err(Full::Engine);
         }
-        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.messages.fetch_add(messages, Ordering::Relaxed);
         Ok(())
     }
 

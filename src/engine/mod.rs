@@ -293,6 +293,29 @@ impl Engine {
         }
     }
 
+    /// Hands a batch of posts (already counted) to the engine:
+    /// written by this thread when nothing queued could be overtaken and
+    /// the I/O thread does not hold the reactor, else queued with one lock
+    /// and one wake-up.
+    pub(crate) fn send_batch(&self, group: u32, mut msgs: impl Iterator<Item = Message>) {
+        let inner = &*self.inner;
+        let shared = &inner.shared;
+        if shared.commands.is_empty() {
+            if let Ok(mut r) = inner.reactor.try_lock() {
+                if shared.commands.is_empty() && !r.commands_waiting() {
+                    let settled = r.post_inline_batch(group, &mut msgs);
+                    drop(r);
+                    if !settled {
+                        shared.wake.wake();
+                        shared.lead.poke();
+                    }
+                    return;
+                }
+            }
+        }
+        shared.push_many(msgs.map(|msg| Command::Send { group, msg }));
+    }
+
     /// The inline half of [`Engine::send`]: `None` when the posting thread
     /// did the work, the message back when it goes through the queue.
     fn send_inline(&self, group: u32, msg: Message) -> Option<Message> {

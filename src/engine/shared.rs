@@ -193,6 +193,34 @@ impl GroupQueue {
         self.take(&mut q)
     }
 
+    /// Moves up to `max` queued messages behind those in `out` under one
+    /// lock, stopping at a shutdown sentinel (left for the next receive).
+    /// Returns how many were moved.
+    pub(crate) fn take_many(&self, out: &mut Vec<Message>, max: usize) -> usize {
+        if max == 0 || self.is_empty() {
+            return 0;
+        }
+        let mut q = self.lock();
+        let mut n = 0;
+        while n < max {
+            match q.items.front() {
+                Some(Delivery::Message(_)) => {}
+                _ => break,
+            }
+            if let Some(Delivery::Message(m)) = q.items.pop_front() {
+                out.push(m);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.len.store(q.items.len(), Ordering::SeqCst);
+            if q.items.is_empty() && q.items.capacity() > QUEUE_KEEP {
+                q.items.shrink_to(QUEUE_KEEP);
+            }
+        }
+        n
+    }
+
     /// The next delivery, waiting until `deadline` (`None`: forever);
     /// `None` when the deadline passed.
     pub(crate) fn pop_until(&self, deadline: Option<Instant>) -> Option<Delivery> {
@@ -243,6 +271,13 @@ impl CommandQueue {
     pub(crate) fn push(&self, cmd: Command) {
         let mut q = self.lock();
         q.push_back(cmd);
+        self.len.store(q.len(), Ordering::SeqCst);
+    }
+
+    /// Pushes every command of `cmds`, in order, under one lock.
+    pub(crate) fn push_many(&self, cmds: impl Iterator<Item = Command>) {
+        let mut q = self.lock();
+        q.extend(cmds);
         self.len.store(q.len(), Ordering::SeqCst);
     }
 
@@ -331,6 +366,13 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn push(&self, cmd: Command) {
         self.commands.push(cmd);
+        self.wake.wake();
+        self.lead.poke();
+    }
+
+    /// [`push`](Self::push) for several commands: one lock, one wake-up.
+    pub(crate) fn push_many(&self, cmds: impl Iterator<Item = Command>) {
+        self.commands.push_many(cmds);
         self.wake.wake();
         self.lead.poke();
     }

@@ -280,6 +280,30 @@ impl Reactor {
             && !self.retry_lookups)
     }
 
+    /// [`post_inline`](Self::post_inline) for a batch (the caller's batch
+    /// is the burst: no cork): every message goes to its channel, then one
+    /// flush writes each channel's share together. Returns `false` when
+    /// the I/O thread still has something to do for them.
+    pub(crate) fn post_inline_batch(
+        &mut self,
+        group: u32,
+        msgs: &mut dyn Iterator<Item = Message>,
+    ) -> bool {
+        self.now = Instant::now();
+        let timers = self.timers.len();
+        let mut posts = 0;
+        for msg in msgs {
+            posts += 1;
+            self.send(group, msg);
+        }
+        Counters::add(&self.shared.counters.inline_posts, posts);
+        self.flush_dirty();
+        self.timers.len() == timers
+            && self.dirty.is_empty()
+            && !self.retry_accept
+            && !self.retry_lookups
+    }
+
     /// Tops the reserve of channel numbers up (for a `post` on channel 0
     /// that found it empty).
     pub(crate) fn refill_reserve(&mut self) {

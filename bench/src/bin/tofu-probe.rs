@@ -1,0 +1,242 @@
+//! A fixed-count probe of tofu's per-message cost, for instruction counts
+//! (`valgrind --tool=callgrind`, stable on a noisy machine) and quick
+//! before/after checks. Two engines in one process over loopback, default
+//! options unless `--pool`.
+//!
+//! ```text
+//! tofu-probe stream [--count N] [--size B] [--uds] [--batch] [--pool I,M]
+//! tofu-probe rtt    [--count N] [--size B] [--uds] [--pool I,M]
+//! ```
+//!
+//! `stream`: the client posts N Signals then a marker Request; the server
+//! receives them all and answers the marker. `--batch` posts with
+//! `post_batch` and receives with `receive_many` (64 at a time).
+//! `rtt`: N Requests, one outstanding. Per-message instructions: run two
+//! counts under callgrind and divide the difference of the totals by the
+//! difference of the counts (set-up cancels out).
+
+use std::time::{Duration, Instant};
+
+use tofu::{Address, Allocation, ChannelGroup, Engine, Message, OpCode, Options, testing};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(10));
+
+struct Args {
+    mode: String,
+    count: usize,
+    size: usize,
+    uds: bool,
+    batch: bool,
+    pool: Option<(u16, u16)>,
+}
+
+fn args() -> Res<Args> {
+    let mut it = std::env::args().skip(1);
+    let mut a = Args {
+        mode: it.next().unwrap_or_else(|| "stream".into()),
+        count: 100_000,
+        size: 64,
+        uds: false,
+        batch: false,
+        pool: None,
+    };
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--count" => a.count = it.next().ok_or("--count N")?.parse()?,
+            "--size" => a.size = it.next().ok_or("--size B")?.parse()?,
+            "--uds" => a.uds = true,
+            "--batch" => a.batch = true,
+            "--pool" => {
+                let v = it.next().ok_or("--pool I,M")?;
+                let (i, m) = v.split_once(',').ok_or("--pool I,M")?;
+                a.pool = Some((i.parse()?, m.parse()?));
+            }
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    Ok(a)
+}
+
+fn recv(group: &ChannelGroup) -> Res<Message> {
+    loop {
+        let m = group.wait_receive(WAIT)?.ok_or("timeout")?;
+        if !(m.is_from_engine() && m.status() == tofu::Status::PoolEmpty) {
+            return Ok(m);
+        }
+    }
+}
+
+fn main() -> Res<()> {
+    let a = args()?;
+    let opts = match a.pool {
+        Some((initial_pool_msgs, max_pool_msgs)) => Options {
+            initial_pool_msgs,
+            max_pool_msgs,
+            ..Options::default()
+        },
+        None => Options::default(),
+    };
+    let (listen, connect) = if a.uds {
+        let p = testing::temp_uds_path();
+        (Address::uds_server(p.clone()), Address::uds_client(p))
+    } else {
+        let port = testing::free_tcp_port()?;
+        (
+            Address::tcp_server("127.0.0.1", port),
+            Address::tcp_client("127.0.0.1", port),
+        )
+    };
+    let server = Engine::new(opts.clone())?;
+    let sgroup = server.create_group()?;
+    let mut welcome = server.get(Allocation::Always)?.ok_or("no message")?;
+    listen.format(&mut welcome)?;
+    sgroup.post(welcome).map_err(|e| e.error)?;
+    let w = recv(&sgroup)?;
+    if w.status() != tofu::Status::Success {
+        return Err(format!("listen: {}", w.status()).into());
+    }
+
+    let client = Engine::new(opts)?;
+    let cgroup = client.create_group()?;
+    let mut hello = client.get(Allocation::Always)?.ok_or("no message")?;
+    connect.format(&mut hello)?;
+    let ch = cgroup.post(hello).map_err(|e| e.error)?.channel_number;
+
+    let (count, size, batch, mode) = (a.count, a.size, a.batch, a.mode.clone());
+    let srv = std::thread::spawn(move || serve(&sgroup, &mode, count, batch));
+    let h = recv(&cgroup)?;
+    if h.opcode() != OpCode::HelloResponse {
+        return Err(format!("connect: {}", h.status()).into());
+    }
+    let start = Instant::now();
+    match a.mode.as_str() {
+        "stream" => stream(&client, &cgroup, ch, a.count, a.size, a.batch)?,
+        "rtt" => rtt(&client, &cgroup, ch, a.count, size)?,
+        m => return Err(format!("unknown mode {m}").into()),
+    }
+    let secs = start.elapsed().as_secs_f64();
+    srv.join().map_err(|_| "server panicked")??;
+    println!(
+        "{} {} x {} B{}: {:.3} s, {:.0} msgs/s, {:.2} us each",
+        a.mode,
+        a.count,
+        a.size,
+        if a.batch { " (batch)" } else { "" },
+        secs,
+        a.count as f64 / secs,
+        secs * 1e6 / a.count as f64
+    );
+    let (cs, ss) = (client.stats(), server.stats());
+    println!(
+        "client: inline_posts {} polls {} waiter_polls {}; server: polls {} waiter_polls {}",
+        cs.inline_posts, cs.polls, cs.waiter_polls, ss.polls, ss.waiter_polls
+    );
+    Ok(())
+}
+
+fn message(engine: &Engine, ch: u16, op: OpCode, size: usize) -> Res<Message> {
+    let mut m = engine.get(Allocation::Always)?.ok_or("no message")?;
+    m.header.channel_number = ch;
+    m.header.proto.opcode = op;
+    m.body.resize(size, 0xab);
+    Ok(m)
+}
+
+fn stream(
+    engine: &Engine,
+    group: &ChannelGroup,
+    ch: u16,
+    count: usize,
+    size: usize,
+    batch: bool,
+) -> Res<()> {
+    let t = Duration::from_secs(10);
+    if batch {
+        let mut msgs = Vec::with_capacity(64);
+        let mut left = count;
+        while left > 0 {
+            for _ in 0..left.min(64) {
+                msgs.push(message(engine, ch, OpCode::Signal, size)?);
+            }
+            left -= msgs.len();
+            group
+                .post_batch_timeout(&mut msgs, t)
+                .map_err(|e| format!("post_batch: {e}"))?;
+        }
+    } else {
+        for _ in 0..count {
+            group
+                .post_timeout(message(engine, ch, OpCode::Signal, size)?, t)
+                .map_err(|e| e.error)?;
+        }
+    }
+    let id = group
+        .post_timeout(message(engine, ch, OpCode::Request, 0)?, t)
+        .map_err(|e| e.error)?
+        .message_id;
+    let r = recv(group)?;
+    if r.header.message_id != id || r.opcode() != OpCode::Response {
+        return Err(format!("unexpected {:?} {}", r.opcode(), r.status()).into());
+    }
+    Ok(())
+}
+
+fn rtt(engine: &Engine, group: &ChannelGroup, ch: u16, count: usize, size: usize) -> Res<()> {
+    for _ in 0..count {
+        let id = group
+            .post(message(engine, ch, OpCode::Request, size)?)
+            .map_err(|e| e.error)?
+            .message_id;
+        let r = recv(group)?;
+        if r.header.message_id != id {
+            return Err("wrong response".into());
+        }
+    }
+    Ok(())
+}
+
+/// Receives until the stream's marker (answered) or `count` requests
+/// (each answered), then until the client's channel closes.
+fn serve(group: &ChannelGroup, mode: &str, count: usize, batch: bool) -> Res<()> {
+    let mut signals = 0usize;
+    let mut answered = 0usize;
+    let mut got = Vec::with_capacity(64);
+    loop {
+        if batch {
+            if group.receive_many(&mut got, 64, WAIT)? == 0 {
+                return Err("server: timeout".into());
+            }
+        } else {
+            got.push(recv(group)?);
+        }
+        for mut m in got.drain(..) {
+            if m.is_from_engine() {
+                continue; // pool_empty reports
+            }
+            match m.opcode() {
+                OpCode::HelloRequest => {
+                    m.header.proto.opcode = OpCode::HelloResponse;
+                    group.post(m).map_err(|e| e.error)?;
+                }
+                OpCode::Signal => signals += 1,
+                OpCode::Request => {
+                    m.header.proto.opcode = OpCode::Response;
+                    group.post(m).map_err(|e| e.error)?;
+                    answered += 1;
+                    if mode == "stream" {
+                        if signals != count {
+                            return Err(format!("server: {signals} of {count} signals").into());
+                        }
+                        return Ok(());
+                    }
+                    if answered == count {
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! `post_batch` / `post_batch_timeout` and `receive_many`: order, nothing
+//! lost or doubled, rejections in the middle of a batch, the limits.
+
+#[macro_use]
+mod util;
+
+use std::time::Duration;
+
+use tofu::{Engine, Error, Message, OpCode, Options};
+use util::*;
+
+fn numbered(engine: &Engine, ch: u16, seq: u32) -> Message {
+    msg(engine, ch, OpCode::Signal, &seq.to_le_bytes())
+}
+
+fn seq_of(m: &Message) -> u32 {
+    u32::from_le_bytes(m.body[..4].try_into().expect("4-byte body"))
+}
+
+/// Batches of every size from 1 to 97 (across two engines, so the bytes
+/// cross a socket): every message arrives once, in order; `receive_many`
+/// never returns more than asked.
+fn batches_arrive_in_order(t: Transport) {
+    let p = slow_server_default(t);
+    const TOTAL: u32 = 20_000;
+    let client = p.client;
+    let cengine = p.client_engine.clone();
+    let cch = p.cch;
+    let sender = std::thread::spawn(move || {
+        let mut seq = 0;
+        let mut size = 1;
+        let mut batch = Vec::new();
+        while seq < TOTAL {
+            for _ in 0..size.min(TOTAL - seq) {
+                batch.push(numbered(&cengine, cch, seq));
+                seq += 1;
+            }
+            client
+                .post_batch_timeout(&mut batch, timeout())
+                .expect("post_batch");
+            assert!(batch.is_empty());
+            size = size % 97 + 1;
+        }
+        client
+    });
+    let mut got = Vec::new();
+    let mut next = 0u32;
+    let mut max = 1;
+    while next < TOTAL {
+        got.clear();
+        let n = p
+            .server
+            .receive_many(&mut got, max, Some(timeout()))
+            .expect("receive_many");
+        assert!(n >= 1 && n <= max, "{n} of at most {max}");
+        assert_eq!(n, got.len());
+        for m in &got {
+            if m.is_from_engine() {
+                continue; // pool_empty reports
+            }
+            assert_eq!(seq_of(m), next, "out of order or doubled");
+            next += 1;
+        }
+        max = max % 70 + 1;
+    }
+    let _client = sender.join().expect("sender");
+    recv_nothing(&p.server, Duration::from_millis(50));
+}
+tcp_and_uds!(batches_arrive_in_order);
+
+/// A pair across two engines with default options on both sides.
+fn slow_server_default(t: Transport) -> SlowServer {
+    let server_engine = engine();
+    let client_engine = engine();
+    let server = server_engine.create_group().unwrap();
+    let client = client_engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(t);
+    listen(&server_engine, &server, &saddr);
+    let (cch, sch) = connect_pair(&client_engine, &client, &server, &caddr);
+    SlowServer {
+        server,
+        client,
+        server_engine,
+        client_engine,
+        cch,
+        sch,
+    }
+}
+
+/// An invalid message in the middle: the ones before it are posted, it and
+/// the rest come back untouched, in order; posting the rest after fixing it
+/// goes on where it stopped.
+#[test]
+fn a_rejection_in_the_middle_keeps_the_rest() {
+    let c = connected(any_transport());
+    let mut batch: Vec<Message> = (0..10).map(|i| numbered(&c.engine, c.cch, i)).collect();
+    batch[4].header.channel_number = 4242; // not open
+    assert_eq!(
+        c.client.post_batch(&mut batch),
+        Err(Error::InvalidChannelNumber)
+    );
+    assert_eq!(batch.len(), 6);
+    assert_eq!(batch[0].header.channel_number, 4242);
+    assert_eq!(
+        batch.iter().map(seq_of).collect::<Vec<_>>(),
+        (4..10).collect::<Vec<_>>()
+    );
+    batch[0].header.channel_number = c.cch;
+    c.client.post_batch(&mut batch).expect("the rest");
+    for i in 0..10 {
+        assert_eq!(seq_of(&recv(&c.server)), i);
+    }
+}
+
+/// Messages on several channels and a channel-0 open in one batch: each
+/// channel's messages arrive in order, the open gets its answer.
+#[test]
+fn mixed_channels_and_an_open() {
+    let t = any_transport();
+    let engine = engine();
+    let server = engine.create_group().unwrap();
+    let client = engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(t);
+    listen(&engine, &server, &saddr);
+    let (a, _) = connect_pair(&engine, &client, &server, &caddr);
+    let (b, _) = connect_pair(&engine, &client, &server, &caddr);
+    let mut batch = Vec::new();
+    for i in 0..30u32 {
+        batch.push(numbered(&engine, if i % 3 == 0 { a } else { b }, i));
+        if i == 15 {
+            batch.push(opening(&engine, &caddr));
+        }
+    }
+    client.post_batch(&mut batch).expect("batch");
+    let mut last = [None::<u32>; 2];
+    let mut seen = 0;
+    let mut hello = false;
+    while seen < 30 || !hello {
+        let mut m = recv(&server);
+        if m.opcode() == OpCode::HelloRequest {
+            hello = true;
+            m.header.proto.opcode = OpCode::HelloResponse;
+            server.post(m).expect("answer hello");
+            continue;
+        }
+        let s = seq_of(&m);
+        let which = usize::from(s % 3 != 0);
+        assert!(last[which].is_none_or(|l| l < s), "channel order broken");
+        last[which] = Some(s);
+        seen += 1;
+    }
+    let r = recv(&client);
+    assert_eq!(r.opcode(), OpCode::HelloResponse, "{r:?}");
+}
+
+/// Over the channel's outgoing limit: `post_batch` posts the prefix that
+/// fits and hands back the rest with `PoolEmpty`; `post_batch_timeout`
+/// waits for room and posts everything, in order.
+#[test]
+fn the_outgoing_limit_splits_a_batch() {
+    let t = any_transport();
+    let server_engine = Engine::new(Options {
+        initial_pool_msgs: 4,
+        max_pool_msgs: 4,
+        ..Options::default()
+    })
+    .unwrap();
+    let client_engine = Engine::new(Options {
+        channel_send_limit: 1, // raised to one frame (131,086 B)
+        ..Options::default()
+    })
+    .unwrap();
+    let server = server_engine.create_group().unwrap();
+    let client = client_engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(t);
+    listen(&server_engine, &server, &saddr);
+    let (cch, _) = connect_pair(&client_engine, &client, &server, &caddr);
+    // The server does not receive yet: its 4-message pool fills, the
+    // kernel's buffers fill, then the client's queue.
+    let big = |seq: u32| {
+        let mut m = numbered(&client_engine, cch, seq);
+        m.body.resize(60_000, 7);
+        m
+    };
+    let mut sent = 0u32;
+    let refused = loop {
+        let mut batch: Vec<Message> = (sent..sent + 8).map(big).collect();
+        match client.post_batch(&mut batch) {
+            Ok(()) => sent += 8,
+            Err(e) => {
+                assert_eq!(e, Error::PoolEmpty);
+                assert!(!batch.is_empty());
+                sent += 8 - batch.len() as u32;
+                assert_eq!(
+                    seq_of(&batch[0]),
+                    sent,
+                    "the first refused comes back first"
+                );
+                break batch;
+            }
+        }
+        assert!(sent < 100_000, "the limit never refused");
+    };
+    let total = sent + refused.len() as u32;
+    let mut rest = refused;
+    let poster = std::thread::spawn(move || {
+        client
+            .post_batch_timeout(&mut rest, timeout())
+            .expect("room comes");
+        client
+    });
+    for i in 0..total {
+        let m = recv_skip_pool_empty(&server);
+        assert_eq!(seq_of(&m), i);
+    }
+    let _client = poster.join().unwrap();
+}
+
+/// `receive_many` returns what was queued before a shutdown, then the
+/// shutdown.
+#[test]
+fn receive_many_then_shutdown() {
+    let engine = engine();
+    let group = engine.create_group().unwrap();
+    for _ in 0..3 {
+        group.update_receiver(None).unwrap();
+    }
+    let mut got = Vec::new();
+    assert_eq!(group.receive_many(&mut got, 2, Some(timeout())), Ok(2));
+    engine.shutdown();
+    let r = group.receive_many(&mut got, 10, Some(timeout()));
+    assert!(
+        r == Ok(1) || r == Err(Error::ShutdownStarted),
+        "queued message or shutdown: {r:?}"
+    );
+    assert_eq!(
+        group.receive_many(&mut got, 10, Some(timeout())),
+        Err(Error::ShutdownStarted)
+    );
+    assert_eq!(group.receive_many(&mut got, 0, None), Ok(0));
+}
