@@ -15,6 +15,11 @@ const W: Option<Duration> = Some(WAIT);
 /// Body bytes of one one-way batch (the window is two batches), as in
 /// `tofu bench` (`cli/src/measure.rs`).
 const BATCH_BYTES: usize = 1024 * 1024;
+/// The most messages one `receive_many` takes (and so the largest batch
+/// posted back): the default pool's capacity.
+const RECV_MANY: usize = 64;
+/// Messages a streaming client builds and posts with one `post_batch`.
+const POST_MANY: usize = 64;
 
 /// `tofu-tuned`'s pool: (`initial_pool_msgs`, `max_pool_msgs`).
 pub(crate) const TUNED: (u16, u16) = (1024, 16384);
@@ -64,6 +69,14 @@ fn is_info(m: &Message) -> bool {
     m.is_from_engine() && matches!(m.status(), Status::PoolEmpty | Status::ReceiverUpdate)
 }
 
+/// Posts a batch, waiting (bounded) for room when the channel's outgoing
+/// queue is over its limit; `msgs` is empty afterwards.
+fn post_batch(group: &ChannelGroup, msgs: &mut Vec<Message>) -> Res<()> {
+    group
+        .post_batch_timeout(msgs, WAIT)
+        .map_err(|e| format!("post_batch refused: {e}").into())
+}
+
 /// Posts, waiting (bounded) for room when the channel's outgoing queue is
 /// over its limit.
 fn post(group: &ChannelGroup, m: Message) -> Res<u64> {
@@ -98,30 +111,39 @@ fn serve_on(engine: &Engine, listen: &Address, ctl: &Ctl) -> Res<()> {
         return Err(format!("listen failed: {}", ready.status()).into());
     }
     ctl.ready();
+    // Everything queued is taken at once and the answers go back as one
+    // batch (`receive_many` / `post_batch`), as a server working through
+    // a backlog would.
+    let mut got = Vec::with_capacity(RECV_MANY);
+    let mut answers = Vec::with_capacity(RECV_MANY);
     while !ctl.stopped() {
-        let mut m = match group.wait_receive(Some(Duration::from_millis(50))) {
-            Ok(Some(m)) => m,
-            Ok(None) => continue,
+        match group.receive_many(&mut got, RECV_MANY, Some(Duration::from_millis(50))) {
+            Ok(_) => {}
             Err(Error::ShutdownStarted) => return Ok(()),
             Err(e) => return Err(e.into()),
-        };
-        if m.is_from_engine() {
-            continue;
         }
-        let reply = match m.opcode() {
-            OpCode::HelloRequest => OpCode::HelloResponse,
-            OpCode::Request => OpCode::Response,
-            OpCode::ByeRequest => OpCode::ByeResponse,
-            _ => continue, // Signals: received, dropped
-        };
-        m.header.proto.opcode = reply;
-        match group.post_timeout(m, WAIT) {
-            Ok(_) => {}
-            Err(e) if e.error == Error::ShutdownStarted => return Ok(()),
-            // The client closed its channel between the request and this
-            // answer (the end of a measurement).
-            Err(e) if e.error == Error::InvalidChannelNumber => {}
-            Err(e) => return Err(e.error.into()),
+        for mut m in got.drain(..) {
+            if m.is_from_engine() {
+                continue;
+            }
+            let reply = match m.opcode() {
+                OpCode::HelloRequest => OpCode::HelloResponse,
+                OpCode::Request => OpCode::Response,
+                OpCode::ByeRequest => OpCode::ByeResponse,
+                _ => continue, // Signals: received, dropped
+            };
+            m.header.proto.opcode = reply;
+            answers.push(m);
+        }
+        while !answers.is_empty() {
+            match group.post_batch_timeout(&mut answers, WAIT) {
+                Ok(()) => {}
+                Err(Error::ShutdownStarted) => return Ok(()),
+                // The client closed a channel between a request and its
+                // answer (the end of a measurement): that answer goes.
+                Err(Error::InvalidChannelNumber) => drop(answers.remove(0)),
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(())
@@ -143,6 +165,18 @@ impl Client {
                 return Ok(m);
             }
         }
+    }
+
+    /// Every queued message (at least one; at most [`RECV_MANY`]) that is
+    /// not an informational report, appended to `out`.
+    fn recv_many(&self, out: &mut Vec<Message>) -> Res<()> {
+        while out.is_empty() {
+            if self.group.receive_many(out, RECV_MANY, W)? == 0 {
+                return Err("no answer".into());
+            }
+            out.retain(|m| !is_info(m));
+        }
+        Ok(())
     }
 
     /// Opens one channel; `Err` if the connect failed.
@@ -235,31 +269,37 @@ fn pipelined(c: &Client, size: usize, plan: &Plan) -> Res<Measure> {
     let mut rtts = Vec::with_capacity(count);
     let start = Instant::now();
     let mut sent = 0;
+    let mut batch = Vec::with_capacity(WINDOW);
     while sent < WINDOW.min(count) {
-        let m = c.message(ch, OpCode::Request, size)?;
+        batch.push(c.message(ch, OpCode::Request, size)?);
         sent_at.push_back(Instant::now());
-        post(&c.group, m)?;
         sent += 1;
     }
+    post_batch(&c.group, &mut batch)?;
+    let mut got = Vec::with_capacity(RECV_MANY);
     while rtts.len() < sent {
-        let mut resp = c.recv()?;
-        rtts.push(sent_at.pop_front().ok_or("unexpected response")?.elapsed());
-        expect_response(&resp)?;
-        if !plan.enough(sent, count, start) {
-            // The response becomes the next request: no allocation, no copy.
-            resp.header.proto.opcode = OpCode::Request;
-            resp.header.message_id = 0;
-            sent_at.push_back(Instant::now());
-            post(&c.group, resp)?;
-            sent += 1;
+        c.recv_many(&mut got)?;
+        for mut resp in got.drain(..) {
+            rtts.push(sent_at.pop_front().ok_or("unexpected response")?.elapsed());
+            expect_response(&resp)?;
+            if !plan.enough(sent, count, start) {
+                // The response becomes the next request: no allocation, no copy.
+                resp.header.proto.opcode = OpCode::Request;
+                resp.header.message_id = 0;
+                sent_at.push_back(Instant::now());
+                batch.push(resp);
+                sent += 1;
+            }
         }
+        post_batch(&c.group, &mut batch)?;
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(Measure::from_rtts(&mut rtts, secs, size))
 }
 
 /// Signals of `size` bytes, paced in-band as `tofu bench` does: batches of
-/// about 1 MiB of bodies, each followed by a marker Request. The server
+/// about 1 MiB of bodies (posted [`POST_MANY`] at a time with `post_batch`),
+/// each followed by a marker Request. The server
 /// handles a channel's messages in order, so a marker's Response proves
 /// every Signal before it arrived; at most two batches are unconfirmed
 /// (2 MiB, well under the 8 MiB `channel_send_limit`; `post_timeout` would
@@ -271,9 +311,15 @@ fn stream(c: &Client, size: usize, plan: &Plan) -> Res<Measure> {
     let mut markers = VecDeque::with_capacity(2);
     let mut n = 0;
     let start = Instant::now();
+    let mut msgs = Vec::with_capacity(POST_MANY);
     while !plan.enough(n, count, start) {
-        for _ in 0..batch {
-            post(&c.group, c.message(ch, OpCode::Signal, size)?)?;
+        let mut left = batch;
+        while left > 0 {
+            for _ in 0..left.min(POST_MANY) {
+                msgs.push(c.message(ch, OpCode::Signal, size)?);
+            }
+            left -= msgs.len();
+            post_batch(&c.group, &mut msgs)?;
         }
         n += batch;
         markers.push_back(post(&c.group, c.message(ch, OpCode::Request, 0)?)?);
@@ -324,30 +370,32 @@ fn connections(c: &Client, size: usize, plan: &Plan) -> Res<Measure> {
         post(&c.group, m)?;
     }
     let mut outstanding = chans.len();
+    let mut got = Vec::with_capacity(RECV_MANY);
+    let mut next = Vec::with_capacity(RECV_MANY);
     while outstanding > 0 {
-        let mut resp = match c.recv() {
-            Ok(m) => m,
-            Err(_) => {
-                failures += outstanding as u64;
-                break;
+        if c.recv_many(&mut got).is_err() {
+            failures += outstanding as u64;
+            break;
+        }
+        for mut resp in got.drain(..) {
+            let ch = resp.header.channel_number as usize;
+            if resp.is_from_engine() || resp.opcode() != OpCode::Response {
+                failures += 1;
+                outstanding -= 1;
+                continue;
             }
-        };
-        let ch = resp.header.channel_number as usize;
-        if resp.is_from_engine() || resp.opcode() != OpCode::Response {
-            failures += 1;
-            outstanding -= 1;
-            continue;
+            rtts.push(sent_at[ch].elapsed());
+            done[ch] += 1;
+            if !plan.enough(done[ch], rounds, start) {
+                resp.header.proto.opcode = OpCode::Request;
+                resp.header.message_id = 0;
+                sent_at[ch] = Instant::now();
+                next.push(resp);
+            } else {
+                outstanding -= 1;
+            }
         }
-        rtts.push(sent_at[ch].elapsed());
-        done[ch] += 1;
-        if !plan.enough(done[ch], rounds, start) {
-            resp.header.proto.opcode = OpCode::Request;
-            resp.header.message_id = 0;
-            sent_at[ch] = Instant::now();
-            post(&c.group, resp)?;
-        } else {
-            outstanding -= 1;
-        }
+        post_batch(&c.group, &mut next)?;
     }
     let secs = start.elapsed().as_secs_f64();
     let mut m = Measure::from_rtts(&mut rtts, secs, size);

@@ -1,8 +1,15 @@
 //! The bounded message pool (SPEC §5.1, §5.7).
 //!
-//! Free messages sit in a lock-free bounded queue ([`crossbeam_queue::ArrayQueue`]):
-//! `get` and the return path are a single CAS each, and no lock is ever held while
-//! memory is allocated or freed. Messages handed out carry a reference to the pool
+//! Free messages sit in a bounded stack behind a mutex ([`FreeList`]): `get`
+//! and the return path take it once each, for a push or a pop and nothing
+//! else (messages are never allocated or freed under it; only the stack
+//! itself grows under it, towards its capacity), and its length is kept in
+//! an atomic for the checks that must not lock. Uncontended — the usual case,
+//! as a leading or posting thread both takes and returns its engine's
+//! messages — that is two atomic operations and a few instructions, about
+//! half the cost of the lock-free `ArrayQueue` it replaced (callgrind, the
+//! 64 B stream). The most recently returned buffers go out first, warm in
+//! the cache. Messages handed out carry a reference to the pool
 //! and come back to it when dropped; the pool holds their buffers only (never a
 //! reference to itself), so there are no cycles.
 
@@ -10,7 +17,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crossbeam_queue::ArrayQueue;
+use std::sync::Mutex;
 
 use super::{MAX_SECTION_LEN, Message};
 
@@ -37,7 +44,7 @@ struct Buffers {
 }
 
 pub(crate) struct PoolInner {
-    free: ArrayQueue<Buffers>,
+    free: FreeList,
     closed: AtomicBool,
     /// Set by the engine when it found the pool empty; the next return wakes it.
     starved: AtomicBool,
@@ -84,7 +91,7 @@ impl Pool {
     pub fn new(initial: usize, max: usize) -> Pool {
         let max = max.max(initial).max(1);
         let inner = Arc::new(PoolInner {
-            free: ArrayQueue::new(max),
+            free: FreeList::new(max),
             closed: AtomicBool::new(false),
             starved: AtomicBool::new(false),
             wake_at: AtomicUsize::new(1),
@@ -259,6 +266,66 @@ impl Pool {
     pub(crate) fn arm_at(&self, free: usize) {
         self.inner.wake_at.store(free.max(1), Ordering::Relaxed);
         self.inner.starved.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The free messages' buffers: a bounded stack behind a mutex, its length
+/// mirrored in an atomic.
+struct FreeList {
+    bufs: Mutex<Vec<Buffers>>,
+    len: AtomicUsize,
+    cap: usize,
+}
+
+impl FreeList {
+    fn new(cap: usize) -> FreeList {
+        FreeList {
+            // Grows on demand up to `cap` (a tuned pool's 16,384 would
+            // otherwise be reserved up front).
+            bufs: Mutex::new(Vec::with_capacity(cap.min(64))),
+            len: AtomicUsize::new(0),
+            cap,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Buffers>> {
+        // Nothing panics while it is held (a push or a pop).
+        self.bufs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `b`, or hands it back when full (for the caller to free,
+    /// outside the lock).
+    fn push(&self, b: Buffers) -> Result<(), Buffers> {
+        let mut bufs = self.lock();
+        if bufs.len() >= self.cap {
+            return Err(b);
+        }
+        bufs.push(b);
+        self.len.store(bufs.len(), Ordering::Release);
+        Ok(())
+    }
+
+    fn pop(&self) -> Option<Buffers> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut bufs = self.lock();
+        let b = bufs.pop();
+        self.len.store(bufs.len(), Ordering::Release);
+        b
+    }
+
+    /// Free buffers (without locking: exact when nobody pushes or pops).
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn capacity(&self) -> usize {
+        self.cap
     }
 }
 

@@ -297,6 +297,32 @@ impl Decoder {
         input: &mut &[u8],
         alloc: &mut dyn FnMut() -> Option<Message>,
     ) -> Result<Decoded, FrameError> {
+        if let Some(fh) = self.whole_frame_ahead(input)? {
+            // The common case: a whole frame at a boundary, decoded from
+            // the input at once (no header copy, no partial state).
+            let Some(mut msg) = alloc() else {
+                self.header.copy_from_slice(&input[..HEADER_LEN]);
+                self.header_len = HEADER_LEN;
+                self.pending = Some(fh);
+                *input = &input[HEADER_LEN..];
+                return Ok(Decoded::NeedMessage);
+            };
+            let (text_len, body_len) = (fh.text_len as usize, fh.body_len as usize);
+            let text_bytes = &input[HEADER_LEN..HEADER_LEN + text_len];
+            let body_bytes = &input[HEADER_LEN + text_len..fh.frame_len()];
+            msg.header = fh.header;
+            if text_len > 0 || !msg.text_headers.is_empty() {
+                let mut text = msg.text_headers.take_buf();
+                text.clear();
+                text.extend_from_slice(text_bytes);
+                msg.text_headers = crate::message::TextHeaders::from_buf(text);
+            }
+            msg.body.clear();
+            msg.body.reserve(body_len);
+            msg.body.extend_from_slice(body_bytes);
+            *input = &input[fh.frame_len()..];
+            return Ok(Decoded::Frame(msg));
+        }
         if self.partial.is_none() {
             if self.pending.is_none() {
                 let want = HEADER_LEN - self.header_len;
@@ -346,6 +372,17 @@ impl Decoder {
         // checks nothing, and echoes them as they are.
         msg.text_headers = crate::message::TextHeaders::from_buf(text);
         Ok(Decoded::Frame(msg))
+    }
+
+    /// At a frame boundary with a whole frame at the front of `input`: its
+    /// header (checked). `None` otherwise (nothing consumed).
+    fn whole_frame_ahead(&self, input: &[u8]) -> Result<Option<FrameHeader>, FrameError> {
+        if !self.is_idle() || input.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let bytes: &[u8; HEADER_LEN] = input[..HEADER_LEN].try_into().expect("HEADER_LEN bytes");
+        let fh = FrameHeader::decode(bytes)?;
+        Ok((input.len() >= fh.frame_len()).then_some(fh))
     }
 
     /// The body bytes still missing from the frame being decoded, when it is in
