@@ -253,9 +253,9 @@ impl ChannelCore {
 
     /// Fills `iov` with what to write next (nothing unless
     /// [`wants_write`](Self::wants_write)).
-    pub(crate) fn poll_transmit<'a>(&'a self, iov: &mut IoVec<'a>) {
+    pub(crate) fn poll_transmit<'a>(&'a self, iov: &mut IoVec<'a>, scratch: &'a mut Vec<u8>) {
         if self.wants_write() {
-            self.send.fill(iov);
+            self.send.fill(iov, scratch);
         }
     }
 

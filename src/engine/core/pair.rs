@@ -104,7 +104,8 @@ impl Peer {
             return 0;
         }
         let mut iov = IoVec::new();
-        self.core.poll_transmit(&mut iov);
+        let mut scratch = Vec::new();
+        self.core.poll_transmit(&mut iov, &mut scratch);
         let mut n = 0;
         for slice in iov.as_slices() {
             let take = slice.len().min(limit - n);

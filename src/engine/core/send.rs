@@ -13,6 +13,14 @@ use crate::wire::{self, FrameHeader, HEADER_LEN};
 
 /// Slices per vectored write (three per frame at most).
 pub(crate) const MAX_IOV: usize = 192;
+/// Frames up to this long at the front of the queue are copied into the
+/// engine's write buffer and written as one slice: for small frames the
+/// kernel's cost per slice (two or three per frame) is larger than the
+/// copy's (a 64-byte stream paid about 100 ns more per message in
+/// `writev` of 192 slices than in `write` of the same bytes, copied).
+pub(crate) const COALESCE_MAX_FRAME: usize = 1024;
+/// The most bytes copied into the write buffer for one write.
+pub(crate) const COALESCE_MAX: usize = 64 * 1024;
 /// A send queue that grew beyond this many entries is shrunk once it drains, so
 /// idle connections stay small.
 const SEND_QUEUE_KEEP: usize = 64;
@@ -83,6 +91,26 @@ impl Released {
 }
 
 /// Frames queued on one channel, oldest first.
+/// A ByeRequest or ByeResponse is the last frame of a write: what follows
+/// waits until it is written (the core then decides what may still go).
+fn ends_batch(msg: &Message) -> bool {
+    matches!(
+        msg.header.proto.opcode,
+        OpCode::ByeRequest | OpCode::ByeResponse
+    )
+}
+
+/// Collects a frame's slices by copying them into a buffer.
+struct Copying<'v>(&'v mut Vec<u8>);
+
+impl<'s> Extend<IoSlice<'s>> for Copying<'_> {
+    fn extend<I: IntoIterator<Item = IoSlice<'s>>>(&mut self, iter: I) {
+        for slice in iter {
+            self.0.extend_from_slice(&slice);
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct SendQueue {
     queue: VecDeque<Outgoing>,
@@ -132,25 +160,44 @@ impl SendQueue {
     /// Fills `iov` with the unwritten bytes of as many queued frames as fit.
     /// A ByeRequest or ByeResponse ends the batch, so the handshake state
     /// changes exactly when that frame is written.
-    pub(crate) fn fill<'a>(&'a self, iov: &mut IoVec<'a>) {
+    pub(crate) fn fill<'a>(&'a self, iov: &mut IoVec<'a>, scratch: &'a mut Vec<u8>) {
+        scratch.clear();
         let mut offset = self.sent;
+        let mut copied = 0;
         for out in &self.queue {
+            if out.len > COALESCE_MAX_FRAME || scratch.len() + out.len > COALESCE_MAX {
+                break;
+            }
+            wire::frame_slices(&out.header, &out.msg, offset, &mut Copying(scratch));
+            offset = 0;
+            copied += 1;
+            if ends_batch(&out.msg) {
+                break;
+            }
+        }
+        let scratch: &'a Vec<u8> = scratch;
+        if !scratch.is_empty() {
+            iov.extend(std::iter::once(IoSlice::new(scratch)));
+            if self
+                .queue
+                .get(copied - 1)
+                .is_some_and(|out| ends_batch(&out.msg))
+            {
+                return;
+            }
+        }
+        for out in self.queue.iter().skip(copied) {
             if iov.room() < 3 {
                 break;
             }
             wire::frame_slices(&out.header, &out.msg, offset, iov);
             offset = 0;
-            if matches!(
-                out.msg.header.proto.opcode,
-                OpCode::ByeRequest | OpCode::ByeResponse
-            ) {
+            if ends_batch(&out.msg) {
                 break;
             }
         }
     }
 
-    /// `written` more bytes went out: completed frames leave the queue (their
-    /// messages return to the pool); `on_done` sees each one's opcode.
     pub(crate) fn advance(&mut self, written: usize, mut on_done: impl FnMut(OpCode)) -> usize {
         let mut done = self.sent + written;
         let mut frames = 0;
@@ -227,9 +274,10 @@ mod tests {
             q.push(a.clone(), true).unwrap();
             q.push(b.clone(), false).unwrap();
             let mut out = Vec::new();
+            let mut scratch = Vec::new();
             {
                 let mut iov = IoVec::new();
-                q.fill(&mut iov);
+                q.fill(&mut iov, &mut scratch);
                 let bytes = gather(&iov);
                 assert_eq!(bytes, all);
                 out.extend_from_slice(&bytes[..cut]);
@@ -242,7 +290,7 @@ mod tests {
             assert_eq!(first.bytes, if cut >= 21 { 21 } else { 0 });
             {
                 let mut iov = IoVec::new();
-                q.fill(&mut iov);
+                q.fill(&mut iov, &mut scratch);
                 out.extend(gather(&iov));
             }
             assert_eq!(out, all, "cut at {cut}");
@@ -261,21 +309,67 @@ mod tests {
         q.push(bye, true).unwrap();
         q.push(msg(2, b"after"), true).unwrap();
         let mut iov = IoVec::new();
-        q.fill(&mut iov);
+        let mut scratch = Vec::new();
+        q.fill(&mut iov, &mut scratch);
         assert_eq!(gather(&iov).len(), HEADER_LEN, "only the ByeRequest");
     }
 
     #[test]
     fn iov_never_overflows() {
         let mut q = SendQueue::default();
+        let big = vec![7u8; COALESCE_MAX_FRAME];
         for i in 0..200 {
-            q.push(msg(i, b"x"), true).unwrap();
+            q.push(msg(i, &big), true).unwrap();
         }
         let mut iov = IoVec::new();
-        q.fill(&mut iov);
+        let mut scratch = Vec::new();
+        q.fill(&mut iov, &mut scratch);
         // Header + body per frame (no text headers): 2 slices a frame.
         assert!(iov.as_slices().len() <= MAX_IOV);
         assert_eq!(iov.as_slices().len() % 2, 0);
+        assert!(scratch.is_empty(), "large frames are not copied");
+    }
+
+    /// Small frames are copied into one slice (up to `COALESCE_MAX`
+    /// bytes), large ones follow as slices of their own, the bytes in
+    /// order, from any cursor.
+    #[test]
+    fn small_frames_are_coalesced() {
+        let mut q = SendQueue::default();
+        let mut all = Vec::new();
+        let sizes = [10, 0, 700, COALESCE_MAX_FRAME, 5000, 3, 3];
+        for (i, &n) in sizes.iter().enumerate() {
+            let m = msg(i as u64 + 1, &vec![i as u8; n]);
+            all.extend(encoded(&m));
+            q.push(m, true).unwrap();
+        }
+        let mut scratch = Vec::new();
+        let mut iov = IoVec::new();
+        q.fill(&mut iov, &mut scratch);
+        assert_eq!(gather(&iov), all);
+        // Three small frames in one slice; the 1,040-byte frame is over
+        // the limit: header and body, then the rest as slices.
+        assert_eq!(iov.as_slices()[0].len(), 26 + 16 + 716);
+        assert_eq!(iov.as_slices().len(), 1 + 2 + 2 + 2 + 2);
+        // From a cursor inside the second frame.
+        let cut = 26 + 5;
+        assert_eq!(q.advance(cut, |_| {}), 1);
+        let mut iov = IoVec::new();
+        q.fill(&mut iov, &mut scratch);
+        assert_eq!(gather(&iov), all[cut..]);
+
+        // Many small frames: one slice of at most COALESCE_MAX bytes.
+        let mut q = SendQueue::default();
+        for i in 0..5000 {
+            q.push(msg(i, b"0123456789abcdef0123456789abcdef"), true)
+                .unwrap();
+        }
+        let mut iov = IoVec::new();
+        q.fill(&mut iov, &mut scratch);
+        // Then frames as slices (2 each) while 3 slots are left.
+        assert_eq!(iov.as_slices().len(), 1 + 2 * ((MAX_IOV - 1 - 3) / 2 + 1));
+        assert!(iov.as_slices()[0].len() <= COALESCE_MAX);
+        assert_eq!(iov.as_slices()[0].len() % 48, 0, "whole frames");
     }
 
     #[test]

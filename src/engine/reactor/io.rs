@@ -124,8 +124,12 @@ impl Reactor {
         let mut writes = 0u64;
         let mut number = 0;
         let mut released = Released::default();
+        // The engine's one write buffer (small frames are copied into it),
+        // out of `self` while the channel is borrowed.
+        let mut scratch = std::mem::take(&mut self.write_buf);
         let result = loop {
             let Some(s) = self.stream_mut(key) else {
+                self.write_buf = scratch;
                 return ControlFlow::Break(());
             };
             if !s.writable || !s.core.wants_write() {
@@ -135,7 +139,7 @@ impl Reactor {
                 break Ok(());
             };
             let mut iov = IoVec::new();
-            s.core.poll_transmit(&mut iov);
+            s.core.poll_transmit(&mut iov, &mut scratch);
             writes += 1;
             let written = sock.write_vectored(iov.as_slices());
             match written {
@@ -159,6 +163,7 @@ impl Reactor {
                 }
             }
         };
+        self.write_buf = scratch;
         let c = &self.shared.counters;
         Counters::add(&c.messages_sent, sent_msgs);
         Counters::add(&c.bytes_sent, sent_bytes);

@@ -116,6 +116,9 @@ pub(crate) struct Reactor {
     groups: IntMap<u32, GroupEntry>,
     lifecycle: Lifecycle,
     read_buf: Box<[u8]>,
+    /// Small frames copied together for one write (at most
+    /// `core::send::COALESCE_MAX` bytes; see `SendQueue::fill`).
+    write_buf: Vec<u8>,
     dirty: WorkList,
     again: WorkList,
     starved: WorkList,
@@ -167,6 +170,7 @@ impl Reactor {
             groups: IntMap::default(),
             lifecycle: Lifecycle::new(),
             read_buf: vec![0u8; read_chunk].into_boxed_slice(),
+            write_buf: Vec::new(),
             dirty: WorkList::new(List::Dirty),
             again: WorkList::new(List::Again),
             starved: WorkList::new(List::Starved),
