@@ -17,6 +17,8 @@ use crate::message::{
     next_message_id,
 };
 
+mod receive_async;
+
 /// How long `post` on channel 0 waits for the I/O thread to refill the reserve
 /// of channel numbers (only in a burst of more than 64 opens at once).
 const RESERVE_WAIT: Duration = Duration::from_secs(2);

@@ -1,0 +1,210 @@
+//! [`ChannelGroup::receive_async`] and [`ChannelGroup::messages`]: receiving
+//! on any executor (SPEC §6).
+//!
+//! The future never polls the engine: the thread that polls (the I/O thread,
+//! or a thread leading in `wait_receive`) pushes the delivery into the
+//! group's queue, which wakes every registered waker (`GroupQueue::poll_pop`).
+//! A delivery leaves the queue only inside `poll` returning `Ready`, so a
+//! future dropped at any other point loses nothing. While any async receiver
+//! is pending, the I/O thread keeps the poller (`Lead::add_async_waiter`):
+//! an async receiver never waits for a lease.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use futures_core::stream::FusedStream;
+
+use super::ChannelGroup;
+use crate::engine::Delivery;
+use crate::error::Error;
+use crate::message::Message;
+
+impl ChannelGroup {
+    /// Waits for the next message (or engine report) for this group, as a
+    /// future: the async form of [`wait_receive`](Self::wait_receive), on any
+    /// executor (the library depends on no runtime).
+    ///
+    /// The engine wakes the future when a delivery arrives (the thread that
+    /// polls the sockets wakes the task's [`Waker`](std::task::Waker)); the
+    /// future never runs the event loop itself. It mixes with `wait_receive`
+    /// and other `receive_async` futures on the same group: each message goes
+    /// to exactly one receiver.
+    ///
+    /// **Cancel-safe**: a message is taken from the group's queue only when
+    /// the future completes, so dropping it before then (a lost
+    /// `select!` branch, a timeout) loses nothing: the message waits for the
+    /// next receive.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutdownStarted`] once the engine shuts down, including for a
+    /// future pending at that moment.
+    ///
+    /// # Examples
+    ///
+    /// With a tiny executor of its own (any executor works: tokio, smol,
+    /// `futures::executor`):
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::task::{Context, Poll, Wake};
+    /// use tofu::{Engine, Options, Status};
+    ///
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     struct Unpark(std::thread::Thread);
+    /// #     impl Wake for Unpark {
+    /// #         fn wake(self: Arc<Self>) { self.0.unpark() }
+    /// #     }
+    /// #     let waker = Arc::new(Unpark(std::thread::current())).into();
+    /// #     let mut cx = Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         match f.as_mut().poll(&mut cx) {
+    /// #             Poll::Ready(out) => return out,
+    /// #             Poll::Pending => std::thread::park(),
+    /// #         }
+    /// #     }
+    /// # }
+    /// let engine = Engine::new(Options::default())?;
+    /// let group = engine.create_group()?;
+    /// group.update_receiver(None)?;
+    /// let msg = block_on(group.receive_async())?;
+    /// assert_eq!(msg.status(), Status::ReceiverUpdate);
+    /// # Ok::<(), tofu::Error>(())
+    /// ```
+    pub fn receive_async(&self) -> impl Future<Output = Result<Message, Error>> + Send + '_ {
+        Receive {
+            group: self,
+            waiter: None,
+        }
+    }
+
+    /// The group's messages as a [`Stream`](futures_core::Stream): each item
+    /// is what [`receive_async`](Self::receive_async) would return, and it is
+    /// as cancel-safe (a message is taken only when the stream yields it).
+    ///
+    /// The stream ends once the engine shuts down: it yields
+    /// `Err(`[`Error::ShutdownStarted`]`)` once, then `None` (it is a
+    /// [`FusedStream`](futures_core::stream::FusedStream)).
+    ///
+    /// # Examples
+    ///
+    /// With tokio (a `StreamExt` such as `futures::StreamExt` or
+    /// `tokio_stream::StreamExt` gives `next()`; here, a plain `poll_fn`):
+    ///
+    /// ```
+    /// use std::pin::pin;
+    /// use futures_core::Stream;
+    /// use tofu::{Engine, Error, Options, Status};
+    ///
+    /// let engine = Engine::new(Options::default())?;
+    /// let group = engine.create_group()?;
+    /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    /// rt.block_on(async {
+    ///     let mut messages = pin!(group.messages());
+    ///     let mut next = || std::future::poll_fn(|cx| messages.as_mut().poll_next(cx));
+    ///     group.update_receiver(None)?;
+    ///     let msg = next().await.expect("a message")?;
+    ///     assert_eq!(msg.status(), Status::ReceiverUpdate);
+    ///     engine.shutdown();
+    ///     assert_eq!(next().await.unwrap().unwrap_err(), Error::ShutdownStarted);
+    ///     assert!(next().await.is_none());
+    ///     Ok::<(), Error>(())
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn messages(&self) -> impl Stream<Item = Result<Message, Error>> + Send + '_ {
+        Messages {
+            receive: Receive {
+                group: self,
+                waiter: None,
+            },
+            done: false,
+        }
+    }
+}
+
+/// The future [`ChannelGroup::receive_async`] returns.
+struct Receive<'a> {
+    group: &'a ChannelGroup,
+    /// Its entry among the group queue's wakers, while it has one.
+    waiter: Option<u64>,
+}
+
+impl Receive<'_> {
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, Error>> {
+        let group = self.group;
+        let engine = group.engine.shared();
+        if engine.is_shut_down() {
+            self.deregister();
+            group.wake_other_waiters();
+            return Poll::Ready(Err(Error::ShutdownStarted));
+        }
+        let registered = self.waiter.is_some();
+        let polled = group.shared.queue.poll_pop(&mut self.waiter, cx.waker());
+        match (registered, self.waiter.is_some()) {
+            (false, true) => engine.lead.add_async_waiter(),
+            (true, false) => engine.lead.remove_async_waiter(),
+            _ => {}
+        }
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Delivery::Message(msg)) => Poll::Ready(Ok(msg)),
+            // The shutdown sentinel: pass it on to the next waiter.
+            Poll::Ready(Delivery::Shutdown) => {
+                group.wake_other_waiters();
+                Poll::Ready(Err(Error::ShutdownStarted))
+            }
+        }
+    }
+
+    fn deregister(&mut self) {
+        if let Some(id) = self.waiter.take() {
+            self.group.shared.queue.deregister(id);
+            self.group.engine.shared().lead.remove_async_waiter();
+        }
+    }
+}
+
+impl Future for Receive<'_> {
+    type Output = Result<Message, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().poll_receive(cx)
+    }
+}
+
+impl Drop for Receive<'_> {
+    fn drop(&mut self) {
+        self.deregister();
+    }
+}
+
+/// The stream [`ChannelGroup::messages`] returns.
+struct Messages<'a> {
+    receive: Receive<'a>,
+    /// `ShutdownStarted` was yielded: the stream has ended.
+    done: bool,
+}
+
+impl Stream for Messages<'_> {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let got = std::task::ready!(this.receive.poll_receive(cx));
+        this.done = got.is_err();
+        Poll::Ready(Some(got))
+    }
+}
+
+impl FusedStream for Messages<'_> {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
