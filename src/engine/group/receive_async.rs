@@ -92,25 +92,29 @@ impl ChannelGroup {
     /// # Examples
     ///
     /// With tokio (a `StreamExt` such as `futures::StreamExt` or
-    /// `tokio_stream::StreamExt` gives `next()`; here, a plain `poll_fn`):
+    /// `tokio_stream::StreamExt` gives `next()`; here, a small one):
     ///
     /// ```
-    /// use std::pin::pin;
+    /// use std::pin::{Pin, pin};
     /// use futures_core::Stream;
     /// use tofu::{Engine, Error, Options, Status};
+    ///
+    /// async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+    ///     std::future::poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
+    /// }
     ///
     /// let engine = Engine::new(Options::default())?;
     /// let group = engine.create_group()?;
     /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
     /// rt.block_on(async {
     ///     let mut messages = pin!(group.messages());
-    ///     let mut next = || std::future::poll_fn(|cx| messages.as_mut().poll_next(cx));
     ///     group.update_receiver(None)?;
-    ///     let msg = next().await.expect("a message")?;
+    ///     let msg = next(&mut messages).await.expect("a message")?;
     ///     assert_eq!(msg.status(), Status::ReceiverUpdate);
     ///     engine.shutdown();
-    ///     assert_eq!(next().await.unwrap().unwrap_err(), Error::ShutdownStarted);
-    ///     assert!(next().await.is_none());
+    ///     let end = next(&mut messages).await.expect("the error, once");
+    ///     assert_eq!(end.unwrap_err(), Error::ShutdownStarted);
+    ///     assert!(next(&mut messages).await.is_none());
     ///     Ok::<(), Error>(())
     /// })?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
