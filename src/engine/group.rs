@@ -24,7 +24,9 @@ mod receive_async;
 const RESERVE_WAIT: Duration = Duration::from_secs(2);
 
 /// The application's handle to a set of channels: [`post`](Self::post) messages
-/// in, [`wait_receive`](Self::wait_receive) messages (and engine reports) out.
+/// in, [`wait_receive`](Self::wait_receive) messages (and engine reports) out —
+/// or, on an async executor, [`receive_async`](Self::receive_async) and
+/// [`messages`](Self::messages).
 ///
 /// Every channel belongs to exactly one group: the one that opened it, or for
 /// accepted connections, the group of the listener. Dropping the group (or
@@ -317,6 +319,10 @@ impl ChannelGroup {
     /// writes and deliveries for every group happen on it, and the kernel
     /// wakes this thread, not the I/O thread, when its message arrives.
     /// [`Stats::waiter_polls`](crate::Stats) counts those polls.
+    ///
+    /// It mixes with [`receive_async`](Self::receive_async) on the same
+    /// group (each message goes to one receiver); on an async executor use
+    /// that instead, which never blocks the executor's thread.
     ///
     /// # Errors
     ///
