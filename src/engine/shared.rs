@@ -275,6 +275,12 @@ impl GroupQueue {
     pub(crate) fn deregister(&self, waiter: u64) {
         self.lock().wakers.retain(|(w, _)| *w != waiter);
     }
+
+    /// Async waiters registered (for tests).
+    #[cfg(test)]
+    pub(crate) fn async_waiters(&self) -> usize {
+        self.lock().wakers.len()
+    }
 }
 
 /// The wakers one push wakes, taken out of the lock (no allocation for one).

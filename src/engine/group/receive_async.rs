@@ -119,7 +119,7 @@ impl ChannelGroup {
     /// })?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn messages(&self) -> impl Stream<Item = Result<Message, Error>> + Send + '_ {
+    pub fn messages(&self) -> impl Stream<Item = Result<Message, Error>> + FusedStream + Send + '_ {
         Messages {
             receive: Receive {
                 group: self,
@@ -210,5 +210,127 @@ impl Stream for Messages<'_> {
 impl FusedStream for Messages<'_> {
     fn is_terminated(&self) -> bool {
         self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Poll, Wake, Waker};
+
+    use futures_core::Stream;
+    use futures_core::stream::FusedStream;
+
+    use crate::engine::{Delivery, Engine, GroupShared, Options, Wake as IoWake};
+    use crate::error::Error;
+    use crate::message::Message;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn counting() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count::default());
+        (count.clone(), Waker::from(count))
+    }
+
+    fn io_wake() -> (mio::Poll, IoWake) {
+        let poll = mio::Poll::new().unwrap();
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        (poll, IoWake::new(waker))
+    }
+
+    #[test]
+    fn one_entry_per_waiter_woken_by_every_push_removed_when_ready() {
+        let (_poll, wake) = io_wake();
+        let group = GroupShared::new(1);
+        let q = &group.queue;
+        let (a_count, a) = counting();
+        let (b_count, b) = counting();
+        let (mut wa, mut wb) = (None, None);
+        assert!(q.poll_pop(&mut wa, &a).is_pending());
+        assert!(q.poll_pop(&mut wa, &a).is_pending()); // same entry
+        assert!(q.poll_pop(&mut wb, &b).is_pending());
+        assert_eq!(q.async_waiters(), 2);
+        assert_ne!(wa, wb);
+
+        // One delivery wakes both (either may be dropped before it looks).
+        let woke_thread = group.push(Delivery::Message(Message::new()), &wake);
+        assert!(!woke_thread, "no thread was blocked");
+        assert_eq!(a_count.0.load(Ordering::Relaxed), 1);
+        assert_eq!(b_count.0.load(Ordering::Relaxed), 1);
+
+        // The first to look takes it and leaves; the other waits on.
+        assert!(matches!(q.poll_pop(&mut wb, &b), Poll::Ready(_)));
+        assert_eq!(wb, None);
+        assert!(q.poll_pop(&mut wa, &a).is_pending());
+        assert_eq!(q.async_waiters(), 1);
+
+        // Dropped: its entry goes, and pushes wake nobody.
+        q.deregister(wa.take().unwrap());
+        assert_eq!(q.async_waiters(), 0);
+        group.push(Delivery::Message(Message::new()), &wake);
+        assert_eq!(a_count.0.load(Ordering::Relaxed), 1);
+        assert!(q.try_pop().is_some());
+    }
+
+    #[test]
+    fn a_new_waker_replaces_the_old_one() {
+        let (_poll, wake) = io_wake();
+        let group = GroupShared::new(1);
+        let q = &group.queue;
+        let (old_count, old) = counting();
+        let (new_count, new) = counting();
+        let mut w = None;
+        assert!(q.poll_pop(&mut w, &old).is_pending());
+        // The future moved to another task: polled with another waker.
+        assert!(q.poll_pop(&mut w, &new).is_pending());
+        assert_eq!(q.async_waiters(), 1);
+        group.push(Delivery::Message(Message::new()), &wake);
+        assert_eq!(old_count.0.load(Ordering::Relaxed), 0);
+        assert_eq!(new_count.0.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn the_engine_counts_pending_futures_until_they_end() {
+        let engine = Engine::new(Options::default()).unwrap();
+        let group = engine.create_group().unwrap();
+        let lead = &engine.shared().lead;
+        let (_count, waker) = counting();
+        let mut cx = std::task::Context::from_waker(&waker);
+        {
+            let mut a = std::pin::pin!(group.receive_async());
+            let mut b = std::pin::pin!(group.receive_async());
+            assert!(a.as_mut().poll(&mut cx).is_pending());
+            assert!(a.as_mut().poll(&mut cx).is_pending());
+            assert!(b.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(lead.async_waiter_count(), 2);
+            group.update_receiver(None).unwrap();
+            assert!(a.as_mut().poll(&mut cx).is_ready());
+            assert_eq!(lead.async_waiter_count(), 1);
+        } // b dropped pending
+        assert_eq!(lead.async_waiter_count(), 0);
+        assert_eq!(group.shared.queue.async_waiters(), 0);
+        {
+            let mut s = std::pin::pin!(group.messages());
+            assert!(s.as_mut().poll_next(&mut cx).is_pending());
+            assert_eq!(lead.async_waiter_count(), 1);
+            engine.shutdown();
+            match s.as_mut().poll_next(&mut cx) {
+                Poll::Ready(Some(Err(Error::ShutdownStarted))) => {}
+                other => panic!("expected ShutdownStarted, got {other:?}"),
+            }
+            assert!(matches!(s.as_mut().poll_next(&mut cx), Poll::Ready(None)));
+            assert!(s.is_terminated());
+        }
+        assert_eq!(lead.async_waiter_count(), 0);
     }
 }

@@ -151,6 +151,12 @@ impl Lead {
         self.async_waiters.load(Ordering::Relaxed) > 0
     }
 
+    /// Pending async receivers (for tests).
+    #[cfg(test)]
+    pub(crate) fn async_waiter_count(&self) -> usize {
+        self.async_waiters.load(Ordering::Relaxed)
+    }
+
     /// Wakes the I/O thread whatever it does (shutdown, a leader's end).
     pub(crate) fn unpark_io(&self) {
         self.io_unparker.unpark();
