@@ -119,6 +119,8 @@ impl ChannelGroup {
     /// })?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    // `Stream` spelled out as SPEC §6 has it; `FusedStream` on top.
+    #[allow(clippy::implied_bounds_in_impls)]
     pub fn messages(&self) -> impl Stream<Item = Result<Message, Error>> + FusedStream + Send + '_ {
         Messages {
             receive: Receive {
