@@ -322,7 +322,10 @@ impl ChannelGroup {
     ///
     /// It mixes with [`receive_async`](Self::receive_async) on the same
     /// group (each message goes to one receiver); on an async executor use
-    /// that instead, which never blocks the executor's thread.
+    /// that instead, which never blocks the executor's thread. While an
+    /// async receiver is pending anywhere in the engine, the I/O thread
+    /// keeps the event loop (an async receiver cannot run it), so this
+    /// thread usually waits on its queue instead of leading.
     ///
     /// # Errors
     ///
