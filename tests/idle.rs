@@ -93,5 +93,42 @@ fn idle_engine_uses_no_cpu() {
     server.update_receiver(None).unwrap();
     let woken = join_within(waiter).unwrap().expect("the update");
     assert!(woken.is_from_engine());
+
+    // The same with a pending `receive_async` on a tokio runtime: the I/O
+    // thread keeps the poller for it (no lease) and sleeps in `poll`.
+    round_trip(&engine, &client, &server, cch, sch, b"z");
+    let waiter = {
+        let server = server.clone();
+        std::thread::Builder::new()
+            .name("idle-async".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                rt.block_on(server.receive_async())
+            })
+            .unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let io_before = thread_ticks("tofu-io");
+    let waiter_before = thread_ticks("idle-async");
+    let stats = engine.stats();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = engine.stats();
+    assert_eq!(after.polls, stats.polls, "woke up while idle: {after:?}");
+    let io_used = thread_ticks("tofu-io")[0].1 - io_before[0].1;
+    let waiter_used = thread_ticks("idle-async")[0].1 - waiter_before[0].1;
+    println!(
+        "idle with a pending async receiver: I/O thread {io_used} ticks, executor {waiter_used} \
+         ticks in 500 ms"
+    );
+    assert!(io_used <= 1, "the idle I/O thread used {io_used} ticks");
+    assert!(
+        waiter_used <= 1,
+        "the idle executor used {waiter_used} ticks"
+    );
+    server.update_receiver(None).unwrap();
+    let woken = join_within(waiter).unwrap();
+    assert!(woken.is_from_engine());
     drop((client, server));
 }

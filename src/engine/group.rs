@@ -17,12 +17,16 @@ use crate::message::{
     next_message_id,
 };
 
+mod receive_async;
+
 /// How long `post` on channel 0 waits for the I/O thread to refill the reserve
 /// of channel numbers (only in a burst of more than 64 opens at once).
 const RESERVE_WAIT: Duration = Duration::from_secs(2);
 
 /// The application's handle to a set of channels: [`post`](Self::post) messages
-/// in, [`wait_receive`](Self::wait_receive) messages (and engine reports) out.
+/// in, [`wait_receive`](Self::wait_receive) messages (and engine reports) out —
+/// or, on an async executor, [`receive_async`](Self::receive_async) and
+/// [`messages`](Self::messages).
 ///
 /// Every channel belongs to exactly one group: the one that opened it, or for
 /// accepted connections, the group of the listener. Dropping the group (or
@@ -508,6 +512,13 @@ impl ChannelGroup {
     /// writes and deliveries for every group happen on it, and the kernel
     /// wakes this thread, not the I/O thread, when its message arrives.
     /// [`Stats::waiter_polls`](crate::Stats) counts those polls.
+    ///
+    /// It mixes with [`receive_async`](Self::receive_async) on the same
+    /// group (each message goes to one receiver); on an async executor use
+    /// that instead, which never blocks the executor's thread. While an
+    /// async receiver is pending anywhere in the engine, the I/O thread
+    /// keeps the event loop (an async receiver cannot run it), so this
+    /// thread usually waits on its queue instead of leading.
     ///
     /// # Errors
     ///

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use super::directory::Directory;
@@ -120,7 +121,8 @@ impl GroupShared {
 }
 
 /// A group's receive queue: a `VecDeque` behind a mutex, with a condition
-/// variable for the threads blocked in `wait_receive` (followers). Unlike a
+/// variable for the threads blocked in `wait_receive` (followers) and the
+/// wakers of pending `receive_async` futures (one entry per future). Unlike a
 /// linked channel it allocates nothing per message once it has grown, and a
 /// whole read's frames go in with one lock. Its length is also kept in an
 /// atomic, for the checks that must not lock (`post`'s "busy", a leader's
@@ -137,6 +139,13 @@ struct QueueInner {
     items: VecDeque<Delivery>,
     /// Threads blocked in [`GroupQueue::pop_until`].
     sleepers: usize,
+    /// The wakers of pending async receivers ([`GroupQueue::poll_pop`]), one
+    /// entry per future, keyed by a waiter id; woken (all) by every push.
+    /// Bounded by the pending futures: each registers at most one entry and
+    /// removes it when it completes or is dropped.
+    wakers: Vec<(u64, Waker)>,
+    /// The id of the next async waiter.
+    next_waiter: u64,
 }
 
 /// Capacity a drained queue keeps (a burst's worth is given back).
@@ -155,7 +164,18 @@ impl GroupQueue {
         let added = q.items.len() - before;
         self.len.store(q.items.len(), Ordering::SeqCst);
         let sleepers = q.sleepers;
+        // Every async waiter is woken (each may be dropped before it looks:
+        // waking only one could leave the message behind for a waiter
+        // that never comes); outside the lock, in case an executor polls
+        // the woken task at once on this thread.
+        let wakers = match q.wakers.as_slice() {
+            _ if added == 0 => Wakers::None,
+            [] => Wakers::None,
+            [(_, w)] => Wakers::One(w.clone()),
+            many => Wakers::Many(many.iter().map(|(_, w)| w.clone()).collect()),
+        };
         drop(q);
+        wakers.wake();
         match (added, sleepers) {
             (0, _) | (_, 0) => return false,
             (1, _) => self.ready.notify_one(),
@@ -247,6 +267,63 @@ impl GroupQueue {
                 }
             };
             q.sleepers -= 1;
+        }
+    }
+
+    /// For an async receiver: the next delivery, or registers `waker` under
+    /// `waiter` (given an id the first time) and returns `Pending`. A
+    /// delivery is taken only when this returns `Ready` (cancel safety), and
+    /// then the waiter's entry is removed (`waiter` is `None` again).
+    pub(crate) fn poll_pop(&self, waiter: &mut Option<u64>, waker: &Waker) -> Poll<Delivery> {
+        let mut q = self.lock();
+        if let Some(d) = self.take(&mut q) {
+            if let Some(id) = waiter.take() {
+                q.wakers.retain(|(w, _)| *w != id);
+            }
+            return Poll::Ready(d);
+        }
+        let entry = waiter.and_then(|id| q.wakers.iter_mut().find(|(w, _)| *w == id));
+        match entry {
+            Some((_, w)) => {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+            }
+            None => {
+                let id = q.next_waiter;
+                q.next_waiter += 1;
+                q.wakers.push((id, waker.clone()));
+                *waiter = Some(id);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Removes an async waiter's entry (its future was dropped).
+    pub(crate) fn deregister(&self, waiter: u64) {
+        self.lock().wakers.retain(|(w, _)| *w != waiter);
+    }
+
+    /// Async waiters registered (for tests).
+    #[cfg(test)]
+    pub(crate) fn async_waiters(&self) -> usize {
+        self.lock().wakers.len()
+    }
+}
+
+/// The wakers one push wakes, taken out of the lock (no allocation for one).
+enum Wakers {
+    None,
+    One(Waker),
+    Many(Vec<Waker>),
+}
+
+impl Wakers {
+    fn wake(self) {
+        match self {
+            Wakers::None => {}
+            Wakers::One(w) => w.wake(),
+            Wakers::Many(ws) => ws.into_iter().for_each(Waker::wake),
         }
     }
 }

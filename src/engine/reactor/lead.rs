@@ -21,6 +21,13 @@
 //! Bounds: while nobody polls (between a leader's return and the next
 //! `wait_receive`, during a lease), events wait at most one lease; a command
 //! posted meanwhile wakes the I/O thread at once ([`Lead::poke`]).
+//!
+//! An async receiver (`receive_async`) never polls the engine: its executor
+//! thread only waits for its waker. While one is pending anywhere in the
+//! engine ([`Lead::async_waiters`]) the I/O thread does not lease the poller
+//! out, a leasing I/O thread is woken when one registers and takes the
+//! poller back, and a leader that lets go hands the poller to the I/O thread
+//! at once — so an async receiver never waits for a lease.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering, fence};
@@ -81,6 +88,9 @@ pub(crate) struct Lead {
     io_unparker: Unparker,
     /// Threads blocked on a group queue (following).
     followers: AtomicUsize,
+    /// Pending `receive_async` futures (registered wakers, every group):
+    /// while there are any, the I/O thread keeps the poller (no lease).
+    async_waiters: AtomicUsize,
 }
 
 /// The I/O thread's side of [`Lead`]: what it parks on.
@@ -99,6 +109,7 @@ impl Lead {
             io: AtomicU8::new(RUNNING),
             io_unparker: parker.unparker().clone(),
             followers: AtomicUsize::new(0),
+            async_waiters: AtomicUsize::new(0),
         };
         (lead, IoParker(parker))
     }
@@ -113,6 +124,37 @@ impl Lead {
         {
             self.io_unparker.unpark();
         }
+    }
+
+    /// An async receiver registered its waker: from now on the I/O thread
+    /// keeps the poller, and one leasing it out comes back at once.
+    pub(crate) fn add_async_waiter(&self) {
+        self.async_waiters.fetch_add(1, Ordering::Relaxed);
+        // Pairs with the fences in `io_lease` and `release_app`: the I/O
+        // thread either sees the waiter before it parks for a lease, or is
+        // seen leasing and woken; a leader letting go either sees it, or is
+        // seen holding the poller (and polls for it meanwhile).
+        fence(Ordering::SeqCst);
+        if self.io.load(Ordering::Relaxed) == LEASING && self.holder.load(Ordering::Relaxed) == FREE
+        {
+            self.io_unparker.unpark();
+        }
+    }
+
+    /// An async receiver completed or was dropped.
+    pub(crate) fn remove_async_waiter(&self) {
+        self.async_waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether an async receiver is pending (read after a fence).
+    fn async_waiting(&self) -> bool {
+        self.async_waiters.load(Ordering::Relaxed) > 0
+    }
+
+    /// Pending async receivers (for tests).
+    #[cfg(test)]
+    pub(crate) fn async_waiter_count(&self) -> usize {
+        self.async_waiters.load(Ordering::Relaxed)
     }
 
     /// Wakes the I/O thread whatever it does (shutdown, a leader's end).
@@ -152,6 +194,7 @@ impl Lead {
         fence(Ordering::SeqCst);
         if self.io.load(Ordering::Relaxed) == WAITING
             || self.followers.load(Ordering::Relaxed) > 0
+            || self.async_waiting()
             || shared.ended()
         {
             self.io_unparker.unpark();
@@ -228,7 +271,10 @@ pub(crate) fn run(reactor: &Mutex<Reactor>, shared: &Shared, parker: IoParker) {
         let mut slot = lead.lock_slot();
         lead.holder.store(IO_LONG, Ordering::Relaxed);
         loop {
-            match turn(reactor, shared, &mut slot, None, |woke| woke) {
+            // Lease the poller out to the thread a delivery woke, unless an
+            // async receiver waits: it never polls, so nobody would.
+            let lease_out = |woke| woke && !lead.async_waiting();
+            match turn(reactor, shared, &mut slot, None, lease_out) {
                 Turn::Polled => {}
                 Turn::Ready => {
                     lease = true;
@@ -248,8 +294,9 @@ fn io_lease(reactor: &Mutex<Reactor>, shared: &Shared, parker: &IoParker) -> boo
     let lead = &shared.lead;
     let epoch = lead.epoch.load(Ordering::Relaxed);
     lead.io.store(LEASING, Ordering::Relaxed);
+    // Pairs with the fence in `Lead::add_async_waiter`.
     fence(Ordering::SeqCst);
-    if shared.commands.is_empty() {
+    if shared.commands.is_empty() && !lead.async_waiting() {
         parker.0.park_timeout(LEASE);
     }
     lead.io.store(RUNNING, Ordering::Relaxed);
@@ -258,16 +305,19 @@ fn io_lease(reactor: &Mutex<Reactor>, shared: &Shared, parker: &IoParker) -> boo
     }
     let app_active = lead.epoch.load(Ordering::Relaxed) != epoch;
     let waited_for = lead.followers.load(Ordering::Relaxed) > 0;
+    let async_waiting = lead.async_waiting();
     let Some(mut slot) = lead.try_slot() else {
         // An application thread leads. If it has for the whole lease, it
         // is waiting for something: wait for it to let go, without waking
-        // up meanwhile.
-        if !app_active {
+        // up meanwhile. With an async receiver pending, wait for it at
+        // once (the leader polls for everyone meanwhile, and hands the
+        // poller back when it lets go).
+        if !app_active || async_waiting {
             io_wait(shared, parker);
         }
         return true;
     };
-    if !app_active || waited_for {
+    if !app_active || waited_for || async_waiting {
         return false; // take it back (the slot is free: `run` takes it)
     }
     lead.holder.store(IO_BRIEF, Ordering::Relaxed);
