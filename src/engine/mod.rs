@@ -198,6 +198,30 @@ impl Engine {
         Ok(self.inner.shared.pool.get(how))
     }
 
+    /// Gives every message of `msgs` back to the pool as [`put`](Self::put)
+    /// does, the engine's own messages under one lock (see
+    /// [`Pool::put_many`](crate::Pool::put_many)); `msgs` is empty
+    /// afterwards.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tofu::{Engine, Options};
+    ///
+    /// let engine = Engine::new(Options::default())?;
+    /// let group = engine.create_group()?;
+    /// group.update_receiver(None)?;
+    /// let mut got = Vec::new();
+    /// group.receive_many(&mut got, 64, Some(Duration::ZERO))?;
+    /// engine.put_many(&mut got);
+    /// assert!(got.is_empty());
+    /// # Ok::<(), tofu::Error>(())
+    /// ```
+    pub fn put_many(&self, msgs: &mut Vec<Message>) {
+        self.inner.shared.pool.put_many(msgs);
+    }
+
     /// Gives a message back to the pool (or adopts a standalone one). It is freed
     /// when the pool is full or the engine has shut down.
     pub fn put(&self, msg: Message) {

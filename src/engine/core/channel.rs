@@ -260,11 +260,12 @@ impl ChannelCore {
     }
 
     /// The socket took `n` bytes of what [`poll_transmit`](Self::poll_transmit)
-    /// gave; returns how many frames are now completely written.
-    pub(crate) fn handle_written(&mut self, n: usize) -> usize {
+    /// gave; returns how many frames are now completely written, whose
+    /// messages are appended to `spent` (to go back to their pool together).
+    pub(crate) fn handle_written(&mut self, n: usize, spent: &mut Vec<Message>) -> usize {
         self.written += n as u64;
         let bye = &mut self.bye;
-        self.send.advance(n, |op| match op {
+        self.send.advance(n, spent, |op| match op {
             OpCode::ByeRequest => *bye = Bye::RequestWritten,
             OpCode::ByeResponse => *bye = Bye::ResponseWritten,
             _ => {}

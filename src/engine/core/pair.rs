@@ -115,7 +115,7 @@ impl Peer {
                 break;
             }
         }
-        self.frames_written += self.core.handle_written(n);
+        self.frames_written += self.core.handle_written(n, &mut Vec::new());
         n
     }
 

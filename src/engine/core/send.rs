@@ -198,7 +198,12 @@ impl SendQueue {
         }
     }
 
-    pub(crate) fn advance(&mut self, written: usize, mut on_done: impl FnMut(OpCode)) -> usize {
+    pub(crate) fn advance(
+        &mut self,
+        written: usize,
+        spent: &mut Vec<Message>,
+        mut on_done: impl FnMut(OpCode),
+    ) -> usize {
         let mut done = self.sent + written;
         let mut frames = 0;
         while let Some(front) = self.queue.front() {
@@ -209,6 +214,7 @@ impl SendQueue {
             let out = self.queue.pop_front().expect("front exists");
             self.released.add(&out);
             on_done(out.msg.header.proto.opcode);
+            spent.push(out.msg);
             frames += 1;
         }
         debug_assert!(
@@ -282,7 +288,7 @@ mod tests {
                 assert_eq!(bytes, all);
                 out.extend_from_slice(&bytes[..cut]);
             }
-            let done = q.advance(cut, |_| {});
+            let done = q.advance(cut, &mut Vec::new(), |_| {});
             assert_eq!(done, usize::from(cut >= 21) + usize::from(cut == all.len()));
             // Only `a` was charged: it is released once it is written.
             let first = q.take_released();
@@ -353,7 +359,7 @@ mod tests {
         assert_eq!(iov.as_slices().len(), 1 + 2 + 2 + 2 + 2);
         // From a cursor inside the second frame.
         let cut = 26 + 5;
-        assert_eq!(q.advance(cut, |_| {}), 1);
+        assert_eq!(q.advance(cut, &mut Vec::new(), |_| {}), 1);
         let mut iov = IoVec::new();
         q.fill(&mut iov, &mut scratch);
         assert_eq!(gather(&iov), all[cut..]);
@@ -379,7 +385,7 @@ mod tests {
             q.push(msg(i, b""), true).unwrap();
         }
         let n = q.len();
-        assert_eq!(q.advance(n * HEADER_LEN, |_| {}), n);
+        assert_eq!(q.advance(n * HEADER_LEN, &mut Vec::new(), |_| {}), n);
         assert!(q.capacity() <= SEND_QUEUE_KEEP);
         assert_eq!(q.cursor(), 0);
     }

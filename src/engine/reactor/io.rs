@@ -127,9 +127,13 @@ impl Reactor {
         // The engine's one write buffer (small frames are copied into it),
         // out of `self` while the channel is borrowed.
         let mut scratch = std::mem::take(&mut self.write_buf);
+        // Written messages, back to the pool together after the writes.
+        let mut spent = std::mem::take(&mut self.spent);
         let result = loop {
             let Some(s) = self.stream_mut(key) else {
                 self.write_buf = scratch;
+                self.shared.pool.recycle_many(&mut spent);
+                self.spent = spent;
                 return ControlFlow::Break(());
             };
             if !s.writable || !s.core.wants_write() {
@@ -146,7 +150,7 @@ impl Reactor {
                 Ok(0) => break Err(s.core.handle_write_failed(End::Failed)),
                 Ok(n) => {
                     sent_bytes += n as u64;
-                    sent_msgs += s.core.handle_written(n) as u64;
+                    sent_msgs += s.core.handle_written(n, &mut spent) as u64;
                     let r = s.core.take_released();
                     released.bytes += r.bytes;
                     released.messages += r.messages;
@@ -164,6 +168,8 @@ impl Reactor {
             }
         };
         self.write_buf = scratch;
+        self.shared.pool.recycle_many(&mut spent);
+        self.spent = spent;
         let c = &self.shared.counters;
         Counters::add(&c.messages_sent, sent_msgs);
         Counters::add(&c.bytes_sent, sent_bytes);

@@ -119,6 +119,9 @@ pub(crate) struct Reactor {
     /// Small frames copied together for one write (at most
     /// `core::send::COALESCE_MAX` bytes; see `SendQueue::fill`).
     write_buf: Vec<u8>,
+    /// Messages a flush wrote, returned to the pool together (at most the
+    /// frames of one write; empty between flushes).
+    spent: Vec<Message>,
     dirty: WorkList,
     again: WorkList,
     starved: WorkList,
@@ -171,6 +174,7 @@ impl Reactor {
             lifecycle: Lifecycle::new(),
             read_buf: vec![0u8; read_chunk].into_boxed_slice(),
             write_buf: Vec::new(),
+            spent: Vec::new(),
             dirty: WorkList::new(List::Dirty),
             again: WorkList::new(List::Again),
             starved: WorkList::new(List::Starved),
