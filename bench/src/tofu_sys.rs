@@ -116,6 +116,7 @@ fn serve_on(engine: &Engine, listen: &Address, ctl: &Ctl) -> Res<()> {
     // a backlog would.
     let mut got = Vec::with_capacity(RECV_MANY);
     let mut answers = Vec::with_capacity(RECV_MANY);
+    let mut spent = Vec::with_capacity(RECV_MANY);
     while !ctl.stopped() {
         match group.receive_many(&mut got, RECV_MANY, Some(Duration::from_millis(50))) {
             Ok(_) => {}
@@ -130,11 +131,16 @@ fn serve_on(engine: &Engine, listen: &Address, ctl: &Ctl) -> Res<()> {
                 OpCode::HelloRequest => OpCode::HelloResponse,
                 OpCode::Request => OpCode::Response,
                 OpCode::ByeRequest => OpCode::ByeResponse,
-                _ => continue, // Signals: received, dropped
+                _ => {
+                    // Signals: received, dropped (back to the pool together).
+                    spent.push(m);
+                    continue;
+                }
             };
             m.header.proto.opcode = reply;
             answers.push(m);
         }
+        engine.put_many(&mut spent);
         while !answers.is_empty() {
             match group.post_batch_timeout(&mut answers, WAIT) {
                 Ok(()) => {}

@@ -346,6 +346,11 @@ impl Message {
         self.pool.as_ref()
     }
 
+    /// Detaches the message from its pool, handing over its reference.
+    pub(crate) fn take_pool(&mut self) -> Option<PoolRef> {
+        self.pool.take()
+    }
+
     pub(crate) fn set_pool(&mut self, pool: Option<PoolRef>) {
         self.pool = pool;
     }

@@ -41,6 +41,13 @@ const KEEP_CAPACITY: usize = 2 * MAX_SECTION_LEN;
 struct Buffers {
     text: Vec<u8>,
     body: Vec<u8>,
+    /// The returned message's reference to the pool, kept while it waits
+    /// when it came back in a batch ([`Pool::put_many`]), so that taking it
+    /// again moves the reference instead of counting a new one (an atomic
+    /// operation fewer each way). The free list then refers to its own
+    /// pool: closing the pool (engine shutdown, or its last [`Pool`] handle
+    /// dropped) empties it and breaks the cycle.
+    home: Option<PoolRef>,
 }
 
 pub(crate) struct PoolInner {
@@ -83,6 +90,28 @@ pub(crate) struct PoolInner {
 #[derive(Clone)]
 pub struct Pool {
     inner: PoolRef,
+    /// Closes the pool when the last handle goes (see [`Buffers::home`]).
+    _last: Arc<LastHandle>,
+}
+
+/// Dropped with the last [`Pool`] handle: closes the pool.
+struct LastHandle(PoolRef);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        close(&self.0);
+    }
+}
+
+/// Frees every free message and makes the pool free (not keep) anything
+/// returned from now on.
+fn close(inner: &PoolInner) {
+    inner.closed.store(true, Ordering::SeqCst);
+    let drained = std::mem::take(&mut *inner.free.lock());
+    inner.free.len.store(0, Ordering::Release);
+    inner.live.fetch_sub(drained.len(), Ordering::Relaxed);
+    // The buffers (and the pool references some hold) go outside the lock.
+    drop(drained);
 }
 
 impl Pool {
@@ -104,9 +133,13 @@ impl Pool {
             let _ = inner.free.push(Buffers {
                 text: Vec::new(),
                 body: Vec::new(),
+                home: None,
             });
         }
-        Pool { inner }
+        Pool {
+            _last: Arc::new(LastHandle(inner.clone())),
+            inner,
+        }
     }
 
     /// Takes a cleared message (default header, no text headers, empty body).
@@ -132,6 +165,7 @@ impl Pool {
                 Some(self.wrap(Buffers {
                     text: Vec::new(),
                     body: Vec::new(),
+                    home: None,
                 }))
             }
             None => None,
@@ -163,6 +197,7 @@ impl Pool {
             let fresh = Buffers {
                 text: Vec::new(),
                 body: Vec::new(),
+                home: None,
             };
             if self.inner.free.push(fresh).is_err() {
                 // Full after all (messages came back meanwhile).
@@ -192,7 +227,8 @@ impl Pool {
     }
 
     fn wrap(&self, b: Buffers) -> Message {
-        Message::from_parts(b.text, b.body, Some(self.inner.clone()))
+        let home = b.home.unwrap_or_else(|| self.inner.clone());
+        Message::from_parts(b.text, b.body, Some(home))
     }
 
     /// Gives a message to the pool: one from this pool returns (as on drop), one
@@ -252,21 +288,23 @@ impl Pool {
         let mut freed = Vec::new();
         let mut kept = 0;
         {
-            let closed = self.inner.closed.load(Ordering::Relaxed);
             let mut bufs = self.inner.free.lock();
+            // Read under the lock: `close` sets it before it empties the
+            // list under the same lock, so nothing is kept after that.
+            let closed = self.inner.closed.load(Ordering::SeqCst);
             // This pool's messages leave `msgs` (emptied: dropping them
             // does nothing more); the others stay.
             msgs.retain_mut(|msg| {
                 if !msg.pool().is_some_and(|p| Arc::ptr_eq(p, &self.inner)) {
                     return true;
                 }
-                msg.set_pool(None);
+                let home = msg.take_pool();
                 let text = msg.text_headers.take_buf();
                 let body = std::mem::take(&mut msg.body);
                 if closed || bufs.len() >= self.inner.free.cap {
-                    freed.push((text, body));
+                    freed.push((text, body, home));
                 } else {
-                    bufs.push(tidy(text, body));
+                    bufs.push(tidy(text, body, home));
                     kept += 1;
                 }
                 false
@@ -314,10 +352,7 @@ impl Pool {
     /// Frees every free message and makes the pool free (not keep) anything
     /// returned from now on. Used at engine shutdown.
     pub(crate) fn close(&self) {
-        self.inner.closed.store(true, Ordering::SeqCst);
-        while self.inner.free.pop().is_some() {
-            self.inner.live.fetch_sub(1, Ordering::Relaxed);
-        }
+        close(&self.inner);
     }
 
     /// Installs the callback run when a message returns to a starved pool.
@@ -343,7 +378,7 @@ impl Pool {
 
 /// Buffers cleared for their next message (and shrunk if one huge message
 /// grew them).
-fn tidy(mut text: Vec<u8>, mut body: Vec<u8>) -> Buffers {
+fn tidy(mut text: Vec<u8>, mut body: Vec<u8>, home: Option<PoolRef>) -> Buffers {
     text.clear();
     body.clear();
     if text.capacity() > KEEP_CAPACITY {
@@ -352,7 +387,7 @@ fn tidy(mut text: Vec<u8>, mut body: Vec<u8>) -> Buffers {
     if body.capacity() > KEEP_CAPACITY {
         body.shrink_to(MAX_SECTION_LEN);
     }
-    Buffers { text, body }
+    Buffers { text, body, home }
 }
 
 /// The free messages' buffers: a bounded stack behind a mutex, its length
@@ -435,7 +470,7 @@ impl PoolInner {
         let mut kept = false;
         if !self.closed.load(Ordering::Relaxed) {
             // A full pool frees the message (the Err drops it).
-            kept = self.free.push(tidy(text, body)).is_ok();
+            kept = self.free.push(tidy(text, body, None)).is_ok();
         }
         self.notify_if_starved(!kept);
         kept
@@ -497,6 +532,31 @@ mod tests {
         pool.recycle_many(&mut spent);
         assert!(spent.is_empty());
         assert_eq!((pool.len(), other.len()), (3, 1));
+    }
+
+    /// Messages returned in a batch keep their reference to the pool while
+    /// they wait; dropping the last handle still frees the pool (no cycle
+    /// left behind), also with messages still out.
+    #[test]
+    fn the_last_handle_frees_a_pool_that_holds_its_own_references() {
+        let pool = Pool::new(2, 8);
+        let clone = pool.clone();
+        let mut out: Vec<Message> = (0..6)
+            .map(|_| pool.get(Allocation::Always).unwrap())
+            .collect();
+        let late = out.pop().unwrap();
+        pool.put_many(&mut out);
+        assert_eq!(pool.len(), 5);
+        // Taken again: the kept reference moves into the message.
+        let again = pool.get(Allocation::PoolOnly).unwrap();
+        drop(again);
+        let weak = Arc::downgrade(&pool.inner);
+        drop(pool);
+        assert!(weak.upgrade().is_some(), "a handle is left");
+        drop(clone);
+        assert!(weak.upgrade().is_some(), "a message is still out");
+        drop(late);
+        assert!(weak.upgrade().is_none(), "freed with its last message");
     }
 
     #[test]

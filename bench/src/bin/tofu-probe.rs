@@ -4,7 +4,7 @@
 //! options unless `--pool`.
 //!
 //! ```text
-//! tofu-probe stream [--count N] [--size B] [--uds] [--batch] [--pool I,M]
+//! tofu-probe stream [--count N] [--size B] [--uds] [--batch [--batch-size N]] [--pool I,M]
 //! tofu-probe rtt    [--count N] [--size B] [--uds] [--pool I,M]
 //! ```
 //!
@@ -29,6 +29,7 @@ struct Args {
     size: usize,
     uds: bool,
     batch: bool,
+    batch_size: usize,
     pool: Option<(u16, u16)>,
 }
 
@@ -40,6 +41,7 @@ fn args() -> Res<Args> {
         size: 64,
         uds: false,
         batch: false,
+        batch_size: 64,
         pool: None,
     };
     while let Some(flag) = it.next() {
@@ -48,6 +50,7 @@ fn args() -> Res<Args> {
             "--size" => a.size = it.next().ok_or("--size B")?.parse()?,
             "--uds" => a.uds = true,
             "--batch" => a.batch = true,
+            "--batch-size" => a.batch_size = it.next().ok_or("--batch-size N")?.parse()?,
             "--pool" => {
                 let v = it.next().ok_or("--pool I,M")?;
                 let (i, m) = v.split_once(',').ok_or("--pool I,M")?;
@@ -112,7 +115,14 @@ fn main() -> Res<()> {
     }
     let start = Instant::now();
     match a.mode.as_str() {
-        "stream" => stream(&client, &cgroup, ch, a.count, a.size, a.batch)?,
+        "stream" => stream(
+            &client,
+            &cgroup,
+            ch,
+            a.count,
+            a.size,
+            a.batch.then_some(a.batch_size),
+        )?,
         "rtt" => rtt(&client, &cgroup, ch, a.count, size)?,
         m => return Err(format!("unknown mode {m}").into()),
     }
@@ -150,14 +160,14 @@ fn stream(
     ch: u16,
     count: usize,
     size: usize,
-    batch: bool,
+    batch: Option<usize>,
 ) -> Res<()> {
     let t = Duration::from_secs(10);
-    if batch {
-        let mut msgs = Vec::with_capacity(64);
+    if let Some(batch) = batch {
+        let mut msgs = Vec::with_capacity(batch);
         let mut left = count;
         while left > 0 {
-            for _ in 0..left.min(64) {
+            for _ in 0..left.min(batch) {
                 msgs.push(message(engine, ch, OpCode::Signal, size)?);
             }
             left -= msgs.len();
@@ -203,6 +213,7 @@ fn serve(group: &ChannelGroup, mode: &str, count: usize, batch: bool) -> Res<()>
     let mut signals = 0usize;
     let mut answered = 0usize;
     let mut got = Vec::with_capacity(64);
+    let mut spent = Vec::with_capacity(64);
     loop {
         if batch {
             if group.receive_many(&mut got, 64, WAIT)? == 0 {
@@ -220,7 +231,10 @@ fn serve(group: &ChannelGroup, mode: &str, count: usize, batch: bool) -> Res<()>
                     m.header.proto.opcode = OpCode::HelloResponse;
                     group.post(m).map_err(|e| e.error)?;
                 }
-                OpCode::Signal => signals += 1,
+                OpCode::Signal => {
+                    signals += 1;
+                    spent.push(m);
+                }
                 OpCode::Request => {
                     m.header.proto.opcode = OpCode::Response;
                     group.post(m).map_err(|e| e.error)?;
@@ -238,5 +252,7 @@ fn serve(group: &ChannelGroup, mode: &str, count: usize, batch: bool) -> Res<()>
                 _ => {}
             }
         }
+        // Back to the pool together (one lock).
+        group.engine().put_many(&mut spent);
     }
 }
