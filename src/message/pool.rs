@@ -278,7 +278,10 @@ impl Pool {
     /// Messages the engine is done with (written, say): this pool's come
     /// back under one lock, the others go home as when dropped.
     pub(crate) fn recycle_many(&self, msgs: &mut Vec<Message>) {
-        self.take_own(msgs);
+        // One or two go back cheaper one at a time (as when dropped).
+        if msgs.len() > 2 {
+            self.take_own(msgs);
+        }
         msgs.clear();
     }
 

@@ -164,7 +164,10 @@ impl SendQueue {
         scratch.clear();
         let mut offset = self.sent;
         let mut copied = 0;
-        for out in &self.queue {
+        // A lone frame goes as its own two or three slices (nothing to
+        // gain from a copy).
+        let lone = self.queue.len() < 2;
+        for out in self.queue.iter().take(if lone { 0 } else { usize::MAX }) {
             if out.len > COALESCE_MAX_FRAME || scratch.len() + out.len > COALESCE_MAX {
                 break;
             }
