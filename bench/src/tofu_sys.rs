@@ -306,7 +306,8 @@ fn pipelined(c: &Client, size: usize, plan: &Plan) -> Res<Measure> {
 }
 
 /// Signals of `size` bytes, paced in-band as `tofu bench` does: batches of
-/// about 1 MiB of bodies (posted [`POST_MANY`] at a time with `post_batch`),
+/// about 1 MiB of bodies (taken with `get_many` and posted with `post_batch`,
+/// [`POST_MANY`] at a time),
 /// each followed by a marker Request. The server
 /// handles a channel's messages in order, so a marker's Response proves
 /// every Signal before it arrived; at most two batches are unconfirmed
@@ -323,8 +324,14 @@ fn stream(c: &Client, size: usize, plan: &Plan) -> Res<Measure> {
     while !plan.enough(n, count, start) {
         let mut left = batch;
         while left > 0 {
-            for _ in 0..left.min(POST_MANY) {
-                msgs.push(c.message(ch, OpCode::Signal, size)?);
+            // Taken from the pool together (`get_many`), as a sender that
+            // builds batches would.
+            c.engine
+                .get_many(Allocation::Always, left.min(POST_MANY), &mut msgs)?;
+            for m in &mut msgs {
+                m.header.channel_number = ch;
+                m.header.proto.opcode = OpCode::Signal;
+                m.body.resize(size, 0xab);
             }
             left -= msgs.len();
             post_batch(&c.group, &mut msgs)?;

@@ -198,6 +198,38 @@ impl Engine {
         Ok(self.inner.shared.pool.get(how))
     }
 
+    /// Takes `n` messages at once, as `n` calls of [`get`](Self::get) would,
+    /// with one lock on the pool (see
+    /// [`Pool::get_many`](crate::Pool::get_many)): for building a batch to
+    /// [`post_batch`](crate::ChannelGroup::post_batch). Returns how many
+    /// were appended to `out`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutdownStarted`] after shutdown.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tofu::{Allocation, Engine, Options};
+    ///
+    /// let engine = Engine::new(Options::default())?;
+    /// let mut batch = Vec::new();
+    /// assert_eq!(engine.get_many(Allocation::Always, 100, &mut batch)?, 100);
+    /// # Ok::<(), tofu::Error>(())
+    /// ```
+    pub fn get_many(
+        &self,
+        how: Allocation,
+        n: usize,
+        out: &mut Vec<Message>,
+    ) -> Result<usize, Error> {
+        if self.inner.shared.is_shut_down() {
+            return Err(Error::ShutdownStarted);
+        }
+        Ok(self.inner.shared.pool.get_many(how, n, out))
+    }
+
     /// Gives every message of `msgs` back to the pool as [`put`](Self::put)
     /// does, the engine's own messages under one lock (see
     /// [`Pool::put_many`](crate::Pool::put_many)); `msgs` is empty
@@ -324,17 +356,19 @@ impl Engine {
     pub(crate) fn send_batch(&self, group: u32, mut msgs: impl Iterator<Item = Message>) {
         let inner = &*self.inner;
         let shared = &inner.shared;
-        if shared.commands.is_empty() {
-            if let Ok(mut r) = inner.reactor.try_lock() {
-                if shared.commands.is_empty() && !r.commands_waiting() {
-                    let settled = r.post_inline_batch(group, &mut msgs);
-                    drop(r);
-                    if !settled {
-                        shared.wake.wake();
-                        shared.lead.poke();
-                    }
-                    return;
+        if let Ok(mut r) = inner.reactor.try_lock() {
+            // Posts queued while the lock was busy go first, here: then
+            // this batch overtakes nothing.
+            let clear =
+                (shared.commands.is_empty() && !r.commands_waiting()) || r.run_waiting_posts();
+            if clear {
+                let settled = r.post_inline_batch(group, &mut msgs);
+                drop(r);
+                if !settled {
+                    shared.wake.wake();
+                    shared.lead.poke();
                 }
+                return;
             }
         }
         shared.push_many(msgs.map(|msg| Command::Send { group, msg }));

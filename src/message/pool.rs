@@ -172,6 +172,54 @@ impl Pool {
         }
     }
 
+    /// Takes `n` cleared messages at once, as `n` calls of
+    /// [`get`](Self::get) would, with one lock: appends them to `out` and
+    /// returns how many (fewer than `n` only with
+    /// [`Allocation::PoolOnly`], when the pool runs out).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tofu::{Allocation, Pool};
+    ///
+    /// let pool = Pool::new(3, 3);
+    /// let mut batch = Vec::new();
+    /// assert_eq!(pool.get_many(Allocation::PoolOnly, 5, &mut batch), 3);
+    /// assert_eq!(pool.get_many(Allocation::Always, 2, &mut batch), 2); // allocated
+    /// assert_eq!(batch.len(), 5);
+    /// ```
+    pub fn get_many(&self, how: Allocation, n: usize, out: &mut Vec<Message>) -> usize {
+        let keep = match how {
+            Allocation::Always => self.inner.reserve.load(Ordering::Relaxed),
+            Allocation::PoolOnly => 0,
+        };
+        out.reserve(n);
+        let mut taken = 0;
+        if self.inner.free.len() > keep {
+            let mut bufs = self.inner.free.lock();
+            while taken < n && bufs.len() > keep {
+                let Some(b) = bufs.pop() else { break };
+                out.push(self.wrap(b));
+                taken += 1;
+            }
+            self.inner.free.len.store(bufs.len(), Ordering::Release);
+        }
+        if how == Allocation::Always && taken < n {
+            let more = n - taken;
+            self.inner.allocated.fetch_add(more, Ordering::Relaxed);
+            self.inner.live.fetch_add(more, Ordering::Relaxed);
+            for _ in 0..more {
+                out.push(self.wrap(Buffers {
+                    text: Vec::new(),
+                    body: Vec::new(),
+                    home: None,
+                }));
+            }
+            taken = n;
+        }
+        taken
+    }
+
     /// Reading found the pool empty: while fewer than its capacity
     /// (`max_pool_msgs`) messages belong to it, free and handed out, add new
     /// free ones up to that capacity. Returns how many were added. This is

@@ -167,8 +167,11 @@ fn stream(
         let mut msgs = Vec::with_capacity(batch);
         let mut left = count;
         while left > 0 {
-            for _ in 0..left.min(batch) {
-                msgs.push(message(engine, ch, OpCode::Signal, size)?);
+            engine.get_many(Allocation::Always, left.min(batch), &mut msgs)?;
+            for m in &mut msgs {
+                m.header.channel_number = ch;
+                m.header.proto.opcode = OpCode::Signal;
+                m.body.resize(size, 0xab);
             }
             left -= msgs.len();
             group

@@ -247,6 +247,25 @@ impl Reactor {
         !self.pending.is_empty()
     }
 
+    /// For a posting thread that holds the reactor: handles the posts
+    /// waiting in the command queue (queued while the lock was busy), in
+    /// order, up to the first other command. Returns whether nothing is left
+    /// waiting, so that a new post may go inline without overtaking any.
+    /// (Without this, a stream whose posts once went through the queue keeps
+    /// going through it: every later post finds it non-empty.)
+    pub(crate) fn run_waiting_posts(&mut self) -> bool {
+        if self.pending.is_empty() {
+            self.shared.commands.take_all(&mut self.pending);
+        }
+        self.now = Instant::now();
+        while let Some(Command::Send { .. }) = self.pending.front() {
+            if let Some(Command::Send { group, msg }) = self.pending.pop_front() {
+                self.send(group, msg);
+            }
+        }
+        self.pending.is_empty() && self.shared.commands.is_empty()
+    }
+
     /// Whether a delivery woke a thread blocked on its group's queue since
     /// the last call (that thread will soon want the poller).
     fn take_woke(&mut self) -> bool {
