@@ -11,7 +11,6 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use tofu::OpCode;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
@@ -121,36 +120,14 @@ fn channel_events_carry_the_channel_and_engine_spans() {
     let recorder = recorder();
     let t = any_transport();
     let c = connected(t);
-    // A request and its answer (reads and writes on both channels), then a
-    // graceful close (reads, writes and closes).
-    c.client
-        .post(msg(&c.engine, c.cch, OpCode::Request, b"ping"))
-        .unwrap();
-    let mut req = recv(&c.server);
-    req.header.proto.opcode = OpCode::Response;
-    c.server.post(req).unwrap();
-    assert_eq!(recv(&c.client).body, b"ping");
-    c.client
-        .post(msg(&c.engine, c.cch, OpCode::ByeRequest, b""))
-        .unwrap();
-    let mut bye = recv(&c.server);
-    assert_eq!(bye.opcode(), OpCode::ByeRequest);
-    bye.header.proto.opcode = OpCode::ByeResponse;
-    c.server.post(bye).unwrap();
-    // Both ends report the close: the events were logged before the reports.
-    let mut closed = Vec::new();
-    while closed.len() < 2 {
-        let m = recv_skip_pool_empty(if closed.is_empty() {
-            &c.client
-        } else {
-            &c.server
-        });
-        if m.is_from_engine() && m.status() == tofu::Status::ChannelClosed {
-            closed.push(m.header.channel_number);
-        }
-    }
-    assert_eq!(closed, [c.cch, c.sch]);
-
+    // A request and its answer (reads and writes on both channels), then
+    // an abort: the client's channel closes at once, the server's when it
+    // reads the reset (a read, then a close).
+    round_trip(&c.engine, &c.client, &c.server, c.cch, c.sch, b"ping");
+    abort(&c.engine, &c.client, c.cch);
+    let report = recv_skip_pool_empty(&c.server);
+    assert_report(&report, c.sch, tofu::Status::ChannelClosed);
+    // The events were logged before the reports were delivered.
     let closes = events_with("channel closed");
     for ch in [c.cch, c.sch] {
         let seen = closes
