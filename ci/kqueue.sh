@@ -34,8 +34,8 @@ for t in "${targets[@]}"; do
     start=$SECONDS
     common=(--target "$t" "${BUILD_STD[@]}")
     echo "== $LANE: $t: $what --all-targets -D warnings (tofu, tofu-cli)"
-    check -p tofu -p tofu-cli "${common[@]}"
-    "${CLIPPY[@]}" -p tofu -p tofu-cli --all-targets "${common[@]}" -- -D warnings
+    check -p tofu-mq -p tofu-cli "${common[@]}"
+    "${CLIPPY[@]}" -p tofu-mq -p tofu-cli --all-targets "${common[@]}" -- -D warnings
     bench=$(bench_args "$t")
     if [ "$bench" = skip ]; then
         echo "== $LANE: $t: tofu-bench not built here (ci/cross.sh, bench_args)"

@@ -15,6 +15,6 @@ export CARGO_TARGET_DIR="${TOFU_POLL_TARGET_DIR:-${CARGO_TARGET_DIR:-$PWD/target
 export RUSTFLAGS="${RUSTFLAGS:-} --cfg mio_unsupported_force_poll_poll"
 export RUSTDOCFLAGS="${RUSTDOCFLAGS:-} --cfg mio_unsupported_force_poll_poll"
 export CARGO_TERM_COLOR=never
-echo "== poll: cargo test -p tofu with RUSTFLAGS=\"$RUSTFLAGS\""
-cargo test -p tofu "$@"
+echo "== poll: cargo test -p tofu-mq with RUSTFLAGS=\"$RUSTFLAGS\""
+cargo test -p tofu-mq "$@"
 echo "== poll: passed on mio's poll(2) selector, ${SECONDS}s in all"

@@ -31,9 +31,7 @@ fn main() -> Result<(), BoxError> {
     let server = server_engine.create_group()?;
     let mut listeners = Vec::new();
     for addr in [&tcp, &uds] {
-        let mut welcome = fresh(&server_engine)?;
-        addr.format(&mut welcome)?;
-        let ch = server.post(welcome)?.channel_number;
+        let ch = server.listen(addr)?;
         let ready = next(&server, "WelcomeResponse")?;
         if ready.status() != Status::Success {
             return Err(format!("listen on {addr} failed: {}", ready.status()).into());
@@ -126,9 +124,7 @@ fn serve(server: &ChannelGroup, clients: usize) -> Result<(), BoxError> {
 /// Connects to `addr` in a group of its own, asks once, closes with Bye.
 fn ask(engine: &Engine, addr: Address) -> Result<String, BoxError> {
     let group = engine.create_group()?;
-    let mut hello = fresh(engine)?;
-    addr.format(&mut hello)?;
-    let ch = group.post(hello)?.channel_number;
+    let ch = group.connect(&addr)?;
     let reply = next(&group, "HelloResponse")?;
     if reply.is_from_engine() || reply.opcode() != OpCode::HelloResponse {
         return Err(format!("connect to {addr} failed: {}", reply.status()).into());

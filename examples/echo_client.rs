@@ -16,11 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::new(Options::default())?;
     let group = engine.create_group()?;
 
-    let mut hello = engine
-        .get(Allocation::Always)?
-        .expect("Always gives a message");
-    addr.format(&mut hello)?;
-    let ch = group.post(hello)?.channel_number;
+    let ch = group.connect(&addr)?;
     let reply = group.wait_receive(TIMEOUT)?.ok_or("timeout")?;
     if !(reply.is_from_application() && reply.opcode() == OpCode::HelloResponse) {
         return Err(format!("connect to {addr} failed: {}", reply.status()).into());

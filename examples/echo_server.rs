@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use tofu::{Address, Allocation, Engine, OpCode, Options, Status};
+use tofu::{Address, Engine, OpCode, Options, Status};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args()
@@ -18,11 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::new(Options::default())?;
     let group = engine.create_group()?;
 
-    let mut welcome = engine
-        .get(Allocation::Always)?
-        .expect("Always gives a message");
-    addr.format(&mut welcome)?;
-    group.post(welcome)?;
+    group.listen(&addr)?;
     let ready = group
         .wait_receive(Some(Duration::from_secs(5)))?
         .ok_or("no WelcomeResponse")?;

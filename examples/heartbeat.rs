@@ -45,9 +45,7 @@ fn main() -> Result<(), BoxError> {
     let port = free_tcp_port()?;
     let server_engine = Engine::new(Options::default())?;
     let server = server_engine.create_group()?;
-    let mut welcome = fresh(&server_engine)?;
-    Address::tcp_server("127.0.0.1", port).format(&mut welcome)?;
-    server.post(welcome)?;
+    server.listen(&Address::tcp_server("127.0.0.1", port))?;
     let ready = next(&server, "WelcomeResponse")?;
     if ready.status() != Status::Success {
         return Err(format!("listen failed: {}", ready.status()).into());
@@ -159,10 +157,7 @@ fn monitor(server: &ChannelGroup, clients: usize) -> Result<HashMap<String, End>
 
 /// Connects to the server, introducing itself with a `name` header.
 fn connect(group: &ChannelGroup, port: u16, name: &str) -> Result<u16, BoxError> {
-    let mut hello = fresh(group.engine())?;
-    Address::tcp_client("127.0.0.1", port).format(&mut hello)?;
-    hello.text_headers.append("name", name)?;
-    let ch = group.post(hello)?.channel_number;
+    let ch = group.connect_with(&Address::tcp_client("127.0.0.1", port), &[("name", name)])?;
     let reply = next(group, "HelloResponse")?;
     if reply.is_from_engine() || reply.opcode() != OpCode::HelloResponse {
         return Err(format!("connect failed: {}", reply.status()).into());

@@ -144,9 +144,7 @@ impl Server {
     fn start(port: u16) -> Result<Server, BoxError> {
         let engine = Engine::new(Options::default())?;
         let group = engine.create_group()?;
-        let mut welcome = fresh(&engine)?;
-        Address::tcp_server("127.0.0.1", port).format(&mut welcome)?;
-        group.post(welcome)?;
+        group.listen(&Address::tcp_server("127.0.0.1", port))?;
         let ready = group
             .wait_receive(Some(Duration::from_secs(5)))?
             .ok_or("no WelcomeResponse")?;

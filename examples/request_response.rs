@@ -27,9 +27,7 @@ fn main() -> Result<(), BoxError> {
     // --- server: its own engine, one group, a listener -----------------------
     let server_engine = Engine::new(Options::default())?;
     let server = server_engine.create_group()?;
-    let mut welcome = fresh(&server_engine)?;
-    Address::tcp_server("127.0.0.1", port).format(&mut welcome)?;
-    server.post(welcome)?;
+    server.listen(&Address::tcp_server("127.0.0.1", port))?;
     let ready = next(&server, "WelcomeResponse")?;
     if ready.status() != Status::Success {
         return Err(format!("listen failed: {}", ready.status()).into());
@@ -40,9 +38,7 @@ fn main() -> Result<(), BoxError> {
     // --- client: its own engine, connects ------------------------------------
     let engine = Engine::new(Options::default())?;
     let client = engine.create_group()?;
-    let mut hello = fresh(&engine)?;
-    Address::tcp_client("127.0.0.1", port).format(&mut hello)?;
-    let ch = client.post(hello)?.channel_number;
+    let ch = client.connect(&Address::tcp_client("127.0.0.1", port))?;
     let reply = next(&client, "HelloResponse")?;
     if reply.is_from_engine() || reply.opcode() != OpCode::HelloResponse {
         return Err(format!("connect failed: {}", reply.status()).into());

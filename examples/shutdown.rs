@@ -33,9 +33,7 @@ fn main() -> Result<(), BoxError> {
     let port = free_tcp_port()?;
     let server_engine = Engine::new(Options::default())?;
     let server = Arc::new(server_engine.create_group()?);
-    let mut welcome = fresh(&server_engine)?;
-    Address::tcp_server("127.0.0.1", port).format(&mut welcome)?;
-    server.post(welcome)?;
+    server.listen(&Address::tcp_server("127.0.0.1", port))?;
     let ready = next(&server, "WelcomeResponse")?;
     if ready.status() != Status::Success {
         return Err(format!("listen failed: {}", ready.status()).into());
@@ -54,9 +52,7 @@ fn main() -> Result<(), BoxError> {
     let client = engine.create_group()?;
     let mut channels = Vec::new();
     for _ in 0..CLIENTS {
-        let mut hello = fresh(&engine)?;
-        Address::tcp_client("127.0.0.1", port).format(&mut hello)?;
-        let ch = client.post(hello)?.channel_number;
+        let ch = client.connect(&Address::tcp_client("127.0.0.1", port))?;
         let reply = next(&client, "HelloResponse")?;
         assert_eq!(reply.opcode(), OpCode::HelloResponse, "{}", reply.status());
         let mut req = fresh(&engine)?;

@@ -24,9 +24,7 @@ fn main() -> Result<(), BoxError> {
     let client = engine.create_group()?;
     let port = free_tcp_port()?;
 
-    let mut welcome = engine.get(Allocation::Always)?.expect("message");
-    Address::tcp_server("127.0.0.1", port).format(&mut welcome)?;
-    server.post(welcome)?;
+    server.listen(&Address::tcp_server("127.0.0.1", port))?;
     let ready = server.wait_receive(WAIT)?.ok_or("no WelcomeResponse")?;
     if ready.status() != Status::Success {
         return Err(format!("listen failed: {}", ready.status()).into());
@@ -75,9 +73,7 @@ fn main() -> Result<(), BoxError> {
         }
     });
 
-    let mut hello = engine.get(Allocation::Always)?.expect("message");
-    Address::tcp_client("127.0.0.1", port).format(&mut hello)?;
-    let ch = client.post(hello)?.channel_number;
+    let ch = client.connect(&Address::tcp_client("127.0.0.1", port))?;
     let r = client.wait_receive(WAIT)?.ok_or("no HelloResponse")?;
     if r.opcode() != OpCode::HelloResponse || r.is_from_engine() {
         return Err(format!("connect failed: {}", r.status()).into());

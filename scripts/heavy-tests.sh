@@ -18,14 +18,14 @@ fi
 # Build once, so the timings below are the tests' own.
 args=()
 for s in "${suites[@]}"; do args+=(--test "$s"); done
-cargo test --release -p tofu "${args[@]}" --no-run
+cargo test --release -p tofu-mq "${args[@]}" --no-run
 
 status=0
 for s in "${suites[@]}"; do
     echo "=== $s (release, --ignored)"
     start=$(date +%s)
     # child_entry is the entry point of the child processes, not a test.
-    if ! cargo test --release -p tofu --test "$s" -- --ignored --test-threads=1 \
+    if ! cargo test --release -p tofu-mq --test "$s" -- --ignored --test-threads=1 \
         --nocapture --skip child_entry; then
         echo "=== $s FAILED"
         status=1

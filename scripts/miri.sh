@@ -95,12 +95,12 @@ GROUP_A=(engine::core)
 GROUP_B=(wire:: message:: address:: error:: engine::resolver engine::directory engine::slab engine::limits)
 
 echo "miri: $(cargo +nightly miri --version 2>/dev/null); MIRIFLAGS=$MIRIFLAGS"
-cargo +nightly miri test -p tofu --lib --no-run || exit 1
+cargo +nightly miri test -p tofu-mq --lib --no-run || exit 1
 
 run() {
     local name="$1"
     shift
-    cargo +nightly miri test -q -p tofu --lib -- "$@" "${SKIPS[@]}" "${EXTRA[@]}" \
+    cargo +nightly miri test -q -p tofu-mq --lib -- "$@" "${SKIPS[@]}" "${EXTRA[@]}" \
         >"$logdir/$name.log" 2>&1
 }
 

@@ -69,7 +69,7 @@ run_tsan() {
         RUSTFLAGS="-Zsanitizer=thread --sysroot $sysroot -Cdebuginfo=1" \
         CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/tsan" \
         TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=0 second_deadlock_stack=1}" \
-        "$cargo" test -Zbuild-std --target "$host" -p tofu --lib --tests -- \
+        "$cargo" test -Zbuild-std --target "$host" -p tofu-mq --lib --tests -- \
         "${filter[@]}" >"$log" 2>&1
     local rc=$?
     local reports
@@ -87,8 +87,8 @@ run_memcheck() {
     local bins
     # The library's unit tests (binary `tofu-*`), then each integration test.
     bins=$({
-        cargo test -p tofu --lib --no-run --message-format=json
-        cargo test -p tofu --test '*' --no-run --message-format=json
+        cargo test -p tofu-mq --lib --no-run --message-format=json
+        cargo test -p tofu-mq --test '*' --no-run --message-format=json
     } 2>/dev/null | grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
     if [ -z "$bins" ]; then
         echo "memcheck: no test binaries built"

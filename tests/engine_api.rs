@@ -355,3 +355,166 @@ fn a_lone_post_is_written_inline_and_a_burst_arrives_in_order() {
         after.inline_posts - before.inline_posts
     );
 }
+
+#[test]
+fn try_receive_returns_at_once_with_or_without_a_message() {
+    let engine = engine();
+    let group = engine.create_group().unwrap();
+    assert!(group.try_receive().unwrap().is_none());
+    group.update_receiver(None).unwrap();
+    let m = group.try_receive().unwrap().expect("the queued update");
+    assert_report(&m, tofu::ENGINE_CHANNEL, Status::ReceiverUpdate);
+    assert!(group.try_receive().unwrap().is_none());
+    engine.shutdown();
+    assert_eq!(group.try_receive().unwrap_err(), Error::ShutdownStarted);
+}
+
+/// One thread, both ends, only `try_receive` (nobody waits anywhere): 50
+/// request/response round trips complete in order. Each call runs a turn
+/// of the loop when the poller is free, or finds what the I/O thread
+/// delivered, so polling with `try_receive` makes progress by itself.
+#[test]
+fn try_receive_in_a_loop_makes_progress() {
+    #[track_caller]
+    fn spin(group: &ChannelGroup, empty_calls: &mut u64) -> Message {
+        let deadline = std::time::Instant::now() + timeout();
+        loop {
+            match group.try_receive().unwrap() {
+                // The pool ran dry for a moment: the data follows.
+                Some(m) if m.is_from_engine() && m.status() == Status::PoolEmpty => {}
+                Some(m) => return m,
+                None => {
+                    assert!(std::time::Instant::now() < deadline, "nothing arrived");
+                    *empty_calls += 1;
+                }
+            }
+        }
+    }
+    for t in TRANSPORTS {
+        if let (Transport::Uds, Some(why)) = (t, tofu::testing::uds_unavailable()) {
+            println!("not applicable: {why}");
+            continue;
+        }
+        let c = connected(t);
+        let mut empty_calls = 0;
+        for seq in 0..50 {
+            let body = seq_body(seq, 32);
+            let id = c
+                .client
+                .post(msg(&c.engine, c.cch, OpCode::Request, &body))
+                .unwrap()
+                .message_id;
+            let mut req = spin(&c.server, &mut empty_calls);
+            assert_eq!(req.opcode(), OpCode::Request, "{req:?}");
+            assert_eq!(req.header.channel_number, c.sch);
+            assert_eq!(check_seq_body(&req.body, 32), seq);
+            req.header.proto.opcode = OpCode::Response;
+            c.server.post(req).unwrap();
+            let resp = spin(&c.client, &mut empty_calls);
+            assert_eq!(resp.opcode(), OpCode::Response, "{resp:?}");
+            assert_eq!(resp.header.message_id, id);
+            assert_eq!(check_seq_body(&resp.body, 32), seq);
+        }
+        println!("{t:?}: 50 round trips, {empty_calls} empty try_receive calls");
+        assert!(c.server.try_receive().unwrap().is_none());
+        assert!(c.client.try_receive().unwrap().is_none());
+    }
+}
+
+#[test]
+fn listen_and_connect_return_the_channel_the_answers_come_on() {
+    for t in TRANSPORTS {
+        if let (Transport::Uds, Some(why)) = (t, tofu::testing::uds_unavailable()) {
+            println!("not applicable: {why}");
+            continue;
+        }
+        let engine = engine();
+        let server = engine.create_group().unwrap();
+        let client = engine.create_group().unwrap();
+        let (saddr, caddr) = addresses(t);
+        // A client address is listened on as its server variant.
+        let lch = server.listen(&caddr).unwrap();
+        let welcome = recv(&server);
+        assert_eq!(welcome.opcode(), OpCode::WelcomeResponse, "{welcome:?}");
+        assert_eq!(welcome.status(), Status::Success);
+        assert_eq!(welcome.header.channel_number, lch);
+        assert_eq!(
+            Address::parse_server(welcome.text_headers.get("~listen_on").unwrap()).unwrap(),
+            saddr
+        );
+
+        let cch = client
+            .connect_with(&saddr, &[("user", "ann"), ("version", "2")])
+            .unwrap();
+        assert_ne!(cch, lch);
+        let mut req = recv(&server);
+        assert_eq!(req.opcode(), OpCode::HelloRequest, "{req:?}");
+        assert_eq!(req.text_headers.get("user"), Some("ann"));
+        assert_eq!(req.text_headers.get("version"), Some("2"));
+        req.header.proto.opcode = OpCode::HelloResponse;
+        server.post(req).unwrap();
+        let hello = recv(&client);
+        assert_eq!(hello.opcode(), OpCode::HelloResponse, "{hello:?}");
+        assert!(hello.is_from_application());
+        assert_eq!(hello.header.channel_number, cch);
+
+        // A plain connect to the same listener opens another channel.
+        let second = client.connect(&caddr).unwrap();
+        assert_ne!(second, cch);
+        let req = recv(&server);
+        assert_eq!(req.opcode(), OpCode::HelloRequest);
+        assert_eq!(req.text_headers.get("user"), None);
+    }
+}
+
+#[test]
+fn listen_and_connect_refuse_bad_input_without_posting() {
+    let engine = engine();
+    let group = engine.create_group().unwrap();
+    let before = engine.stats();
+    assert_eq!(
+        group.connect(&Address::tcp_client("127.0.0.1", 0)),
+        Err(Error::InvalidAddress)
+    );
+    assert_eq!(
+        group.connect(&Address::tcp_client("", 7099)),
+        Err(Error::InvalidAddress)
+    );
+    assert_eq!(
+        group.connect_with(&Address::tcp_client("127.0.0.1", 7099), &[("a:b", "c")]),
+        Err(Error::InvalidMessage)
+    );
+    assert_eq!(
+        group.connect_with(&Address::tcp_client("127.0.0.1", 7099), &[("a", "")]),
+        Err(Error::InvalidMessage)
+    );
+    let big = "x".repeat(70_000);
+    assert_eq!(
+        group.connect_with(&Address::tcp_client("127.0.0.1", 7099), &[("big", &big)]),
+        Err(Error::InvalidHeadersLen)
+    );
+    // Nothing was posted: no report comes back, and no channel was opened.
+    recv_nothing(&group, Duration::from_millis(50));
+    let after = engine.stats();
+    assert_eq!(after.open_channels, before.open_channels);
+    assert_eq!(
+        after.pool_outstanding, before.pool_outstanding,
+        "messages back in the pool"
+    );
+
+    // Nothing listening: the request comes back from the engine on the channel.
+    let port = tofu::testing::free_tcp_port().unwrap();
+    let ch = group
+        .connect(&Address::tcp_client("127.0.0.1", port))
+        .unwrap();
+    let back = recv(&group);
+    assert!(back.is_from_engine(), "{back:?}");
+    assert_eq!(back.header.channel_number, ch);
+    assert_eq!(back.status(), Status::ConnectFailed);
+
+    engine.shutdown();
+    assert_eq!(
+        group.listen(&Address::tcp_server("127.0.0.1", 0)),
+        Err(Error::ShutdownStarted)
+    );
+}

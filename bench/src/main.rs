@@ -3,10 +3,27 @@
 //! the same workloads, in the same run, on the same machine.
 //!
 //! ```text
-//! cargo run --release -p tofu-bench -- [--quick] [--processes] [--json] [--runs N]
-//!     [--markdown docs/benchmarks.md] [--chart docs/benchmarks.svg]
-//!     [--only tofu,tofu-tuned,raw] [--workload rtt,stream]
+//! $ cargo run --release -p tofu-bench -- --help
+//! tofu side by side with raw sockets, tokio, ZeroMQ, message-io and NNG
+//!
+//! Usage: tofu-bench [OPTIONS]
+//!
+//! Options:
+//!       --quick               Smaller counts; every figure still runs at least 0.5 s (full run: 2 s)
+//!       --processes           Server and client in separate processes (default: threads of one process)
+//!       --json                JSON rows instead of the text table
+//!       --runs <N>            Repeat the matrix N times, report medians [default: 3]
+//!       --markdown <FILE>     Rewrite FILE's generated results section
+//!       --chart <FILE.svg>    Draw the SVG chart
+//!       --only <SYSTEM,..>    Systems to run, comma-separated: raw, tofu, tofu-tuned, tokio, zeromq, message-io
+//!       --workload <NAME,..>  Workloads: rtt, pipelined, stream, connections (comma-separated)
+//!   -h, --help                Print help
+//!
+//! tofu runs with Options::default(); tofu-tuned with initial_pool_msgs 1024, max_pool_msgs 16384 (default 16 / 64); every other option default.
 //! ```
+//!
+//! Usage errors (an unknown flag, `--runs 0`, an unknown system or
+//! workload) exit with status 2.
 //!
 //! Every measurement starts its server side first — on a thread, or with
 //! `--processes` in a child process (this binary, re-executed with the hidden
@@ -31,6 +48,7 @@ mod zmq_sys;
 
 use std::time::Instant;
 
+use clap::{CommandFactory, FromArgMatches, Parser};
 use common::*;
 use report::Row;
 
@@ -123,87 +141,99 @@ fn client(
     }
 }
 
+/// `tofu-bench`'s command line (clap derive, as `cli/`). The help texts
+/// that name figures from the code (the quick plan's minimum time, the
+/// systems compiled in, the tuned options) are filled in by [`command`].
+#[derive(Parser, Debug)]
+#[command(
+    name = "tofu-bench",
+    about = "tofu side by side with raw sockets, tokio, ZeroMQ, message-io and NNG"
+)]
 struct Args {
+    /// Smaller counts (the full text is set in `command`).
+    #[arg(long)]
     quick: bool,
+    /// Server and client in separate processes (default: threads of one process).
+    #[arg(long)]
     processes: bool,
+    /// JSON rows instead of the text table.
+    #[arg(long)]
     json: bool,
+    /// Repeat the matrix N times, report medians.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = at_least_one)]
     runs: usize,
+    /// Rewrite FILE's generated results section.
+    #[arg(long, value_name = "FILE")]
     markdown: Option<String>,
+    /// Draw the SVG chart.
+    #[arg(long, value_name = "FILE.svg")]
     chart: Option<String>,
+    /// Systems to run, comma-separated (the full text is set in `command`).
+    #[arg(long, value_name = "SYSTEM,..", value_delimiter = ',')]
     only: Option<Vec<String>>,
+    /// Workloads: rtt, pipelined, stream, connections (comma-separated).
+    #[arg(long = "workload", value_name = "NAME,..", value_delimiter = ',')]
     workloads: Option<Vec<String>>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        quick: false,
-        processes: false,
-        json: false,
-        runs: 3,
-        markdown: None,
-        chart: None,
-        only: None,
-        workloads: None,
-    };
-    let mut it = std::env::args().skip(1);
-    let list = |s: String| s.split(',').map(str::to_string).collect::<Vec<_>>();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "--quick" => a.quick = true,
-            "--processes" => a.processes = true,
-            "--json" => a.json = true,
-            "--runs" => {
-                a.runs = value("--runs")?
-                    .parse()
-                    .map_err(|_| "--runs needs a number")?;
-                if a.runs == 0 {
-                    return Err("--runs must be at least 1".into());
-                }
-            }
-            "--markdown" => a.markdown = Some(value("--markdown")?),
-            "--chart" => a.chart = Some(value("--chart")?),
-            "--only" => a.only = Some(list(value("--only")?)),
-            "--workload" => a.workloads = Some(list(value("--workload")?)),
-            "-h" | "--help" => {
-                println!(
-                    "usage: tofu-bench [--quick] [--processes] [--json] [--runs N] \
-                     [--markdown FILE] [--chart FILE.svg] [--only SYSTEM,..] [--workload NAME,..]\n\
-                     \n  --quick       smaller counts; every figure still runs at least {:.1} s (full run: {:.0} s)\
-                     \n  --processes   server and client in separate processes (default: threads of one process)\
-                     \n  --runs N      repeat the matrix N times, report medians (default 3)\
-                     \n  --only LIST   systems: {}\
-                     \n  --workload LIST  workloads: rtt, pipelined, stream, connections\
-                     \n  --json        JSON rows instead of the text table\
-                     \n  --markdown FILE  rewrite FILE's generated results section\
-                     \n  --chart FILE  draw the SVG chart\
-                     \n\ntofu runs with Options::default(); tofu-tuned with {}.",
-                    Plan::quick().min_time.as_secs_f64(),
-                    Plan::full().min_time.as_secs_f64(),
-                    systems().join(", "),
-                    tofu_sys::tuned_description(),
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other} (see --help)")),
-        }
+/// `--runs`: a whole number, at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("needs a number".into()),
     }
-    for s in a.only.iter().flatten() {
+}
+
+/// The command with the help texts that depend on the build and the plans.
+fn command() -> clap::Command {
+    Args::command()
+        .mut_arg("quick", |a| {
+            a.help(format!(
+                "Smaller counts; every figure still runs at least {:.1} s (full run: {:.0} s)",
+                Plan::quick().min_time.as_secs_f64(),
+                Plan::full().min_time.as_secs_f64(),
+            ))
+        })
+        .mut_arg("only", |a| {
+            a.help(format!(
+                "Systems to run, comma-separated: {}",
+                systems().join(", ")
+            ))
+        })
+        .after_help(format!(
+            "tofu runs with Options::default(); tofu-tuned with {}.",
+            tofu_sys::tuned_description()
+        ))
+}
+
+/// Parses the command line; usage errors exit with status 2 (clap's, and
+/// an unknown system or workload), `--help` prints and exits with 0.
+fn parse_args() -> Args {
+    let args = match Args::from_arg_matches(&command().get_matches()) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    let usage = |e: String| -> ! {
+        eprintln!("tofu-bench: {e}");
+        std::process::exit(2);
+    };
+    for s in args.only.iter().flatten() {
         if !systems().contains(&s.as_str()) {
-            return Err(format!(
+            usage(format!(
                 "unknown system {s} (compiled in: {})",
                 systems().join(", ")
             ));
         }
     }
-    for w in a.workloads.iter().flatten() {
+    for w in args.workloads.iter().flatten() {
         if Workload::from_name(w).is_none() {
-            return Err(format!(
+            usage(format!(
                 "unknown workload {w} (rtt, pipelined, stream, connections)"
             ));
         }
     }
-    Ok(a)
+    args
 }
 
 fn main() {
@@ -212,13 +242,7 @@ fn main() {
         raise_fd_limit();
         server::child_main(&argv[1..]);
     }
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("tofu-bench: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = parse_args();
     raise_fd_limit();
     let plan = if args.quick {
         Plan::quick()
@@ -331,5 +355,57 @@ fn main() {
             eprintln!("tofu-bench: drawing {path}: {e}");
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        let m = command()
+            .try_get_matches_from(std::iter::once("tofu-bench").chain(argv.iter().copied()))?;
+        Args::from_arg_matches(&m)
+    }
+
+    #[test]
+    fn command_is_well_formed() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse_as_before() {
+        let a = parse(&[]).unwrap();
+        assert!(!a.quick && !a.processes && !a.json);
+        assert_eq!(a.runs, 3);
+        assert!(a.only.is_none() && a.workloads.is_none());
+        let a = parse(&[
+            "--quick",
+            "--processes",
+            "--json",
+            "--runs",
+            "5",
+            "--markdown",
+            "m.md",
+            "--chart",
+            "c.svg",
+            "--only",
+            "tofu,raw",
+            "--workload",
+            "rtt,stream",
+        ])
+        .unwrap();
+        assert!(a.quick && a.processes && a.json);
+        assert_eq!(a.runs, 5);
+        assert_eq!(a.markdown.as_deref(), Some("m.md"));
+        assert_eq!(a.chart.as_deref(), Some("c.svg"));
+        assert_eq!(a.only, Some(vec!["tofu".to_string(), "raw".to_string()]));
+        assert_eq!(
+            a.workloads,
+            Some(vec!["rtt".to_string(), "stream".to_string()])
+        );
+        assert!(parse(&["--runs", "0"]).is_err());
+        assert!(parse(&["--runs", "x"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
     }
 }

@@ -1,7 +1,7 @@
-//! cargo-fuzz target `decode`: see `fuzz/checks/decode.rs` for what it checks.
+//! cargo-fuzz target `decode`: see `src/fuzz_checks/decode.rs` for what it checks.
 #![no_main]
 
-#[path = "../checks/decode.rs"]
+#[path = "../../src/fuzz_checks/decode.rs"]
 mod check;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| check::run(data));

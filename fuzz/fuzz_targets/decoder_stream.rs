@@ -1,7 +1,7 @@
-//! cargo-fuzz target `decoder_stream`: see `fuzz/checks/decoder_stream.rs` for what it checks.
+//! cargo-fuzz target `decoder_stream`: see `src/fuzz_checks/decoder_stream.rs` for what it checks.
 #![no_main]
 
-#[path = "../checks/decoder_stream.rs"]
+#[path = "../../src/fuzz_checks/decoder_stream.rs"]
 mod check;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| check::run(data));

@@ -37,7 +37,15 @@ use crate::message::{Allocation, Message, Pool};
 use directory::Directory;
 use options::{MAX_READ_CHUNK, MIN_READ_CHUNK};
 
+/// Engine numbers for the `tofu_engine{id}` span, in creation order.
+static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
+
 struct EngineInner {
+    /// `tofu_engine{id}`: entered wherever this engine's loop runs (its I/O
+    /// thread, a leading receiver, an inline post), so a subscriber sees
+    /// which engine an event belongs to. Disabled (no cost but a branch)
+    /// unless a subscriber wanted DEBUG spans when the engine started.
+    span: tracing::Span,
     shared: Arc<Shared>,
     /// The I/O thread's state; a posting thread may take it to write to an
     /// idle socket itself (SPEC §7).
@@ -142,9 +150,13 @@ impl Engine {
         );
         let reactor = Arc::new(Mutex::new(reactor));
         let (looped, watched) = (reactor.clone(), shared.clone());
+        let id = NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::debug_span!("tofu_engine", id);
+        let io_span = span.clone();
         let thread = std::thread::Builder::new()
             .name("tofu-io".into())
             .spawn(move || {
+                let _entered = io_span.enter();
                 // A panic is a bug; it must not leave waiters hanging.
                 let run =
                     std::panic::AssertUnwindSafe(|| reactor::run(&looped, &watched, io_parker));
@@ -155,6 +167,7 @@ impl Engine {
             .map_err(|_| Error::AllocationFailed)?;
         Ok(Engine {
             inner: Arc::new(EngineInner {
+                span,
                 shared,
                 reactor,
                 thread: Mutex::new(Some(thread)),
@@ -334,6 +347,7 @@ impl Engine {
         group: &GroupShared,
         deadline: Option<std::time::Instant>,
     ) -> Result<reactor::Led, Error> {
+        let _entered = self.inner.span.enter();
         reactor::receive(&self.inner.reactor, &self.inner.shared, group, deadline)
     }
 
@@ -388,7 +402,10 @@ impl Engine {
         if !shared.commands.is_empty() || r.commands_waiting() {
             return Some(msg);
         }
-        let settled = r.post_inline(group, msg);
+        let settled = {
+            let _entered = inner.span.enter();
+            r.post_inline(group, msg)
+        };
         drop(r);
         match settled {
             Ok(true) => None,

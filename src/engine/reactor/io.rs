@@ -95,6 +95,8 @@ impl Reactor {
         for &key in &keys {
             if let Some(s) = self.stream_mut(key) {
                 s.listed.0 &= !(list as u8);
+                let span = self.channel_span(key);
+                let _entered = span.enter();
                 f(self, key);
             }
         }

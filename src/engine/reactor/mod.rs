@@ -490,7 +490,21 @@ impl Reactor {
 
     // ----- events ------------------------------------------------------------
 
+    /// `channel{number}`, the span a channel's reads, writes and close run
+    /// in. Nothing is created, nor the channel looked up, unless DEBUG spans
+    /// may be enabled (one relaxed load when no subscriber wants them).
+    fn channel_span(&self, key: Key) -> tracing::Span {
+        if tracing::level_enabled!(tracing::Level::DEBUG) {
+            if let Some(ch) = self.slab.get(key) {
+                return tracing::debug_span!("channel", number = ch.number);
+            }
+        }
+        tracing::Span::none()
+    }
+
     fn event(&mut self, key: Key, ev: &mio::event::Event) {
+        let span = self.channel_span(key);
+        let _entered = span.enter();
         let Some(ch) = self.slab.get_mut(key) else {
             return;
         };
@@ -527,6 +541,8 @@ impl Reactor {
     /// with the close's status, then the `channel_closed` report; on a silent
     /// one everything is freed.
     fn close(&mut self, key: Key, close: Close) {
+        let span = self.channel_span(key);
+        let _entered = span.enter();
         let Some(ch) = self.slab.remove(key) else {
             return;
         };
