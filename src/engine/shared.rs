@@ -476,7 +476,6 @@ impl Shared {
     /// call returns `ShutdownStarted`, every waiter wakes with it, dropping
     /// a group returns, messages still in commands are freed (SPEC §5.7b).
     pub(crate) fn io_thread_died(&self) {
-        tracing::error!("the tofu I/O thread died: the engine is shut down");
         self.shutdown.store(true, Ordering::Release);
         self.pool.close();
         let groups = match self.groups.lock() {
@@ -493,5 +492,8 @@ impl Shared {
                 let _ = done.send(());
             }
         }
+        // Last: a user's subscriber that panics here (on a dying thread)
+        // can no longer leave anyone waiting.
+        tracing::error!("the tofu I/O thread died: the engine is shut down");
     }
 }
