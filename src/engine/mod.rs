@@ -1,11 +1,13 @@
 //! The engine (SPEC §5): the handle that starts and stops the I/O thread.
 //!
-//! Application threads never touch sockets. They push [`Command`]s into one
-//! lock-free queue and wake the I/O thread through the single `mio::Waker` —
-//! only when it may be asleep ([`Wake`]). The I/O thread ([`reactor`]) owns every
-//! socket and carries out what the sans-IO [`core`] decides, and delivers
-//! messages into each group's receive queue. `docs/architecture.md` has the
-//! whole map.
+//! Application threads never touch sockets themselves. They push
+//! [`Command`]s into one queue and wake the I/O thread through the single
+//! `mio::Waker` — only when it may be asleep ([`Wake`]) — or, where that
+//! saves a thread hand-off (SPEC §7), take the reactor's lock and do the
+//! work on their own thread (an inline write, a batch, running the loop
+//! while waiting to receive). The [`reactor`] owns every socket and carries
+//! out what the sans-IO [`core`] decides, and delivers messages into each
+//! group's receive queue. `docs/architecture.md` has the whole map.
 
 mod core;
 mod directory;

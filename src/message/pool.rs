@@ -1,17 +1,12 @@
 //! The bounded message pool (SPEC §5.1, §5.7).
 //!
-//! Free messages sit in a bounded stack behind a mutex ([`FreeList`]): `get`
-//! and the return path take it once each, for a push or a pop and nothing
-//! else (messages are never allocated or freed under it; only the stack
-//! itself grows under it, towards its capacity), and its length is kept in
-//! an atomic for the checks that must not lock. Uncontended — the usual case,
-//! as a leading or posting thread both takes and returns its engine's
-//! messages — that is two atomic operations and a few instructions, about
-//! half the cost of the lock-free `ArrayQueue` it replaced (callgrind, the
-//! 64 B stream). The most recently returned buffers go out first, warm in
-//! the cache. Messages handed out carry a reference to the pool
-//! and come back to it when dropped; the pool holds their buffers only (never a
-//! reference to itself), so there are no cycles.
+//! Free messages sit in a bounded stack behind a mutex (`FreeList`): `get`
+//! and the return path take it once each — and the batch calls
+//! ([`Pool::get_many`], [`Pool::put_many`]) once for many messages — for
+//! pushes and pops only (messages are never allocated or freed under it; only
+//! the stack itself grows under it, towards its capacity), and its length is
+//! kept in an atomic for the checks that must not lock. The most recently
+//! returned buffers go out first, warm in the cache.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
