@@ -21,7 +21,7 @@ fn seq_of(m: &Message) -> u32 {
 /// cross a socket): every message arrives once, in order; `receive_many`
 /// never returns more than asked.
 fn batches_arrive_in_order(t: Transport) {
-    let p = slow_server_default(t);
+    let p = two_engines(t, engine());
     const TOTAL: u32 = 20_000;
     let client = p.client;
     let cengine = p.client_engine.clone();
@@ -67,25 +67,6 @@ fn batches_arrive_in_order(t: Transport) {
     recv_nothing(&p.server, Duration::from_millis(50));
 }
 tcp_and_uds!(batches_arrive_in_order);
-
-/// A pair across two engines with default options on both sides.
-fn slow_server_default(t: Transport) -> SlowServer {
-    let server_engine = engine();
-    let client_engine = engine();
-    let server = server_engine.create_group().unwrap();
-    let client = client_engine.create_group().unwrap();
-    let (saddr, caddr) = addresses(t);
-    listen(&server_engine, &server, &saddr);
-    let (cch, sch) = connect_pair(&client_engine, &client, &server, &caddr);
-    SlowServer {
-        server,
-        client,
-        server_engine,
-        client_engine,
-        cch,
-        sch,
-    }
-}
 
 /// An invalid message in the middle: the ones before it are posted, it and
 /// the rest come back untouched, in order; posting the rest after fixing it

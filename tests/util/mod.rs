@@ -131,7 +131,12 @@ pub struct SlowServer {
 }
 
 pub fn slow_server(t: Transport) -> SlowServer {
-    let server_engine = tiny_pool_engine();
+    two_engines(t, tiny_pool_engine())
+}
+
+/// A connected pair across two engines: `server_engine` (listening) and a
+/// client engine with default options.
+pub fn two_engines(t: Transport, server_engine: Engine) -> SlowServer {
     let client_engine = engine();
     let server = server_engine.create_group().unwrap();
     let client = client_engine.create_group().unwrap();
