@@ -68,6 +68,49 @@ fn batches_arrive_in_order(t: Transport) {
 }
 tcp_and_uds!(batches_arrive_in_order);
 
+/// Single posts in a burst go through the command queue (the cork); a batch
+/// posted right after them must not overtake them: the posting thread
+/// writes the queued posts first, or queues the batch behind them.
+fn single_posts_and_batches_keep_their_order(t: Transport) {
+    let p = two_engines(t, engine());
+    const ROUNDS: u32 = 300;
+    let mut seq = 0u32;
+    let mut batch = Vec::new();
+    for _ in 0..ROUNDS {
+        for _ in 0..3 {
+            p.client
+                .post_timeout(numbered(&p.client_engine, p.cch, seq), timeout())
+                .expect("post");
+            seq += 1;
+        }
+        for _ in 0..4 {
+            batch.push(numbered(&p.client_engine, p.cch, seq));
+            seq += 1;
+        }
+        p.client
+            .post_batch_timeout(&mut batch, timeout())
+            .expect("post_batch");
+    }
+    let s = p.client_engine.stats();
+    println!(
+        "{seq} posted: {} written by the posting thread, the rest through the queue",
+        s.inline_posts
+    );
+    let mut got = Vec::new();
+    let mut next = 0;
+    while next < seq {
+        got.clear();
+        p.server
+            .receive_many(&mut got, 64, Some(timeout()))
+            .expect("receive_many");
+        for m in got.iter().filter(|m| m.is_from_application()) {
+            assert_eq!(seq_of(m), next, "a batch overtook a single post");
+            next += 1;
+        }
+    }
+}
+tcp_and_uds!(single_posts_and_batches_keep_their_order);
+
 /// An invalid message in the middle: the ones before it are posted, it and
 /// the rest come back untouched, in order; posting the rest after fixing it
 /// goes on where it stopped.

@@ -373,18 +373,19 @@ impl Engine {
         let inner = &*self.inner;
         let shared = &inner.shared;
         if let Ok(mut r) = inner.reactor.try_lock() {
-            // Posts queued while the lock was busy go first, here: then
-            // this batch overtakes nothing.
-            let clear =
-                (shared.commands.is_empty() && !r.commands_waiting()) || r.run_waiting_posts();
-            if clear {
-                let settled = r.post_inline_batch(group, &mut msgs);
-                drop(r);
-                if !settled {
+            // Posts queued while the lock was busy go first, on this
+            // thread: then the batch overtakes nothing.
+            let settled = r.post_inline_batch(group, &mut msgs);
+            drop(r);
+            match settled {
+                Some(true) => return,
+                Some(false) => {
                     shared.wake.wake();
                     shared.lead.poke();
+                    return;
                 }
-                return;
+                // Other commands wait: the batch goes behind them.
+                None => {}
             }
         }
         shared.push_many(msgs.map(|msg| Command::Send { group, msg }));

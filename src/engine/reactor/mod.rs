@@ -308,16 +308,24 @@ impl Reactor {
     }
 
     /// [`post_inline`](Self::post_inline) for a batch (the caller's batch
-    /// is the burst: no cork): every message goes to its channel, then one
-    /// flush writes each channel's share together. Returns `false` when
-    /// the I/O thread still has something to do for them.
+    /// is the burst: no cork): first the posts queued while the lock was
+    /// busy ([`run_waiting_posts`](Self::run_waiting_posts)), then every
+    /// message goes to its channel, and one flush writes each channel's
+    /// share together. `None` (nothing taken from `msgs`) when other
+    /// commands wait, which the batch must not overtake; otherwise whether
+    /// everything is settled (`false`: the I/O thread still has something
+    /// to do, a partial write or a new deadline).
     pub(crate) fn post_inline_batch(
         &mut self,
         group: u32,
         msgs: &mut dyn Iterator<Item = Message>,
-    ) -> bool {
+    ) -> Option<bool> {
         self.now = Instant::now();
         let timers = self.timers.len();
+        let waiting = !self.shared.commands.is_empty() || self.commands_waiting();
+        if waiting && !self.run_waiting_posts() {
+            return None;
+        }
         let mut posts = 0;
         for msg in msgs {
             posts += 1;
@@ -325,10 +333,12 @@ impl Reactor {
         }
         Counters::add(&self.shared.counters.inline_posts, posts);
         self.flush_dirty();
-        self.timers.len() == timers
-            && self.dirty.is_empty()
-            && !self.retry_accept
-            && !self.retry_lookups
+        Some(
+            self.timers.len() == timers
+                && self.dirty.is_empty()
+                && !self.retry_accept
+                && !self.retry_lookups,
+        )
     }
 
     /// Tops the reserve of channel numbers up (for a `post` on channel 0
