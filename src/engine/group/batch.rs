@@ -190,9 +190,12 @@ impl ChannelGroup {
                 len += l;
                 fits += 1;
             }
-            Counters::add(&engine.counters.send_limit_refusals, 1);
-            stop = Some(Error::PoolEmpty);
-            end = fits;
+            if fits < end {
+                // (Room may have come back meanwhile: then all of it fit.)
+                Counters::add(&engine.counters.send_limit_refusals, 1);
+                stop = Some(Error::PoolEmpty);
+                end = fits;
+            }
             if end == 0 {
                 return (0, stop);
             }
