@@ -48,9 +48,20 @@ run_tsan() {
         echo "tsan: no std sources under $real_sysroot (apt install rust-web-src)"
         return 1
     fi
-    rt="${TSAN_RT:-$(ls "$HOME"/.rustup/toolchains/*/lib/rustlib/$host/lib/librustc-*_rt.tsan.a 2>/dev/null | head -1)}"
+    # The runtime must come from a toolchain with the same LLVM major version
+    # (ci/msrv.sh installs 1.85, whose LLVM is older: not that one).
+    local want_llvm tc
+    want_llvm="$("$rustc" -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')"
+    rt="${TSAN_RT:-}"
     if [ -z "$rt" ]; then
-        echo "tsan: no librustc-*_rt.tsan.a found; set TSAN_RT"
+        for tc in "$HOME"/.rustup/toolchains/*; do
+            [ "$("$tc/bin/rustc" -vV 2>/dev/null | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')" = "$want_llvm" ] || continue
+            rt="$(ls "$tc"/lib/rustlib/$host/lib/librustc-*_rt.tsan.a 2>/dev/null | head -1)"
+            [ -n "$rt" ] && break
+        done
+    fi
+    if [ -z "$rt" ]; then
+        echo "tsan: no librustc-*_rt.tsan.a from a toolchain with LLVM $want_llvm; set TSAN_RT"
         return 1
     fi
     # The private sysroot: Debian's, plus the runtime under the name rustc wants.
