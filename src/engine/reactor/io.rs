@@ -109,6 +109,24 @@ impl Reactor {
 
     // ----- writing -----------------------------------------------------------
 
+    /// [`flush_dirty`](Self::flush_dirty) for a posting thread: a channel
+    /// whose socket was full when last written may have drained since (its
+    /// reader goes on reading), so it is tried again — one system call at
+    /// most, which on `WouldBlock` leaves it to the readiness event as
+    /// before. Without this a stream into a small socket buffer (UDS: 208
+    /// KiB) kept handing its writes to the I/O thread.
+    pub(super) fn flush_dirty_eagerly(&mut self) {
+        for i in 0..self.dirty.keys.len() {
+            let key = self.dirty.keys[i];
+            if let Some(s) = self.stream_mut(key) {
+                if s.sock.is_some() && s.core.wants_write() {
+                    s.writable = true;
+                }
+            }
+        }
+        self.flush_dirty();
+    }
+
     pub(super) fn flush_dirty(&mut self) {
         self.drain(
             |r| &mut r.dirty,

@@ -332,7 +332,7 @@ impl Reactor {
             self.send(group, msg);
         }
         Counters::add(&self.shared.counters.inline_posts, posts);
-        self.flush_dirty();
+        self.flush_dirty_eagerly();
         Some(
             self.timers.len() == timers
                 && self.dirty.is_empty()
