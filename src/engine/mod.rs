@@ -158,10 +158,13 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("tofu-io".into())
             .spawn(move || {
-                let _entered = io_span.enter();
-                // A panic is a bug; it must not leave waiters hanging.
-                let run =
-                    std::panic::AssertUnwindSafe(|| reactor::run(&looped, &watched, io_parker));
+                // A panic is a bug (or a user's tracing subscriber that
+                // panics, entering the span included); it must not leave
+                // waiters hanging.
+                let run = std::panic::AssertUnwindSafe(|| {
+                    let _entered = io_span.enter();
+                    reactor::run(&looped, &watched, io_parker);
+                });
                 if std::panic::catch_unwind(run).is_err() {
                     watched.io_thread_died();
                 }
