@@ -152,7 +152,7 @@ impl ChannelGroup {
                     Ok(()) => n,
                     Err(error) => {
                         limits.release(n, len, 1);
-                        return reject(error, msg);
+                        return reject(engine.closed_by_shutdown(error), msg);
                     }
                 }
             }

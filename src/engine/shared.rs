@@ -464,6 +464,17 @@ impl Shared {
         self.shutdown.load(Ordering::Acquire)
     }
 
+    /// A post's channel turned out closed after `post` had checked for a
+    /// shutdown: when the shutdown began meanwhile (and closed it), that is
+    /// what the caller is told, as every call after a shutdown is.
+    pub(crate) fn closed_by_shutdown(&self, error: Error) -> Error {
+        if error == Error::InvalidChannelNumber && self.is_shut_down() {
+            Error::ShutdownStarted
+        } else {
+            error
+        }
+    }
+
     /// Remembers a new group's queue (and forgets those of dropped groups).
     pub(crate) fn add_group(&self, group: &Arc<GroupShared>) {
         if let Ok(mut groups) = self.groups.lock() {

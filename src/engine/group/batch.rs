@@ -205,7 +205,7 @@ impl ChannelGroup {
             .acquire_many(number, self.shared.id, end as u32)
         {
             limits.release(number, len, end);
-            return (0, Some(e));
+            return (0, Some(engine.closed_by_shutdown(e)));
         }
         for m in &mut msgs[..end] {
             stamp(m);
