@@ -20,6 +20,11 @@ pub struct Stats {
     pub write_calls: u64,
     /// Read system calls that returned data.
     pub read_calls: u64,
+    /// Read system calls (and peeks) that found nothing to read
+    /// (`WouldBlock`): the price of readiness that was already used up. On
+    /// epoll and kqueue a read that returns less than it asked for ends the
+    /// reading without one.
+    pub empty_reads: u64,
     /// Times a thread returned from `poll` (wake-ups): the I/O thread, or
     /// an application thread running the loop in `wait_receive`.
     pub polls: u64,
@@ -85,6 +90,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_received: AtomicU64,
     pub(crate) write_calls: AtomicU64,
     pub(crate) read_calls: AtomicU64,
+    pub(crate) empty_reads: AtomicU64,
     pub(crate) polls: AtomicU64,
     pub(crate) waiter_polls: AtomicU64,
     pub(crate) open_channels: AtomicU64,

@@ -40,6 +40,34 @@ use windows::{UnixListener, UnixStream};
 #[cfg(windows)]
 pub(crate) use windows::{connect_uds, listen_uds};
 
+/// Whether a read that returned fewer bytes than asked shows that the
+/// socket's receive buffer was empty at that moment (and a write that took
+/// fewer bytes than offered that its send buffer was full), so that the
+/// next call would only return `WouldBlock`: true for mio's edge-triggered
+/// selectors (epoll, kqueue), which report new data (or room) arriving
+/// after that call as a new event. Not for level-triggered emulations
+/// (mio's poll(2) backend, Windows' AFD), which re-arm only on
+/// `WouldBlock`. Saves one system call per read event (tokio does the
+/// same, tokio-rs/tokio#5866).
+pub(crate) const SHORT_IO_DRAINS: bool = cfg!(all(
+    not(mio_unsupported_force_poll_poll),
+    any(
+        target_os = "android",
+        target_os = "illumos",
+        target_os = "linux",
+        target_os = "redox",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "ios",
+        target_os = "macos",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "tvos",
+        target_os = "visionos",
+        target_os = "watchos",
+    )
+));
+
 /// Backlog for listening sockets.
 const BACKLOG: i32 = 1024;
 

@@ -165,10 +165,16 @@ impl Reactor {
             let mut iov = IoVec::new();
             s.core.poll_transmit(&mut iov, &mut scratch);
             writes += 1;
+            let iov_len: usize = iov.as_slices().iter().map(|b| b.len()).sum();
             let written = sock.write_vectored(iov.as_slices());
             match written {
                 Ok(0) => break Err(s.core.handle_write_failed(End::Failed)),
                 Ok(n) => {
+                    // A short write filled the socket: the next would only
+                    // say `WouldBlock`, room brings a new event.
+                    if sys::SHORT_IO_DRAINS && n < iov_len {
+                        s.writable = false;
+                    }
                     sent_bytes += n as u64;
                     sent_msgs += s.core.handle_written(n, &mut spent) as u64;
                     let r = s.core.take_released();
@@ -299,6 +305,7 @@ impl Reactor {
         }
         let mut received = 0u64;
         let mut reads = 0u64;
+        let mut empty = 0u64;
         let mut budget = READ_BUDGET;
         let stop = loop {
             let Some(s) = stream_of(&mut self.slab, key) else {
@@ -318,6 +325,13 @@ impl Reactor {
                 // data really waits.
                 pool.arm();
                 if !backpressure::may_read(s.core.has_message(), pool.len()) {
+                    if sys::SHORT_IO_DRAINS && !s.read_closed {
+                        // The socket is readable by an edge event not yet
+                        // drained (a short read would have cleared it), and
+                        // not at its end: data waits, no `peek` needed.
+                        self.starve(key);
+                        break Stop::Starved;
+                    }
                     let sock = s.sock.as_ref().expect("connected stream");
                     match sock.peek() {
                         Ok(0) => break self.end(key, End::Eof),
@@ -327,6 +341,7 @@ impl Reactor {
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             s.readable = false;
+                            empty += 1;
                             break Stop::Done;
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -358,6 +373,7 @@ impl Reactor {
                     },
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         s.readable = false;
+                        empty += 1;
                         break Stop::Done;
                     }
                     Err(_) => 0, // cannot peek here (UDS): wait for room
@@ -373,6 +389,12 @@ impl Reactor {
                 Ok(n) => {
                     received += n as u64;
                     reads += 1;
+                    // A short read emptied the socket: the next read would
+                    // only say `WouldBlock`, new data brings a new event.
+                    let drained = sys::SHORT_IO_DRAINS && n < want && !s.read_closed;
+                    if drained {
+                        s.readable = false;
+                    }
                     let flow = s.core.handle_read(
                         &buf[..n],
                         &self.shared.pool,
@@ -385,6 +407,7 @@ impl Reactor {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     s.readable = false;
+                    empty += 1;
                     break Stop::Done;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -396,6 +419,7 @@ impl Reactor {
         };
         Counters::add(&self.shared.counters.bytes_received, received);
         Counters::add(&self.shared.counters.read_calls, reads);
+        Counters::add(&self.shared.counters.empty_reads, empty);
         stop
     }
 

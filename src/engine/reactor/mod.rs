@@ -60,6 +60,9 @@ struct Stream {
     core: ChannelCore,
     readable: bool,
     writable: bool,
+    /// The peer's end (or an error) was reported: reading goes on until it
+    /// is seen, whatever a short read suggests ([`sys::SHORT_IO_DRAINS`]).
+    read_closed: bool,
     /// The work lists this channel is on.
     listed: Listed,
     /// Remaining addresses to try if the current connect fails.
@@ -537,6 +540,9 @@ impl Reactor {
         if read {
             s.readable = true;
         }
+        if ev.is_read_closed() || ev.is_error() {
+            s.read_closed = true;
+        }
         if ev.is_writable() && self.flush(key).is_break() {
             return;
         }
@@ -787,6 +793,7 @@ impl Stream {
             core,
             readable: false,
             writable: false,
+            read_closed: false,
             listed: Listed::default(),
             fallbacks: VecDeque::new(),
             last_inline_post: None,
