@@ -56,7 +56,9 @@ fn a_message_that_arrives_alone_costs_one_read(t: Transport) {
     let reads = after.read_calls - before.read_calls;
     let empty = after.empty_reads - before.empty_reads;
     eprintln!("{received} messages: {reads} reads with data, {empty} empty");
-    assert_eq!(received, 2 * N);
+    // (The counters are updated just after a delivery: the set-up's last
+    // message can land on either side of `before`.)
+    assert!((2 * N..=2 * N + 1).contains(&received), "{received}");
     assert!(reads <= received, "{reads} reads for {received} messages");
     assert!(
         empty * 4 <= reads,

@@ -94,7 +94,12 @@ impl Directory {
 
     /// I/O side: one message counted by [`Directory::acquire`] has arrived.
     pub(crate) fn arrived(&self, number: u16) {
-        self.owners[number as usize].fetch_sub(1, Ordering::AcqRel);
+        self.arrived_many(number, 1);
+    }
+
+    /// I/O side: `n` messages counted by [`Directory::acquire`] have arrived.
+    pub(crate) fn arrived_many(&self, number: u16, n: u32) {
+        self.owners[number as usize].fetch_sub(u64::from(n), Ordering::AcqRel);
     }
 
     /// I/O side: closes `number` for new posts; returns how many messages

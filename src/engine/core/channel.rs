@@ -240,6 +240,54 @@ impl ChannelCore {
         Posted::Queued
     }
 
+    /// Posts may be written through ([`encode_through`](Self::encode_through)):
+    /// the channel is open, nothing is queued ahead of them, and no Bye has
+    /// been posted.
+    pub(crate) fn may_write_through(&self) -> bool {
+        self.phase == Phase::Open && self.bye == Bye::None && self.send.is_empty()
+    }
+
+    /// A post on the write-through path (when
+    /// [`may_write_through`](Self::may_write_through)): its frame is
+    /// encoded into `buf` and the message kept in `held` until
+    /// [`handle_written_through`](Self::handle_written_through). `Err`
+    /// gives back a message that takes the ordinary path
+    /// ([`handle_post`](Self::handle_post)) instead: a Bye opcode, a large
+    /// frame, a full buffer.
+    pub(crate) fn encode_through(
+        &mut self,
+        msg: Message,
+        buf: &mut Vec<u8>,
+        held: &mut Vec<Message>,
+    ) -> Result<(), Message> {
+        if msg.header.proto.opcode == OpCode::ByeSignal {
+            return Err(msg);
+        }
+        let id = msg.header.message_id;
+        self.send.encode_through(msg, buf, held)?;
+        if self.first_id == 0 {
+            self.first_id = id;
+        }
+        Ok(())
+    }
+
+    /// The socket took `n` bytes (0 when the write failed or would block)
+    /// of the frames encoded from `held[from..]`: the messages written whole
+    /// stay in `held` (for the pool); the rest are queued, in order, the
+    /// write cursor inside the first. Returns how many were written whole.
+    pub(crate) fn handle_written_through(
+        &mut self,
+        n: usize,
+        held: &mut Vec<Message>,
+        from: usize,
+    ) -> usize {
+        self.written += n as u64;
+        let deliveries = &mut self.deliveries;
+        self.send.through_written(n, held, from, &mut |msg| {
+            given_back(deliveries, msg, Status::InvalidMessage);
+        })
+    }
+
     /// Frames wait and the connection is up.
     pub(crate) fn wants_write(&self) -> bool {
         !self.send.is_empty() && matches!(self.phase, Phase::Open | Phase::AwaitHello)

@@ -33,6 +33,8 @@ pub(crate) mod pair;
 mod idle_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod through_tests;
 
 use std::time::Duration;
 

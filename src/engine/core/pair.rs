@@ -119,6 +119,44 @@ impl Peer {
         n
     }
 
+    /// Posts `msgs` as the reactor's write-through path does (a batch
+    /// posted inline): while the channel may write through, each small
+    /// frame is encoded into one buffer, of which one write takes at most
+    /// `limit` bytes; a message the path does not take (and every one
+    /// after it) is posted as by [`post`](Self::post). Returns the bytes
+    /// written through.
+    #[cfg(test)]
+    pub(crate) fn post_through(&mut self, msgs: Vec<Message>, limit: usize) -> usize {
+        assert!(self.closed.is_none(), "post on a closed channel");
+        let mut buf = Vec::new();
+        let mut held = Vec::new();
+        let mut rest = msgs.into_iter();
+        let mut leftover = None;
+        if self.core.may_write_through() {
+            for msg in rest.by_ref() {
+                if let Err(msg) = self.core.encode_through(msg, &mut buf, &mut held) {
+                    leftover = Some(msg);
+                    break;
+                }
+            }
+        } else {
+            leftover = rest.next();
+        }
+        let n = buf.len().min(limit);
+        self.pipe.extend(&buf[..n]);
+        if !held.is_empty() {
+            self.frames_written += self.core.handle_written_through(n, &mut held, 0);
+        }
+        self.collect();
+        for msg in leftover.into_iter().chain(rest) {
+            if self.closed.is_some() {
+                break;
+            }
+            self.post(msg);
+        }
+        n
+    }
+
     /// Writes until nothing is left to write.
     #[cfg(test)]
     pub(crate) fn write_all(&mut self) {

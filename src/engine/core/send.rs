@@ -100,6 +100,11 @@ fn ends_batch(msg: &Message) -> bool {
     )
 }
 
+/// A message's frame length (its sections fit: it was encoded before).
+fn wire_len(msg: &Message) -> usize {
+    HEADER_LEN + msg.text_headers.byte_len() + msg.body.len()
+}
+
 /// Collects a frame's slices by copying them into a buffer.
 struct Copying<'v>(&'v mut Vec<u8>);
 
@@ -199,6 +204,83 @@ impl SendQueue {
                 break;
             }
         }
+    }
+
+    /// Write-through (the posting thread's fast path for small frames):
+    /// with nothing queued, a posted frame is encoded straight into the
+    /// engine's write buffer `buf` — header, text headers, body — and its
+    /// message is kept in `held` until the write says what became of it
+    /// ([`through_written`](Self::through_written)). `Err` gives back a
+    /// message that must take the queue instead: a ByeRequest or
+    /// ByeResponse (the handshake follows its write), a frame over
+    /// [`COALESCE_MAX_FRAME`] or one that would take `buf` past
+    /// [`COALESCE_MAX`] (or a section too long, which `post` refused).
+    pub(crate) fn encode_through(
+        &self,
+        msg: Message,
+        buf: &mut Vec<u8>,
+        held: &mut Vec<Message>,
+    ) -> Result<(), Message> {
+        debug_assert!(self.queue.is_empty(), "write-through overtook the queue");
+        if ends_batch(&msg) {
+            return Err(msg);
+        }
+        let Ok(fh) = FrameHeader::for_message(&msg) else {
+            return Err(msg);
+        };
+        let len = fh.frame_len();
+        if len > COALESCE_MAX_FRAME || buf.len() + len > COALESCE_MAX {
+            return Err(msg);
+        }
+        buf.extend_from_slice(&fh.encode());
+        buf.extend_from_slice(msg.text_headers.as_bytes());
+        buf.extend_from_slice(&msg.body);
+        held.push(msg);
+        Ok(())
+    }
+
+    /// The socket took `written` bytes of the frames encoded from
+    /// `held[from..]` (`None`: nothing, the write failed or would block).
+    /// The messages of the frames written whole stay in `held` (spent, for
+    /// the pool) and are released from the outgoing limits; the others
+    /// leave `held` for the queue, in order, the cursor inside the first
+    /// one. Returns how many frames were written whole.
+    pub(crate) fn through_written(
+        &mut self,
+        written: usize,
+        held: &mut Vec<Message>,
+        from: usize,
+        refused: &mut dyn FnMut(Message),
+    ) -> usize {
+        debug_assert!(self.queue.is_empty(), "write-through overtook the queue");
+        let mut left = written;
+        let mut done = from;
+        let mut released = Released::default();
+        while done < held.len() {
+            let len = wire_len(&held[done]);
+            if left < len {
+                break;
+            }
+            left -= len;
+            released.bytes += len;
+            released.messages += 1;
+            done += 1;
+        }
+        self.released.bytes += released.bytes;
+        self.released.messages += released.messages;
+        for msg in held.drain(done..) {
+            // Every section fit when it was encoded, so this does not
+            // refuse; if it did, the message would go back, not be lost.
+            if let Err(msg) = self.push(msg, true) {
+                refused(msg);
+            }
+        }
+        debug_assert!(
+            left == 0 || !self.queue.is_empty(),
+            "wrote more than encoded"
+        );
+        self.sent = if self.queue.is_empty() { 0 } else { left };
+        done - from
     }
 
     pub(crate) fn advance(

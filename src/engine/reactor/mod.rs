@@ -330,9 +330,13 @@ impl Reactor {
             return None;
         }
         let mut posts = 0;
-        for msg in msgs {
-            posts += 1;
-            self.send(group, msg);
+        while let Some(msg) = msgs.next() {
+            // Small frames on an idle channel go straight into the write
+            // buffer; what does not is posted as by `post`.
+            if let Some(msg) = self.write_through(group, msg, msgs, &mut posts) {
+                posts += 1;
+                self.send(group, msg);
+            }
         }
         Counters::add(&self.shared.counters.inline_posts, posts);
         self.flush_dirty_eagerly();
