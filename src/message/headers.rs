@@ -193,6 +193,15 @@ impl TextHeaders {
         self.buf.capacity()
     }
 
+    /// Empties the headers, keeping the buffer unless it grew past `keep`
+    /// bytes (then it shrinks to `shrink`).
+    pub(crate) fn clear_keep(&mut self, keep: usize, shrink: usize) {
+        self.buf.clear();
+        if self.buf.capacity() > keep {
+            self.buf.shrink_to(shrink);
+        }
+    }
+
     pub(crate) fn take_buf(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.buf)
     }

@@ -5,7 +5,9 @@
 //! ([`Pool::get_many`], [`Pool::put_many`]) once for many messages — for
 //! pushes and pops only (messages are never allocated or freed under it; only
 //! the stack itself grows under it, towards its capacity), and its length is
-//! kept in an atomic for the checks that must not lock. The most recently
+//! kept in an atomic for the checks that must not lock. The stack holds
+//! whole messages, cleared on the way in, so taking one and giving one back
+//! is a move each (no taking apart, no putting together). The most recently
 //! returned buffers go out first, warm in the cache.
 
 use std::fmt;
@@ -33,16 +35,18 @@ pub(crate) type PoolRef = Arc<PoolInner>;
 /// does not pin memory in the pool forever.
 const KEEP_CAPACITY: usize = 2 * MAX_SECTION_LEN;
 
-struct Buffers {
-    text: Vec<u8>,
-    body: Vec<u8>,
-    /// The returned message's reference to the pool, kept while it waits
-    /// when it came back in a batch ([`Pool::put_many`]), so that taking it
-    /// again moves the reference instead of counting a new one (an atomic
-    /// operation fewer each way). The free list then refers to its own
-    /// pool: closing the pool (engine shutdown, or its last [`Pool`] handle
-    /// dropped) empties it and breaks the cycle.
-    home: Option<PoolRef>,
+/// A free message: cleared (default header, empty sections). Its reference
+/// to the pool is kept while it waits when it came back in a batch
+/// ([`Pool::put_many`]), so that taking it again moves the reference instead
+/// of counting a new one (an atomic operation fewer each way); one dropped
+/// alone waits without it. The free list then refers to its own pool:
+/// closing the pool (engine shutdown, or its last [`Pool`] handle dropped)
+/// empties it and breaks the cycle.
+type Free = Message;
+
+/// A free message without a pool reference.
+fn fresh() -> Free {
+    Message::from_parts(Vec::new(), Vec::new(), None)
 }
 
 pub(crate) struct PoolInner {
@@ -85,7 +89,7 @@ pub(crate) struct PoolInner {
 #[derive(Clone)]
 pub struct Pool {
     inner: PoolRef,
-    /// Closes the pool when the last handle goes (see [`Buffers::home`]).
+    /// Closes the pool when the last handle goes (see [`Free`]).
     _last: Arc<LastHandle>,
 }
 
@@ -102,10 +106,14 @@ impl Drop for LastHandle {
 /// returned from now on.
 fn close(inner: &PoolInner) {
     inner.closed.store(true, Ordering::SeqCst);
-    let drained = std::mem::take(&mut *inner.free.lock());
+    let mut drained = std::mem::take(&mut *inner.free.lock());
     inner.free.len.store(0, Ordering::Release);
     inner.live.fetch_sub(drained.len(), Ordering::Relaxed);
-    // The buffers (and the pool references some hold) go outside the lock.
+    // The buffers (and the pool references some hold) go outside the lock,
+    // detached first: they are freed, not returned.
+    for m in &mut drained {
+        drop(m.take_pool());
+    }
     drop(drained);
 }
 
@@ -125,11 +133,7 @@ impl Pool {
             reserve: AtomicUsize::new(0),
         });
         for _ in 0..initial {
-            let _ = inner.free.push(Buffers {
-                text: Vec::new(),
-                body: Vec::new(),
-                home: None,
-            });
+            let _ = inner.free.push(fresh());
         }
         Pool {
             _last: Arc::new(LastHandle(inner.clone())),
@@ -157,11 +161,7 @@ impl Pool {
             None if how == Allocation::Always => {
                 self.inner.allocated.fetch_add(1, Ordering::Relaxed);
                 self.inner.live.fetch_add(1, Ordering::Relaxed);
-                Some(self.wrap(Buffers {
-                    text: Vec::new(),
-                    body: Vec::new(),
-                    home: None,
-                }))
+                Some(self.wrap(fresh()))
             }
             None => None,
         }
@@ -204,11 +204,7 @@ impl Pool {
             self.inner.allocated.fetch_add(more, Ordering::Relaxed);
             self.inner.live.fetch_add(more, Ordering::Relaxed);
             for _ in 0..more {
-                out.push(self.wrap(Buffers {
-                    text: Vec::new(),
-                    body: Vec::new(),
-                    home: None,
-                }));
+                out.push(self.wrap(fresh()));
             }
             taken = n;
         }
@@ -237,12 +233,7 @@ impl Pool {
             {
                 continue;
             }
-            let fresh = Buffers {
-                text: Vec::new(),
-                body: Vec::new(),
-                home: None,
-            };
-            if self.inner.free.push(fresh).is_err() {
+            if self.inner.free.push(fresh()).is_err() {
                 // Full after all (messages came back meanwhile).
                 self.inner.live.fetch_sub(1, Ordering::Relaxed);
                 break;
@@ -269,9 +260,11 @@ impl Pool {
         self.inner.live.load(Ordering::Relaxed).min(self.capacity())
     }
 
-    fn wrap(&self, b: Buffers) -> Message {
-        let home = b.home.unwrap_or_else(|| self.inner.clone());
-        Message::from_parts(b.text, b.body, Some(home))
+    fn wrap(&self, mut m: Free) -> Message {
+        if m.pool().is_none() {
+            m.set_pool(Some(self.inner.clone()));
+        }
+        m
     }
 
     /// Gives a message to the pool: one from this pool returns (as on drop), one
@@ -332,31 +325,32 @@ impl Pool {
     /// them from `msgs`; the others stay there.
     fn take_own(&self, msgs: &mut Vec<Message>) {
         let mut freed = Vec::new();
+        let mut others = Vec::new();
         let mut kept = 0;
         {
             let mut bufs = self.inner.free.lock();
             // Read under the lock: `close` sets it before it empties the
             // list under the same lock, so nothing is kept after that.
             let closed = self.inner.closed.load(Ordering::SeqCst);
-            // This pool's messages leave `msgs` (emptied: dropping them
-            // does nothing more); the others stay.
-            msgs.retain_mut(|msg| {
+            for mut msg in msgs.drain(..) {
                 if !msg.pool().is_some_and(|p| Arc::ptr_eq(p, &self.inner)) {
-                    return true;
+                    others.push(msg);
+                    continue;
                 }
-                let home = msg.take_pool();
-                let text = msg.text_headers.take_buf();
-                let body = std::mem::take(&mut msg.body);
                 if closed || bufs.len() >= self.inner.free.cap {
-                    freed.push((text, body, home));
+                    // Detached: freed below, outside the lock.
+                    drop(msg.take_pool());
+                    freed.push(msg);
                 } else {
-                    bufs.push(tidy(text, body, home));
+                    tidy(&mut msg);
+                    bufs.push(msg);
                     kept += 1;
                 }
-                false
-            });
+            }
             self.inner.free.len.store(bufs.len(), Ordering::Release);
         }
+        // The others stay (usually none: nothing was allocated).
+        msgs.append(&mut others);
         let returned = kept + freed.len();
         let any_freed = !freed.is_empty();
         if any_freed {
@@ -422,24 +416,21 @@ impl Pool {
     }
 }
 
-/// Buffers cleared for their next message (and shrunk if one huge message
-/// grew them).
-fn tidy(mut text: Vec<u8>, mut body: Vec<u8>, home: Option<PoolRef>) -> Buffers {
-    text.clear();
-    body.clear();
-    if text.capacity() > KEEP_CAPACITY {
-        text.shrink_to(MAX_SECTION_LEN);
+/// A message cleared for its next use: default header, empty sections
+/// (their buffers shrunk if one huge message grew them).
+fn tidy(m: &mut Message) {
+    m.header = Default::default();
+    m.text_headers.clear_keep(KEEP_CAPACITY, MAX_SECTION_LEN);
+    m.body.clear();
+    if m.body.capacity() > KEEP_CAPACITY {
+        m.body.shrink_to(MAX_SECTION_LEN);
     }
-    if body.capacity() > KEEP_CAPACITY {
-        body.shrink_to(MAX_SECTION_LEN);
-    }
-    Buffers { text, body, home }
 }
 
 /// The free messages' buffers: a bounded stack behind a mutex, its length
 /// mirrored in an atomic.
 struct FreeList {
-    bufs: Mutex<Vec<Buffers>>,
+    bufs: Mutex<Vec<Free>>,
     len: AtomicUsize,
     cap: usize,
 }
@@ -455,14 +446,14 @@ impl FreeList {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Buffers>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Free>> {
         // Nothing panics while it is held (a push or a pop).
         self.bufs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Keeps `b`, or hands it back when full (for the caller to free,
     /// outside the lock).
-    fn push(&self, b: Buffers) -> Result<(), Buffers> {
+    fn push(&self, b: Free) -> Result<(), Free> {
         let mut bufs = self.lock();
         if bufs.len() >= self.cap {
             return Err(b);
@@ -472,7 +463,7 @@ impl FreeList {
         Ok(())
     }
 
-    fn pop(&self) -> Option<Buffers> {
+    fn pop(&self) -> Option<Free> {
         if self.is_empty() {
             return None;
         }
@@ -516,7 +507,9 @@ impl PoolInner {
         let mut kept = false;
         if !self.closed.load(Ordering::Relaxed) {
             // A full pool frees the message (the Err drops it).
-            kept = self.free.push(tidy(text, body, None)).is_ok();
+            let mut m = Message::from_parts(text, body, None);
+            tidy(&mut m);
+            kept = self.free.push(m).is_ok();
         }
         self.notify_if_starved(!kept);
         kept
