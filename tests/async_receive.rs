@@ -488,3 +488,72 @@ fn futures_are_send() {
     assert_send(&group.receive_async());
     assert_send(&group.messages());
 }
+
+/// A waker that posts a batch on the engine whose reactor wakes it.
+struct PostingWaker {
+    engine: Engine,
+    client: Arc<ChannelGroup>,
+    cch: u16,
+    posted: std::sync::atomic::AtomicBool,
+}
+
+impl Wake for PostingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.posted.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let mut batch = vec![msg(
+            &self.engine,
+            self.cch,
+            OpCode::Signal,
+            b"from the waker",
+        )];
+        self.client
+            .post_batch(&mut batch)
+            .expect("post_batch from a waker");
+    }
+}
+
+/// A waker that runs user code at once — here a `post_batch` on the same
+/// engine — is called by the thread that holds the engine's reactor (it
+/// delivers the message): the post must not wait for that lock (a
+/// deadlock). The batch goes out, and the peer gets it.
+#[test]
+fn a_waker_that_posts_a_batch_does_not_deadlock() {
+    within(limit(), || {
+        let p = pair();
+        let client = Arc::new(p.client);
+        let waker = Arc::new(PostingWaker {
+            engine: p.client_engine.clone(),
+            client: client.clone(),
+            cch: p.cch,
+            posted: std::sync::atomic::AtomicBool::new(false),
+        });
+        let w = Waker::from(waker.clone());
+        let mut cx = Context::from_waker(&w);
+        {
+            let mut f = pin!(client.receive_async());
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+            // The server's Signal is delivered to the client group by the
+            // client engine's poller, which wakes our waker under its lock.
+            p.server
+                .post(msg(&p.server_engine, p.sch, OpCode::Signal, b"ping"))
+                .expect("post");
+            // Not polled again until our waker ran (a poll would register
+            // another waker).
+            while !waker.posted.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            match f.as_mut().poll(&mut cx) {
+                Poll::Ready(got) => assert_eq!(got.expect("receive_async").body, b"ping"),
+                Poll::Pending => panic!("woken, but nothing to take"),
+            }
+        }
+        let m = recv(&p.server);
+        assert_eq!(m.body, b"from the waker");
+    });
+}

@@ -334,7 +334,7 @@ impl Engine {
     /// thread does not hold the reactor, and takes one.
     pub(crate) fn refill_reserve(&self) -> Option<u16> {
         let inner = &*self.inner;
-        let mut r = inner.reactor.try_lock().ok()?;
+        let mut r = reactor::Held::new(inner.reactor.try_lock().ok()?);
         r.refill_reserve();
         drop(r);
         inner.shared.directory.reserve.pop()
@@ -376,7 +376,20 @@ impl Engine {
     pub(crate) fn send_batch(&self, group: u32, mut msgs: impl Iterator<Item = Message>) {
         let inner = &*self.inner;
         let shared = &inner.shared;
-        if let Ok(mut r) = inner.reactor.try_lock() {
+        // A batch waits for the reactor when another thread holds it (for
+        // non-blocking work only: a write, a read, the bookkeeping around
+        // them) rather than hand its messages to that thread: a stream
+        // into a full socket, whose writable events the I/O thread
+        // handles, otherwise moves all its writes to the I/O thread. A
+        // thread that already holds a reactor (a post from a waker the
+        // reactor runs) only tries.
+        let locked = if reactor::holding_a_reactor() {
+            inner.reactor.try_lock().ok()
+        } else {
+            inner.reactor.lock().ok()
+        };
+        if let Some(r) = locked {
+            let mut r = reactor::Held::new(r);
             // Posts queued while the lock was busy go first, on this
             // thread: then the batch overtakes nothing.
             let settled = r.post_inline_batch(group, &mut msgs);
@@ -403,9 +416,10 @@ impl Engine {
         if !shared.commands.is_empty() {
             return Some(msg);
         }
-        let Ok(mut r) = inner.reactor.try_lock() else {
+        let Ok(r) = inner.reactor.try_lock() else {
             return Some(msg);
         };
+        let mut r = reactor::Held::new(r);
         if !shared.commands.is_empty() || r.commands_waiting() {
             return Some(msg);
         }

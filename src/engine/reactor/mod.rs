@@ -17,6 +17,7 @@ mod open;
 
 pub(crate) use lead::{FOLLOW_RECHECK, Lead, Led, receive, run};
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
@@ -764,13 +765,58 @@ fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, Key)>>, key: Key, core: &m
     }
 }
 
+thread_local! {
+    /// Whether this thread holds a reactor (any engine's) right now. Code
+    /// the reactor runs — a `receive_async` waker, a tracing subscriber —
+    /// may post; such a post must not wait for a reactor lock (its own, or
+    /// another engine's whose holder might wait for this one).
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A held reactor lock, marked in [`HOLDING`] while it is held.
+pub(crate) struct Held<'a> {
+    guard: MutexGuard<'a, Reactor>,
+    outer: bool,
+}
+
+impl<'a> Held<'a> {
+    pub(crate) fn new(guard: MutexGuard<'a, Reactor>) -> Held<'a> {
+        let outer = HOLDING.with(|h| h.replace(true));
+        Held { guard, outer }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        HOLDING.with(|h| h.set(self.outer));
+    }
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Reactor;
+    fn deref(&self) -> &Reactor {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut Reactor {
+        &mut self.guard
+    }
+}
+
+/// Whether this thread holds a reactor now (then it must not wait for one).
+pub(crate) fn holding_a_reactor() -> bool {
+    HOLDING.with(Cell::get)
+}
+
 /// The reactor's lock, for the I/O thread. A poisoned lock means a posting
 /// thread panicked in the middle of the reactor's work (a bug): the I/O
 /// thread panics too, and the engine shuts down as after its own bug
 /// (SPEC §5.7b).
-fn lock(reactor: &Mutex<Reactor>) -> MutexGuard<'_, Reactor> {
+fn lock(reactor: &Mutex<Reactor>) -> Held<'_> {
     match reactor.lock() {
-        Ok(r) => r,
+        Ok(r) => Held::new(r),
         Err(_) => panic!("a thread panicked while it held the reactor"),
     }
 }
