@@ -12,7 +12,7 @@
 use std::cell::Cell;
 
 use crate::message::{Allocation, Message, Pool};
-use crate::wire::{Decoded, Decoder, FrameError};
+use crate::wire::{Decoded, Decoder, FrameError, HEADER_LEN};
 
 use super::backpressure::{StashBudget, partial_reserve};
 
@@ -43,6 +43,34 @@ pub(crate) struct Receiver {
     start: usize,
     /// Stash bytes counted in the engine's [`StashBudget`].
     charged: usize,
+    /// Pool messages taken together for the whole frames of one decode
+    /// (one lock instead of one per frame); always empty between calls.
+    spare: Vec<Message>,
+}
+
+/// The most messages one decode takes from the pool at once.
+const SPARE_MAX: usize = 64;
+
+/// How many whole frames lie at the front of `input` (by their length
+/// fields; their headers are checked when they are decoded), at most
+/// [`SPARE_MAX`].
+fn whole_frames(input: &[u8]) -> usize {
+    let mut at = 0;
+    let mut n = 0;
+    while n < SPARE_MAX {
+        let Some(h) = input.get(at..at + HEADER_LEN) else {
+            break;
+        };
+        let len = HEADER_LEN
+            + usize::from(u16::from_be_bytes([h[12], h[13]]))
+            + usize::from(u16::from_be_bytes([h[14], h[15]]));
+        if input.len() - at < len {
+            break;
+        }
+        at += len;
+        n += 1;
+    }
+    n
 }
 
 impl Receiver {
@@ -165,12 +193,51 @@ impl Receiver {
         pool: &Pool,
         on_frame: &mut dyn FnMut(Message) -> bool,
     ) -> Decode {
+        let mut spare = std::mem::take(&mut self.spare);
+        let d = self.decode_with_spare(input, pool, on_frame, &mut spare);
+        if !spare.is_empty() {
+            // Taken for frames that did not come to be decoded (the
+            // channel stops): back together.
+            pool.put_many(&mut spare);
+        }
+        self.spare = spare;
+        d
+    }
+
+    fn decode_with_spare(
+        &mut self,
+        input: &mut &[u8],
+        pool: &Pool,
+        on_frame: &mut dyn FnMut(Message) -> bool,
+        spare: &mut Vec<Message>,
+    ) -> Decode {
         let reserve = partial_reserve(pool.capacity());
         // Set once the whole frame is known to be in `input`: then any free
         // message will do, the reserve included.
         let complete = Cell::new(false);
+        // Whole frames ahead not yet given a message: those take theirs
+        // together, any free one (they are complete).
+        let mut whole = match self.decoder.pending_len() {
+            // A header waits for its message (the pool ran dry): its frame
+            // first, if all here.
+            Some(rest) if input.len() >= rest => 1 + whole_frames(&input[rest..]),
+            Some(_) => 0,
+            None if self.decoder.is_idle() => whole_frames(input),
+            None => 0,
+        };
         loop {
             let step = self.decoder.decode(input, &mut || {
+                if let Some(m) = spare.pop() {
+                    return Some(m);
+                }
+                if whole > 1 {
+                    let got = pool.get_many(Allocation::PoolOnly, whole, spare);
+                    whole -= got;
+                    if let Some(m) = spare.pop() {
+                        return Some(m);
+                    }
+                }
+                whole = whole.saturating_sub(1);
                 if complete.get() || pool.len() > reserve {
                     pool.get(Allocation::PoolOnly)
                 } else {
@@ -214,5 +281,88 @@ impl Receiver {
                 Err(e) => return Decode::Invalid(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire;
+
+    fn frame(id: u64, body: &[u8]) -> Vec<u8> {
+        let mut m = Message::new();
+        m.header.proto.opcode = crate::message::OpCode::Signal;
+        m.header.message_id = id;
+        m.body.extend_from_slice(body);
+        let mut v = Vec::new();
+        wire::encode_to_vec(&m, &mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn whole_frames_counts_complete_frames_only() {
+        let mut bytes = Vec::new();
+        for i in 0..5u8 {
+            bytes.extend(frame(u64::from(i), &vec![i; usize::from(i) * 7]));
+        }
+        assert_eq!(whole_frames(&bytes), 5);
+        assert_eq!(whole_frames(&bytes[..bytes.len() - 1]), 4);
+        assert_eq!(whole_frames(&bytes[..HEADER_LEN - 1]), 0);
+        assert_eq!(whole_frames(&[]), 0);
+        let many: Vec<u8> = (0..100).flat_map(|i| frame(i, b"x")).collect();
+        assert_eq!(whole_frames(&many), SPARE_MAX);
+    }
+
+    /// The messages taken together for a read's frames all go to frames
+    /// or back to the pool: when the handler stops after the second frame,
+    /// the pool holds everything the two delivered frames do not.
+    #[test]
+    fn messages_taken_for_frames_not_decoded_go_back() {
+        let pool = Pool::new(8, 8);
+        let mut r = Receiver::default();
+        let bytes: Vec<u8> = (1..=6).flat_map(|i| frame(i, b"body")).collect();
+        let mut got = Vec::new();
+        let d = r.read(&bytes, &pool, &mut |m| {
+            got.push(m);
+            got.len() < 2
+        });
+        assert_eq!(d, Decode::Stop);
+        assert_eq!(got.len(), 2);
+        assert_eq!(pool.len(), 6, "the four taken for the rest came back");
+        assert!(r.spare.is_empty());
+        drop(got);
+        assert_eq!(pool.len(), 8);
+    }
+
+    /// A pool with fewer free messages than whole frames: as many frames as
+    /// messages are decoded (the reserve included: they are complete), the
+    /// rest wait in the stash, and decode once messages come back.
+    #[test]
+    fn a_read_larger_than_the_pool_decodes_what_it_can_then_resumes() {
+        let pool = Pool::new(4, 4);
+        let mut r = Receiver::default();
+        let bytes: Vec<u8> = (1..=10).flat_map(|i| frame(i, b"0123456789")).collect();
+        let mut got = Vec::new();
+        let d = r.read(&bytes, &pool, &mut |m| {
+            got.push(m);
+            true
+        });
+        assert_eq!(d, Decode::Starved);
+        assert_eq!(got.len(), 4);
+        for round in 0..3 {
+            let ids: Vec<u64> = got.drain(..).map(|m| m.header.message_id).collect();
+            assert_eq!(ids.first(), Some(&(round * 4 + 1)));
+            let d = r.resume(&pool, &mut |m| {
+                got.push(m);
+                true
+            });
+            if round < 1 {
+                assert_eq!(d, Decode::Starved);
+            }
+        }
+        assert!(got.is_empty());
+        assert!(!r.has_backlog());
+        assert!(r.spare.is_empty());
+        assert_eq!(pool.len(), 4);
     }
 }
