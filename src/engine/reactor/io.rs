@@ -136,113 +136,6 @@ impl Reactor {
         );
     }
 
-    /// The write-through path of a batch posted inline: `first` and the
-    /// messages after it on the same channel, as long as they are small
-    /// frames and the channel idle ([`ChannelCore::may_write_through`]),
-    /// are encoded straight into the engine's write buffer and written
-    /// with one system call — no send queue, no vectored slices. What the
-    /// socket did not take is queued, in order, as if posted (the queue
-    /// then writes it when the socket has room); a failed write closes the
-    /// channel, which gives those messages back. Returns the first message
-    /// not taken (`first` itself when the path does not apply), for the
-    /// ordinary path; `posts` counts the messages taken.
-    pub(super) fn write_through(
-        &mut self,
-        group: u32,
-        first: Message,
-        rest: &mut dyn Iterator<Item = Message>,
-        posts: &mut u64,
-    ) -> Option<Message> {
-        let number = first.header.channel_number;
-        let Some(key) = self.through_key(group, number) else {
-            return Some(first);
-        };
-        let mut buf = std::mem::take(&mut self.write_buf);
-        let mut held = std::mem::take(&mut self.spent);
-        buf.clear();
-        let from = held.len();
-        let s = stream_of(&mut self.slab, key).expect("checked by through_key");
-        let mut leftover = None;
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            if msg.header.channel_number != number {
-                leftover = Some(msg);
-                break;
-            }
-            if let Err(msg) = s.core.encode_through(msg, &mut buf, &mut held) {
-                leftover = Some(msg);
-                break;
-            }
-            next = rest.next();
-        }
-        let taken = held.len() - from;
-        if taken > 0 {
-            *posts += taken as u64;
-            // At most a run's worth (`post_batch` splits runs at 4,096).
-            self.shared
-                .directory
-                .arrived_many(number, u32::try_from(taken).unwrap_or(u32::MAX));
-            let sock = s.sock.as_mut().expect("checked by through_key");
-            let result = loop {
-                match sock.write_vectored(&[std::io::IoSlice::new(&buf)]) {
-                    Ok(0) => break Err(End::Failed),
-                    Ok(n) => break Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(0),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        debug!(channel = number, "write failed: {e}");
-                        break Err(end_of(&e));
-                    }
-                }
-            };
-            let n = result.unwrap_or(0);
-            if n == 0 || (sys::SHORT_IO_DRAINS && n < buf.len()) {
-                s.writable = false;
-            }
-            let done = s.core.handle_written_through(n, &mut held, from);
-            let released = s.core.take_released();
-            if s.core.wants_write() && s.writable {
-                // A partial write where the selector does not say "full".
-                self.dirty.add(key, &mut s.listed);
-            }
-            let c = &self.shared.counters;
-            Counters::add(&c.messages_sent, done as u64);
-            Counters::add(&c.bytes_sent, n as u64);
-            Counters::add(&c.write_calls, 1);
-            self.release(number, released);
-            if let Err(end) = result {
-                if let Some(s) = self.stream_mut(key) {
-                    let close = s.core.handle_write_failed(end);
-                    self.close(key, close);
-                }
-            } else {
-                self.deliver_from(key);
-            }
-        }
-        buf.clear();
-        self.write_buf = buf;
-        self.shared.pool.recycle_many(&mut held);
-        self.spent = held;
-        leftover
-    }
-
-    /// The channel `number` of `group`, when a post on it may be written
-    /// through: an open stream whose socket is not known to be full.
-    fn through_key(&mut self, group: u32, number: u16) -> Option<Key> {
-        if self.lifecycle.is_zombie(number) {
-            return None;
-        }
-        let key = *self.by_number.get(&number)?;
-        let ch = self.slab.get(key)?;
-        if ch.group != group {
-            return None;
-        }
-        let super::State::Stream(s) = &ch.state else {
-            return None;
-        };
-        (s.sock.is_some() && s.writable && s.core.may_write_through()).then_some(key)
-    }
-
     /// Writes queued frames until the queue is empty or the socket is full;
     /// `Break` when the channel closed.
     pub(super) fn flush(&mut self, key: Key) -> ControlFlow<()> {
@@ -588,7 +481,7 @@ impl Reactor {
 }
 
 /// What an I/O error means for the channel.
-fn end_of(e: &io::Error) -> End {
+pub(super) fn end_of(e: &io::Error) -> End {
     if sys::is_disconnect(e) {
         End::Disconnect
     } else {

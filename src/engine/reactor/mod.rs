@@ -9,11 +9,13 @@
 //!
 //! * this file: the loop, commands, delivering, closing;
 //! * [`open`]: listening, accepting, connecting;
-//! * [`io`]: reading and writing, and the work lists behind them.
+//! * [`io`]: reading and writing, and the work lists behind them;
+//! * [`through`]: the write-through path of a batch posted inline.
 
 mod io;
 mod lead;
 mod open;
+mod through;
 
 pub(crate) use lead::{FOLLOW_RECHECK, Lead, Led, receive, run};
 
