@@ -4,13 +4,15 @@
 //! options unless `--pool`.
 //!
 //! ```text
-//! tofu-probe stream [--count N] [--size B] [--uds] [--batch [--batch-size N]] [--pool I,M]
+//! tofu-probe stream [--count N] [--size B] [--uds] [--batch [--batch-size N]] [--pace N] [--pool I,M]
 //! tofu-probe rtt    [--count N] [--size B] [--uds] [--pool I,M]
 //! ```
 //!
 //! `stream`: the client posts N Signals then a marker Request; the server
 //! receives them all and answers the marker. `--batch` posts with
-//! `post_batch` and receives with `receive_many` (64 at a time).
+//! `post_batch` and receives with `receive_many` (64 at a time). `--pace N`
+//! paces the stream in-band as `tofu-bench` does: a marker Request after
+//! every N Signals, at most two markers unanswered.
 //! `rtt`: N Requests, one outstanding. Per-message instructions: run two
 //! counts under callgrind and divide the difference of the totals by the
 //! difference of the counts (set-up cancels out).
@@ -30,6 +32,7 @@ struct Args {
     uds: bool,
     batch: bool,
     batch_size: usize,
+    pace: Option<usize>,
     pool: Option<(u16, u16)>,
 }
 
@@ -42,6 +45,7 @@ fn args() -> Res<Args> {
         uds: false,
         batch: false,
         batch_size: 64,
+        pace: None,
         pool: None,
     };
     while let Some(flag) = it.next() {
@@ -51,6 +55,7 @@ fn args() -> Res<Args> {
             "--uds" => a.uds = true,
             "--batch" => a.batch = true,
             "--batch-size" => a.batch_size = it.next().ok_or("--batch-size N")?.parse()?,
+            "--pace" => a.pace = Some(it.next().ok_or("--pace N")?.parse()?),
             "--pool" => {
                 let v = it.next().ok_or("--pool I,M")?;
                 let (i, m) = v.split_once(',').ok_or("--pool I,M")?;
@@ -122,6 +127,7 @@ fn main() -> Res<()> {
             a.count,
             a.size,
             a.batch.then_some(a.batch_size),
+            a.pace,
         )?,
         "rtt" => rtt(&client, &cgroup, ch, a.count, size)?,
         m => return Err(format!("unknown mode {m}").into()),
@@ -161,13 +167,35 @@ fn stream(
     count: usize,
     size: usize,
     batch: Option<usize>,
+    pace: Option<usize>,
 ) -> Res<()> {
     let t = Duration::from_secs(10);
+    let mut markers = std::collections::VecDeque::new();
+    let mut since_marker = 0;
     if let Some(batch) = batch {
         let mut msgs = Vec::with_capacity(batch);
         let mut left = count;
         while left > 0 {
-            engine.get_many(Allocation::Always, left.min(batch), &mut msgs)?;
+            if let Some(pace) = pace.filter(|&p| since_marker >= p) {
+                since_marker -= pace;
+                let id = group
+                    .post_timeout(message(engine, ch, OpCode::Request, 0)?, t)
+                    .map_err(|e| e.error)?
+                    .message_id;
+                markers.push_back(id);
+                if markers.len() > 2 {
+                    let want = markers.pop_front().unwrap_or_default();
+                    let r = recv(group)?;
+                    if r.header.message_id != want {
+                        return Err("marker answered out of order".into());
+                    }
+                }
+            }
+            let n = left
+                .min(batch)
+                .min(pace.map_or(usize::MAX, |p| p - since_marker));
+            since_marker += n;
+            engine.get_many(Allocation::Always, n, &mut msgs)?;
             for m in &mut msgs {
                 m.header.channel_number = ch;
                 m.header.proto.opcode = OpCode::Signal;
@@ -183,6 +211,11 @@ fn stream(
             group
                 .post_timeout(message(engine, ch, OpCode::Signal, size)?, t)
                 .map_err(|e| e.error)?;
+        }
+    }
+    for want in markers {
+        if recv(group)?.header.message_id != want {
+            return Err("marker answered out of order".into());
         }
     }
     let id = group
@@ -243,10 +276,11 @@ fn serve(group: &ChannelGroup, mode: &str, count: usize, batch: bool) -> Res<()>
                     group.post(m).map_err(|e| e.error)?;
                     answered += 1;
                     if mode == "stream" {
-                        if signals != count {
-                            return Err(format!("server: {signals} of {count} signals").into());
+                        // A pacing marker, or the last one.
+                        if signals == count {
+                            return Ok(());
                         }
-                        return Ok(());
+                        continue;
                     }
                     if answered == count {
                         return Ok(());

@@ -308,7 +308,12 @@ impl SendQueue {
         );
         self.sent = if self.queue.is_empty() { 0 } else { done };
         if self.queue.is_empty() && self.queue.capacity() > SEND_QUEUE_KEEP {
-            self.queue.shrink_to(SEND_QUEUE_KEEP / 4);
+            // A new small queue, the old one freed (not `shrink_to`: a
+            // large queue is a mapping of its own, and shrinking it in
+            // place remaps it — a TLB shootdown on every core — each time
+            // a stream's bursts fill and drain it; freeing it also lets the
+            // allocator keep the next burst's queue on its heap).
+            self.queue = VecDeque::with_capacity(SEND_QUEUE_KEEP / 4);
         }
         frames
     }
