@@ -292,10 +292,10 @@ impl Decoder {
     ///
     /// A [`FrameError`] for an invalid frame. The decoder is then unusable: the
     /// stream has lost its framing and the channel must be closed.
-    pub fn decode(
+    pub fn decode<A: FnMut() -> Option<Message> + ?Sized>(
         &mut self,
         input: &mut &[u8],
-        alloc: &mut dyn FnMut() -> Option<Message>,
+        alloc: &mut A,
     ) -> Result<Decoded, FrameError> {
         if let Some(fh) = self.whole_frame_ahead(input)? {
             // The common case: a whole frame at a boundary, decoded from

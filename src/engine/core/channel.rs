@@ -359,14 +359,14 @@ impl ChannelCore {
         if self.last_heard.is_some() && !bytes.is_empty() {
             self.last_heard = Some(now);
         }
-        let flow = self.decode_with(|recv, on_frame| recv.read(bytes, pool, on_frame));
+        let flow = self.decode_with(Some(bytes), pool);
         self.recv.settle(budget);
         flow
     }
 
     /// The pool has messages again: decode the backlog.
     pub(crate) fn handle_resume(&mut self, pool: &Pool, budget: &mut StashBudget) -> Flow {
-        let flow = self.decode_with(|recv, on_frame| recv.resume(pool, on_frame));
+        let flow = self.decode_with(None, pool);
         self.recv.settle(budget);
         flow
     }
@@ -383,11 +383,9 @@ impl ChannelCore {
         self.recv.release(budget);
     }
 
-    /// Runs the receiver with the protocol checking each frame it yields.
-    fn decode_with(
-        &mut self,
-        run: impl FnOnce(&mut Receiver, &mut dyn FnMut(Message) -> bool) -> Decode,
-    ) -> Flow {
+    /// Runs the receiver on `bytes` just read (`None`: on its backlog) with
+    /// the protocol checking each frame it yields.
+    fn decode_with(&mut self, bytes: Option<&[u8]>, pool: &Pool) -> Flow {
         let mut close = None;
         let Self {
             recv,
@@ -401,7 +399,7 @@ impl ChannelCore {
             idle_at,
             ..
         } = self;
-        let decoded = run(recv, &mut |msg| {
+        let mut on_frame = |msg| {
             let frames = Frames {
                 phase,
                 bye: *bye,
@@ -419,7 +417,11 @@ impl ChannelCore {
                     false
                 }
             }
-        });
+        };
+        let decoded = match bytes {
+            Some(bytes) => recv.read(bytes, pool, &mut on_frame),
+            None => recv.resume(pool, &mut on_frame),
+        };
         self.flow(decoded, close)
     }
 

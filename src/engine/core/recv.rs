@@ -124,11 +124,11 @@ impl Receiver {
 
     /// Bytes just read from the socket. `on_frame` gets each complete frame
     /// and returns `false` to stop.
-    pub(crate) fn read(
+    pub(crate) fn read<F: FnMut(Message) -> bool>(
         &mut self,
         bytes: &[u8],
         pool: &Pool,
-        on_frame: &mut dyn FnMut(Message) -> bool,
+        on_frame: &mut F,
     ) -> Decode {
         // A frame whose message is held back collects in the stash until it
         // is complete.
@@ -160,16 +160,16 @@ impl Receiver {
 
     /// Decodes the backlog (after the pool refilled); the header may be all
     /// there is, with nothing left to read.
-    pub(crate) fn resume(
+    pub(crate) fn resume<F: FnMut(Message) -> bool>(
         &mut self,
         pool: &Pool,
-        on_frame: &mut dyn FnMut(Message) -> bool,
+        on_frame: &mut F,
     ) -> Decode {
         self.decode_stash(pool, on_frame)
     }
 
     /// Decodes from the stash; what stays is still stashed (from `start`).
-    fn decode_stash(&mut self, pool: &Pool, on_frame: &mut dyn FnMut(Message) -> bool) -> Decode {
+    fn decode_stash<F: FnMut(Message) -> bool>(&mut self, pool: &Pool, on_frame: &mut F) -> Decode {
         let stash = std::mem::take(&mut self.stash);
         let mut input = &stash[self.start..];
         let d = self.decode(&mut input, pool, on_frame);
@@ -187,11 +187,11 @@ impl Receiver {
     /// Decodes every complete frame in `input`. On `Continue` and `Starved`,
     /// `input` holds what must wait in the stash (nothing, a frame still
     /// arriving, or what a dry pool left undecoded).
-    fn decode(
+    fn decode<F: FnMut(Message) -> bool>(
         &mut self,
         input: &mut &[u8],
         pool: &Pool,
-        on_frame: &mut dyn FnMut(Message) -> bool,
+        on_frame: &mut F,
     ) -> Decode {
         let mut spare = std::mem::take(&mut self.spare);
         let d = self.decode_with_spare(input, pool, on_frame, &mut spare);
@@ -204,11 +204,11 @@ impl Receiver {
         d
     }
 
-    fn decode_with_spare(
+    fn decode_with_spare<F: FnMut(Message) -> bool>(
         &mut self,
         input: &mut &[u8],
         pool: &Pool,
-        on_frame: &mut dyn FnMut(Message) -> bool,
+        on_frame: &mut F,
         spare: &mut Vec<Message>,
     ) -> Decode {
         let reserve = partial_reserve(pool.capacity());
