@@ -21,6 +21,21 @@ pub fn temp_uds_path() -> PathBuf {
     crate::address::temp_uds_path()
 }
 
+/// Whether this build's selector is edge-triggered (epoll, kqueue), so that
+/// a read returning less than it asked for ends the reading without a read
+/// that would only say `WouldBlock` ([`Stats::empty_reads`](crate::Stats)).
+/// `false` on mio's `poll(2)` backend and on Windows, where the engine reads
+/// until `WouldBlock`.
+///
+/// ```
+/// if !tofu::testing::short_reads_end_reading() {
+///     println!("not applicable: a level-triggered selector reads until WouldBlock");
+/// }
+/// ```
+pub fn short_reads_end_reading() -> bool {
+    crate::sys::SHORT_IO_DRAINS
+}
+
 /// Why Unix-domain sockets cannot be used on this platform, or `None` when they
 /// can. Always `None` on Unix. On Windows, `Some` when creating an AF_UNIX
 /// socket fails with WSAEAFNOSUPPORT (10047): Windows before 10 1803, and Wine,

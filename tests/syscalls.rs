@@ -6,35 +6,13 @@ mod util;
 
 use util::*;
 
-/// Whether mio's selector here is edge-triggered (epoll, kqueue): then a
-/// read that returns less than it asked for ends the reading, with no read
-/// that only says `WouldBlock` (the same list as the engine's own).
-const EDGE_TRIGGERED: bool = cfg!(all(
-    not(mio_unsupported_force_poll_poll),
-    any(
-        target_os = "android",
-        target_os = "illumos",
-        target_os = "linux",
-        target_os = "redox",
-        target_os = "dragonfly",
-        target_os = "freebsd",
-        target_os = "ios",
-        target_os = "macos",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "tvos",
-        target_os = "visionos",
-        target_os = "watchos",
-    )
-));
-
 /// 200 round trips, one message at a time: each message arrives alone and is
 /// read with one system call, not two (the data, then `WouldBlock`). A few
 /// empty reads remain possible (readiness reported for data that another
 /// read took first), so the bound is a quarter of the reads, where reading
 /// until `WouldBlock` makes it one per read.
 fn a_message_that_arrives_alone_costs_one_read(t: Transport) {
-    if !EDGE_TRIGGERED {
+    if !tofu::testing::short_reads_end_reading() {
         println!("not applicable: a level-triggered selector reads until WouldBlock");
         return;
     }

@@ -240,7 +240,7 @@ impl SendQueue {
     }
 
     /// The socket took `written` bytes of the frames encoded from
-    /// `held[from..]` (`None`: nothing, the write failed or would block).
+    /// `held[from..]` (0: nothing, the write failed or would block).
     /// The messages of the frames written whole stay in `held` (spent, for
     /// the pool) and are released from the outgoing limits; the others
     /// leave `held` for the queue, in order, the cursor inside the first
