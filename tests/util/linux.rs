@@ -65,6 +65,8 @@ pub struct ChildProc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: std::sync::mpsc::Receiver<String>,
+    /// Reads the child's stdout; holds the pipe until the child exits.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ChildProc {
@@ -91,7 +93,7 @@ impl ChildProc {
         let stdin = child.stdin.take();
         let stdout: ChildStdout = child.stdout.take().expect("child stdout");
         let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if tx.send(line).is_err() {
@@ -103,6 +105,7 @@ impl ChildProc {
             child,
             stdin,
             lines,
+            reader: Some(reader),
         }
     }
 
@@ -149,6 +152,7 @@ impl ChildProc {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
+                self.join_reader();
                 return st;
             }
             assert!(Instant::now() < deadline, "child did not exit in time");
@@ -160,6 +164,23 @@ impl ChildProc {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.join_reader();
+    }
+
+    /// Waits (boundedly) for the stdout reader to see the end of the pipe
+    /// and close it, so that a test counting this process's descriptors
+    /// after this one does not see it close late.
+    fn join_reader(&mut self) {
+        let Some(reader) = self.reader.take() else {
+            return;
+        };
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while !reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if reader.is_finished() {
+            let _ = reader.join();
+        }
     }
 }
 
@@ -167,6 +188,8 @@ impl Drop for ChildProc {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             self.kill();
+        } else {
+            self.join_reader();
         }
     }
 }
