@@ -110,10 +110,8 @@ impl Reactor {
 
     /// The channel `number` of `group`, when a post on it may be written
     /// through: an open stream whose socket is not known to be full.
+    /// (A closed number is not in `by_number`, so a zombie never matches.)
     fn through_key(&mut self, group: u32, number: u16) -> Option<Key> {
-        if self.lifecycle.is_zombie(number) {
-            return None;
-        }
         let key = *self.by_number.get(&number)?;
         let ch = self.slab.get(key)?;
         if ch.group != group {
