@@ -149,6 +149,14 @@ fn main() -> Res<()> {
         "client: inline_posts {} polls {} waiter_polls {}; server: polls {} waiter_polls {}",
         cs.inline_posts, cs.polls, cs.waiter_polls, ss.polls, ss.waiter_polls
     );
+    println!(
+        "client: writes {} ({} B each); server: reads {} ({} B each), empty {}",
+        cs.write_calls,
+        cs.bytes_sent / cs.write_calls.max(1),
+        ss.read_calls,
+        ss.bytes_received / ss.read_calls.max(1),
+        ss.empty_reads
+    );
     Ok(())
 }
 
