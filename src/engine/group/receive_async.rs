@@ -81,13 +81,13 @@ impl ChannelGroup {
         }
     }
 
-    /// The group's messages as a [`Stream`](futures_core::Stream): each item
+    /// The group's messages as a [`Stream`]: each item
     /// is what [`receive_async`](Self::receive_async) would return, and it is
     /// as cancel-safe (a message is taken only when the stream yields it).
     ///
     /// The stream ends once the engine shuts down: it yields
     /// `Err(`[`Error::ShutdownStarted`]`)` once, then `None` (it is a
-    /// [`FusedStream`](futures_core::stream::FusedStream)).
+    /// [`FusedStream`]).
     ///
     /// # Examples
     ///

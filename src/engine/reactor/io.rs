@@ -1,11 +1,12 @@
 //! Reading and writing: the system calls the channel cores ask for, and the
 //! work lists that carry a channel over to the next loop iteration.
 //!
-//! Writes: every queued frame of a channel goes out in vectored writes, bodies
-//! not copied. Reads go into one engine-wide buffer (`read_chunk` bytes per
+//! Writes: every queued frame of a channel goes out in vectored writes; small
+//! frames are copied into one slice, large bodies go as slices of their own
+//! (not copied), and a write of one slice is a plain `write`. Reads go into one engine-wide buffer (`read_chunk` bytes per
 //! system call); the core decodes every complete frame straight into a pool
 //! message. Each channel reads at most
-//! [`READ_BUDGET`](super::super::core::backpressure::READ_BUDGET) times before
+//! [`READ_BUDGET`] times before
 //! the others get a turn.
 
 use std::io;
