@@ -277,3 +277,50 @@ fn threads_sharing_a_group_receive_each_message_once() {
     seen.sort_unstable();
     assert_eq!(seen, (0..N).collect::<Vec<_>>(), "each exactly once");
 }
+
+/// When the application threads stop calling the engine right after one of
+/// them led, the I/O thread takes the poller back by itself (after at most
+/// two leases): what arrives then is read and queued with no application
+/// thread in the engine.
+#[test]
+fn the_io_thread_polls_again_when_the_application_stops_leading() {
+    let server_engine = engine();
+    let client_engine = engine();
+    let server = server_engine.create_group().unwrap();
+    let client = client_engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(any_transport());
+    listen(&server_engine, &server, &saddr);
+    client.post(opening(&client_engine, &caddr)).unwrap();
+    let mut hello = recv(&server);
+    assert_eq!(hello.opcode(), OpCode::HelloRequest, "{hello:?}");
+    let server_ch = hello.header.channel_number;
+    hello.header.proto.opcode = OpCode::HelloResponse;
+    server.post(hello).unwrap();
+    // The client's thread waits for the answer (it leads if the poller is
+    // free), then leaves the engine alone.
+    let answer = recv(&client);
+    assert_eq!(answer.opcode(), OpCode::HelloResponse, "{answer:?}");
+    let before = client_engine.stats().messages_received;
+    for i in 0..5u8 {
+        server
+            .post(msg(&server_engine, server_ch, OpCode::Signal, &[i]))
+            .unwrap();
+    }
+    let deadline = Instant::now() + timeout();
+    while client_engine.stats().messages_received < before + 5 {
+        assert!(
+            Instant::now() < deadline,
+            "nobody read the client's socket while no application thread was in the engine"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut got = Vec::new();
+    assert_eq!(
+        client
+            .receive_many(&mut got, 16, Some(Duration::ZERO))
+            .unwrap(),
+        5
+    );
+    let bodies: Vec<u8> = got.iter().map(|m| m.body[0]).collect();
+    assert_eq!(bodies, [0, 1, 2, 3, 4]);
+}
