@@ -15,12 +15,7 @@ use util::*;
 /// threads poll for themselves (`waiter_polls`), and every answer arrives.
 #[test]
 fn round_trips_are_polled_by_the_threads_that_wait() {
-    let server_engine = engine();
-    let client_engine = engine();
-    let server = server_engine.create_group().unwrap();
-    let client = client_engine.create_group().unwrap();
-    let (saddr, caddr) = addresses(any_transport());
-    listen(&server_engine, &server, &saddr);
+    let (server_engine, server, client_engine, client, caddr) = listening_pair();
     let echo = std::thread::spawn(move || {
         let mut echoed = 0;
         loop {
@@ -123,6 +118,24 @@ fn two_waiting_threads_both_get_their_messages() {
     let want: Vec<u32> = (0..N).collect();
     assert_eq!(join_within(on_server), want);
     assert_eq!(join_within(on_client), want);
+}
+
+/// A server engine listening (on either transport) and a client engine,
+/// each with a group, and the address the client connects to.
+fn listening_pair() -> (
+    tofu::Engine,
+    tofu::ChannelGroup,
+    tofu::Engine,
+    tofu::ChannelGroup,
+    tofu::Address,
+) {
+    let server_engine = engine();
+    let client_engine = engine();
+    let server = server_engine.create_group().unwrap();
+    let client = client_engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(any_transport());
+    listen(&server_engine, &server, &saddr);
+    (server_engine, server, client_engine, client, caddr)
 }
 
 /// Makes the poller deliver something (a WelcomeResponse) and receives it:
@@ -284,12 +297,7 @@ fn threads_sharing_a_group_receive_each_message_once() {
 /// thread in the engine.
 #[test]
 fn the_io_thread_polls_again_when_the_application_stops_leading() {
-    let server_engine = engine();
-    let client_engine = engine();
-    let server = server_engine.create_group().unwrap();
-    let client = client_engine.create_group().unwrap();
-    let (saddr, caddr) = addresses(any_transport());
-    listen(&server_engine, &server, &saddr);
+    let (server_engine, server, client_engine, client, caddr) = listening_pair();
     client.post(opening(&client_engine, &caddr)).unwrap();
     let mut hello = recv(&server);
     assert_eq!(hello.opcode(), OpCode::HelloRequest, "{hello:?}");

@@ -291,6 +291,65 @@ pub(crate) fn run(reactor: &Mutex<Reactor>, shared: &Shared, parker: IoParker) {
     debug!("tofu engine I/O thread stopped");
 }
 
+/// What the I/O thread saw when a lease ended.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// Nobody holds the poller.
+    slot_free: bool,
+    /// An application thread took the poller during the lease.
+    app_led: bool,
+    /// A thread is blocked on its group's queue (following).
+    followed: bool,
+    /// A `receive_async` future is pending.
+    async_waiting: bool,
+    /// A command was posted and not carried out yet.
+    command_waits: bool,
+}
+
+/// What the I/O thread does when a lease ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaseEnd {
+    /// Lease again, without polling.
+    Again,
+    /// Park until the leading application thread lets go, then lease again.
+    WaitForLeader,
+    /// Take the poller back and sleep in `poll`.
+    TakeBack,
+    /// Run a few turns on the free poller (for a waiting command), then
+    /// lease again unless someone came to follow meanwhile.
+    Turns,
+}
+
+/// The decision at a lease's end, from what was seen (pure, so the rules
+/// are tested without threads or sockets).
+fn lease_end(seen: &Seen) -> LeaseEnd {
+    if !seen.slot_free {
+        // An application thread leads. If it has for the whole lease, it
+        // is waiting for something: wait for it to let go, without waking
+        // up meanwhile. With an async receiver pending, wait for it at
+        // once (the leader polls for everyone meanwhile, and hands the
+        // poller back when it lets go).
+        return if !seen.app_led || seen.async_waiting {
+            LeaseEnd::WaitForLeader
+        } else {
+            LeaseEnd::Again
+        };
+    }
+    if !seen.app_led || seen.followed || seen.async_waiting {
+        return LeaseEnd::TakeBack;
+    }
+    if seen.command_waits {
+        LeaseEnd::Turns
+    } else {
+        // The application leads between its receives: its next lead polls
+        // for everyone, and if none comes the next lease end takes the
+        // poller back. (Turns here would read for the application while
+        // it works — work it does itself a moment later — and contend for
+        // the reactor: 1,000 connections ran 5–8 % slower with them.)
+        LeaseEnd::Again
+    }
+}
+
 /// One lease: parks, then leases again if application threads led meanwhile
 /// (running a few turns first if a command waits), or takes the poller back
 /// (`false`) if none led for a whole lease.
@@ -307,31 +366,27 @@ fn io_lease(reactor: &Mutex<Reactor>, shared: &Shared, parker: &IoParker) -> boo
     if shared.ended() {
         return false;
     }
-    let app_active = lead.epoch.load(Ordering::Relaxed) != epoch;
-    let waited_for = lead.followers.load(Ordering::Relaxed) > 0;
-    let async_waiting = lead.async_waiting();
-    let Some(mut slot) = lead.try_slot() else {
-        // An application thread leads. If it has for the whole lease, it
-        // is waiting for something: wait for it to let go, without waking
-        // up meanwhile. With an async receiver pending, wait for it at
-        // once (the leader polls for everyone meanwhile, and hands the
-        // poller back when it lets go).
-        if !app_active || async_waiting {
+    let slot = lead.try_slot();
+    let seen = Seen {
+        slot_free: slot.is_some(),
+        app_led: lead.epoch.load(Ordering::Relaxed) != epoch,
+        followed: lead.followers.load(Ordering::Relaxed) > 0,
+        async_waiting: lead.async_waiting(),
+        command_waits: !shared.commands.is_empty(),
+    };
+    match lease_end(&seen) {
+        LeaseEnd::WaitForLeader => {
             io_wait(shared, parker);
+            return true;
         }
+        LeaseEnd::Again => return true,
+        LeaseEnd::TakeBack => return false, // the slot is free: `run` takes it
+        LeaseEnd::Turns => {}
+    }
+    // `Turns` is decided only on a free slot.
+    let Some(mut slot) = slot else {
         return true;
     };
-    if !app_active || waited_for || async_waiting {
-        return false; // take it back (the slot is free: `run` takes it)
-    }
-    if shared.commands.is_empty() {
-        // The application leads between its receives: lease again, without
-        // polling. Its next lead polls for everyone; if none comes, the
-        // next lease end takes the poller back. (Turns here read for the
-        // application while it works — work it does itself a moment later —
-        // and contend for the reactor: 1,000 connections ran 5–8 % slower.)
-        return true;
-    }
     // A command was posted (`poke`): carry it out now.
     lead.holder.store(IO_BRIEF, Ordering::Relaxed);
     let mut turns = 0;
@@ -464,5 +519,73 @@ impl Lead {
 impl Drop for Following<'_> {
     fn drop(&mut self) {
         self.0.followers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LeaseEnd, Seen, lease_end};
+
+    fn seen(slot_free: bool, app_led: bool) -> Seen {
+        Seen {
+            slot_free,
+            app_led,
+            followed: false,
+            async_waiting: false,
+            command_waits: false,
+        }
+    }
+
+    /// An application that led during the lease keeps the poller's lease:
+    /// the I/O thread neither polls nor takes it back.
+    #[test]
+    fn an_application_that_led_keeps_the_lease_without_turns() {
+        assert_eq!(lease_end(&seen(true, true)), LeaseEnd::Again);
+        assert_eq!(lease_end(&seen(false, true)), LeaseEnd::Again);
+    }
+
+    /// Nobody led for a whole lease: the I/O thread takes the poller back
+    /// (or, if a leader has held it all along, waits for it to let go).
+    #[test]
+    fn a_lease_nobody_used_ends_it() {
+        assert_eq!(lease_end(&seen(true, false)), LeaseEnd::TakeBack);
+        assert_eq!(lease_end(&seen(false, false)), LeaseEnd::WaitForLeader);
+    }
+
+    /// A posted command is carried out at once on a free poller, even
+    /// while the application leads between its receives.
+    #[test]
+    fn a_waiting_command_gets_turns() {
+        let s = Seen {
+            command_waits: true,
+            ..seen(true, true)
+        };
+        assert_eq!(lease_end(&s), LeaseEnd::Turns);
+        // Held by a leader: it polls, and so carries the command out.
+        let s = Seen {
+            command_waits: true,
+            ..seen(false, true)
+        };
+        assert_eq!(lease_end(&s), LeaseEnd::Again);
+    }
+
+    /// A follower or a pending async receiver never waits for a lease: a
+    /// free poller is taken back; one a leader holds is waited for when an
+    /// async receiver is pending (a follower is polled for by that leader).
+    #[test]
+    fn followers_and_async_receivers_end_the_lease() {
+        for (followed, async_waiting) in [(true, false), (false, true), (true, true)] {
+            let free = Seen {
+                followed,
+                async_waiting,
+                ..seen(true, true)
+            };
+            assert_eq!(lease_end(&free), LeaseEnd::TakeBack, "{free:?}");
+        }
+        let held = Seen {
+            async_waiting: true,
+            ..seen(false, true)
+        };
+        assert_eq!(lease_end(&held), LeaseEnd::WaitForLeader);
     }
 }
