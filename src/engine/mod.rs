@@ -291,6 +291,7 @@ impl Engine {
             bytes_received: get(&c.bytes_received),
             write_calls: get(&c.write_calls),
             read_calls: get(&c.read_calls),
+            bytes_read_in_place: get(&c.bytes_read_in_place),
             empty_reads: get(&c.empty_reads),
             polls: get(&c.polls),
             waiter_polls: get(&c.waiter_polls),

@@ -20,6 +20,10 @@ pub struct Stats {
     pub write_calls: u64,
     /// Read system calls that returned data.
     pub read_calls: u64,
+    /// Of [`bytes_received`](Self::bytes_received), those the kernel wrote
+    /// straight into the body of the message they belong to (large bodies:
+    /// no copy out of the read buffer).
+    pub bytes_read_in_place: u64,
     /// Read system calls (and peeks) that found nothing to read
     /// (`WouldBlock`): the price of readiness that was already used up. On
     /// epoll and kqueue a read that returns less than it asked for ends the
@@ -90,6 +94,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_received: AtomicU64,
     pub(crate) write_calls: AtomicU64,
     pub(crate) read_calls: AtomicU64,
+    pub(crate) bytes_read_in_place: AtomicU64,
     pub(crate) empty_reads: AtomicU64,
     pub(crate) polls: AtomicU64,
     pub(crate) waiter_polls: AtomicU64,

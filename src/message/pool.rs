@@ -6,7 +6,8 @@
 //! pushes and pops only (messages are never allocated or freed under it; only
 //! the stack itself grows under it, towards its capacity), and its length is
 //! kept in an atomic for the checks that must not lock. The stack holds
-//! whole messages, cleared on the way in, so taking one and giving one back
+//! whole messages, cleared on the way in (the body on the way out: see
+//! [`tidy`]), so taking one and giving one back
 //! is a move each (no taking apart, no putting together). The most recently
 //! returned buffers go out first, warm in the cache.
 
@@ -35,7 +36,7 @@ pub(crate) type PoolRef = Arc<PoolInner>;
 /// does not pin memory in the pool forever.
 const KEEP_CAPACITY: usize = 2 * MAX_SECTION_LEN;
 
-/// A free message: cleared (default header, empty sections). Its reference
+/// A free message: cleared but for its body ([`tidy`]). Its reference
 /// to the pool is kept while it waits when it came back in a batch
 /// ([`Pool::put_many`]), so that taking it again moves the reference instead
 /// of counting a new one (an atomic operation fewer each way); one dropped
@@ -147,6 +148,17 @@ impl Pool {
     /// [`Allocation::Always`] allocates a new message instead (it joins the pool
     /// when dropped, if there is room).
     pub fn get(&self, how: Allocation) -> Option<Message> {
+        self.take(how, Body::Clear)
+    }
+
+    /// Like [`get`](Self::get), but the body keeps the length (and the
+    /// stale bytes) it had: the decoder resizes it to the frame's body,
+    /// which costs nothing when it was as long already (see [`tidy`]).
+    pub(crate) fn get_for_decode(&self, how: Allocation) -> Option<Message> {
+        self.take(how, Body::Stale)
+    }
+
+    fn take(&self, how: Allocation, body: Body) -> Option<Message> {
         let keep = match how {
             Allocation::Always => self.inner.reserve.load(Ordering::Relaxed),
             Allocation::PoolOnly => 0,
@@ -157,11 +169,11 @@ impl Pool {
             None
         };
         match taken {
-            Some(b) => Some(self.wrap(b)),
+            Some(b) => Some(self.wrap(b, body)),
             None if how == Allocation::Always => {
                 self.inner.allocated.fetch_add(1, Ordering::Relaxed);
                 self.inner.live.fetch_add(1, Ordering::Relaxed);
-                Some(self.wrap(fresh()))
+                Some(self.wrap(fresh(), body))
             }
             None => None,
         }
@@ -184,6 +196,21 @@ impl Pool {
     /// assert_eq!(batch.len(), 5);
     /// ```
     pub fn get_many(&self, how: Allocation, n: usize, out: &mut Vec<Message>) -> usize {
+        self.take_many(how, n, out, Body::Clear)
+    }
+
+    /// Like [`get_many`](Self::get_many), with the bodies as
+    /// [`get_for_decode`](Self::get_for_decode) leaves them.
+    pub(crate) fn get_many_for_decode(
+        &self,
+        how: Allocation,
+        n: usize,
+        out: &mut Vec<Message>,
+    ) -> usize {
+        self.take_many(how, n, out, Body::Stale)
+    }
+
+    fn take_many(&self, how: Allocation, n: usize, out: &mut Vec<Message>, body: Body) -> usize {
         let keep = match how {
             Allocation::Always => self.inner.reserve.load(Ordering::Relaxed),
             Allocation::PoolOnly => 0,
@@ -194,7 +221,7 @@ impl Pool {
             let mut bufs = self.inner.free.lock();
             while taken < n && bufs.len() > keep {
                 let Some(b) = bufs.pop() else { break };
-                out.push(self.wrap(b));
+                out.push(self.wrap(b, body));
                 taken += 1;
             }
             self.inner.free.len.store(bufs.len(), Ordering::Release);
@@ -204,7 +231,7 @@ impl Pool {
             self.inner.allocated.fetch_add(more, Ordering::Relaxed);
             self.inner.live.fetch_add(more, Ordering::Relaxed);
             for _ in 0..more {
-                out.push(self.wrap(fresh()));
+                out.push(self.wrap(fresh(), body));
             }
             taken = n;
         }
@@ -260,9 +287,12 @@ impl Pool {
         self.inner.live.load(Ordering::Relaxed).min(self.capacity())
     }
 
-    fn wrap(&self, mut m: Free) -> Message {
+    fn wrap(&self, mut m: Free, body: Body) -> Message {
         if m.pool().is_none() {
             m.set_pool(Some(self.inner.clone()));
+        }
+        if body == Body::Clear {
+            m.body.clear();
         }
         m
     }
@@ -416,13 +446,28 @@ impl Pool {
     }
 }
 
-/// A message cleared for its next use: default header, empty sections
-/// (their buffers shrunk if one huge message grew them).
+/// What a message taken from the pool holds in its body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Body {
+    /// Nothing (what the application gets).
+    Clear,
+    /// The bytes it held when it came back (for the decoder).
+    Stale,
+}
+
+/// A message cleared for its next use: default header, empty text headers
+/// (their buffers shrunk if one huge message grew them). The body keeps its
+/// length, and the bytes in it, until the message is taken: [`Pool::get`]
+/// empties it then, and the decoder
+/// ([`get_for_decode`](Pool::get_for_decode)) sizes it to the next frame's
+/// body without writing the bytes it already has (safe Rust can only read
+/// from the socket into initialised bytes, so a body that stays initialised
+/// is what lets a large body be read in place with no `memset`).
 fn tidy(m: &mut Message) {
     m.header = Default::default();
     m.text_headers.clear_keep(KEEP_CAPACITY, MAX_SECTION_LEN);
-    m.body.clear();
     if m.body.capacity() > KEEP_CAPACITY {
+        m.body.truncate(MAX_SECTION_LEN);
         m.body.shrink_to(MAX_SECTION_LEN);
     }
 }
@@ -612,6 +657,34 @@ mod tests {
         pool.arm_at(2);
         pool.put_many(&mut out);
         assert_eq!(hits.load(Ordering::SeqCst), 1, "one wake-up for the batch");
+    }
+
+    /// The body's bytes stay in a free message for the decoder, but the
+    /// application always gets an empty body, one at a time or in a batch,
+    /// and a huge body is cut back when it returns.
+    #[test]
+    fn the_application_gets_an_empty_body_the_decoder_the_old_one() {
+        let pool = Pool::new(1, 1);
+        let mut m = pool.get(Allocation::PoolOnly).unwrap();
+        m.body.resize(1000, 7);
+        drop(m);
+        let m = pool.get_for_decode(Allocation::PoolOnly).unwrap();
+        assert_eq!(m.body, vec![7; 1000], "kept for the decoder");
+        drop(m);
+        let m = pool.get(Allocation::PoolOnly).unwrap();
+        assert!(m.body.is_empty());
+        assert!(m.body.capacity() >= 1000);
+        let mut m = m;
+        m.body.resize(1000, 7);
+        let mut v = vec![m];
+        pool.put_many(&mut v);
+        assert_eq!(pool.get_many(Allocation::PoolOnly, 1, &mut v), 1);
+        assert!(v[0].body.is_empty());
+        v[0].body.resize(3 * MAX_SECTION_LEN, 1);
+        v.clear();
+        let m = pool.get_for_decode(Allocation::PoolOnly).unwrap();
+        assert_eq!(m.body.len(), MAX_SECTION_LEN);
+        assert!(m.body.capacity() <= KEEP_CAPACITY);
     }
 
     #[test]

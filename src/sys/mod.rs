@@ -19,7 +19,7 @@
 //! connecting reports [`not_implemented_yet`](crate::Status::NotImplementedYet) and
 //! listening `listen_failed`.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -118,6 +118,15 @@ impl Stream {
             Stream::Tcp(s) => s.read(buf),
             #[cfg(any(unix, windows))]
             Stream::Unix(s) => s.read(buf),
+        }
+    }
+
+    /// Reads into `bufs` in order (`readv`).
+    pub(crate) fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read_vectored(bufs),
+            #[cfg(any(unix, windows))]
+            Stream::Unix(s) => s.read_vectored(bufs),
         }
     }
 

@@ -206,10 +206,13 @@ pub enum Decoded {
 }
 
 struct Partial {
+    /// Its body is `body_len` long from the start; the first `body_filled`
+    /// bytes have arrived.
     msg: Message,
     text: Vec<u8>,
     text_len: usize,
     body_len: usize,
+    body_filled: usize,
 }
 
 /// Incremental frame decoder: feed it bytes as they arrive.
@@ -247,7 +250,7 @@ impl std::fmt::Debug for Decoder {
             .field("pending", &self.pending);
         if let Some(p) = &self.partial {
             d.field("text", &format_args!("{}/{}", p.text.len(), p.text_len))
-                .field("body", &format_args!("{}/{}", p.msg.body.len(), p.body_len));
+                .field("body", &format_args!("{}/{}", p.body_filled, p.body_len));
         }
         d.finish()
     }
@@ -344,13 +347,17 @@ impl Decoder {
             let mut text = msg.text_headers.take_buf();
             text.clear();
             text.reserve(fh.text_len as usize);
-            msg.body.clear();
-            msg.body.reserve(fh.body_len as usize);
+            // The body gets its full length now, so that the socket can
+            // fill it in place ([`Decoder::body_space`]). A recycled
+            // message whose body was as long already costs nothing here:
+            // `resize` only writes the bytes past the old length.
+            msg.body.resize(fh.body_len as usize, 0);
             self.partial = Some(Partial {
                 msg,
                 text,
                 text_len: fh.text_len as usize,
                 body_len: fh.body_len as usize,
+                body_filled: 0,
             });
         }
         let p = self.partial.as_mut().expect("partial frame");
@@ -359,19 +366,25 @@ impl Decoder {
             p.text.extend_from_slice(&input[..n]);
             *input = &input[n..];
         }
-        if p.text.len() == p.text_len && p.msg.body.len() < p.body_len {
-            let n = (p.body_len - p.msg.body.len()).min(input.len());
-            p.msg.body.extend_from_slice(&input[..n]);
+        if p.text.len() == p.text_len && p.body_filled < p.body_len {
+            let n = (p.body_len - p.body_filled).min(input.len());
+            p.msg.body[p.body_filled..p.body_filled + n].copy_from_slice(&input[..n]);
+            p.body_filled += n;
             *input = &input[n..];
         }
-        if p.text.len() < p.text_len || p.msg.body.len() < p.body_len {
+        if p.text.len() < p.text_len || p.body_filled < p.body_len {
             return Ok(Decoded::NeedBytes);
         }
+        Ok(Decoded::Frame(self.finish()))
+    }
+
+    /// The frame being filled is complete: its message.
+    fn finish(&mut self) -> Message {
         let Partial { mut msg, text, .. } = self.partial.take().expect("partial frame");
         // Kept byte for byte, whatever they hold (SPEC §2.3): the original
         // checks nothing, and echoes them as they are.
         msg.text_headers = crate::message::TextHeaders::from_buf(text);
-        Ok(Decoded::Frame(msg))
+        msg
     }
 
     /// At a frame boundary with a whole frame at the front of `input`: its
@@ -389,9 +402,57 @@ impl Decoder {
     /// its body part; lets a reader fill a large body straight from the socket.
     pub fn body_remaining(&self) -> usize {
         match &self.partial {
-            Some(p) if p.text.len() == p.text_len => p.body_len - p.msg.body.len(),
+            Some(p) if p.text.len() == p.text_len => p.body_len - p.body_filled,
             _ => 0,
         }
+    }
+
+    /// The body length of the frame being filled (its header was complete
+    /// and it has its message); `None` between frames.
+    pub fn body_len(&self) -> Option<usize> {
+        self.partial.as_ref().map(|p| p.body_len)
+    }
+
+    /// The missing part of the body being decoded ([`body_remaining`] bytes,
+    /// empty outside a body): a reader fills it straight from the socket,
+    /// with no copy, and reports how much with [`Decoder::body_filled`].
+    ///
+    /// [`body_remaining`]: Decoder::body_remaining
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "unstable")] { // `tofu::wire` is public only with `unstable`
+    /// use tofu::wire::{Decoded, Decoder};
+    /// use tofu::Message;
+    ///
+    /// let frame = [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 4, b'p', b'i', b'n', b'g'];
+    /// let mut dec = Decoder::new();
+    /// let mut input = &frame[..17]; // the header and one body byte
+    /// assert!(matches!(dec.decode(&mut input, &mut || Some(Message::new())), Ok(Decoded::NeedBytes)));
+    /// let space = dec.body_space();
+    /// space.copy_from_slice(&frame[17..]); // as a socket read would
+    /// let msg = dec.body_filled(3).expect("complete");
+    /// assert_eq!(msg.body, b"ping");
+    /// # }
+    /// ```
+    pub fn body_space(&mut self) -> &mut [u8] {
+        match &mut self.partial {
+            Some(p) if p.text.len() == p.text_len => &mut p.msg.body[p.body_filled..p.body_len],
+            _ => &mut [],
+        }
+    }
+
+    /// `n` bytes of [`body_space`](Decoder::body_space) were filled (more
+    /// than it holds count as all of it): the message when that completed
+    /// the frame.
+    pub fn body_filled(&mut self, n: usize) -> Option<Message> {
+        let p = self.partial.as_mut()?;
+        if p.text.len() < p.text_len {
+            return None;
+        }
+        p.body_filled = (p.body_filled + n).min(p.body_len);
+        (p.body_filled == p.body_len).then(|| self.finish())
     }
 }
 

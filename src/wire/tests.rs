@@ -465,6 +465,48 @@ fn body_remaining_tracks_the_body_part() {
     assert_eq!(dec.body_remaining(), 0);
 }
 
+/// A body filled through `body_space` in pieces, after part of it came
+/// through `decode`: the frame completes exactly when the last byte is in,
+/// holds the right bytes, and the decoder is back at a boundary; outside a
+/// body the space is empty and filling it does nothing.
+#[test]
+fn body_space_fills_the_body_in_place() {
+    let want: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    let msg = message(OpCode::Request, 1, 9, &[("a", "b")], &want);
+    let bytes = encode(&msg);
+    let mut dec = Decoder::new();
+    assert!(dec.body_space().is_empty());
+    assert!(dec.body_filled(5).is_none());
+    let text_end = HEADER_LEN + 5;
+    let mut input = &bytes[..text_end - 1];
+    assert!(matches!(
+        dec.decode(&mut input, &mut fresh),
+        Ok(Decoded::NeedBytes)
+    ));
+    assert!(dec.body_space().is_empty(), "still in the text headers");
+    assert_eq!(dec.body_len(), Some(1000));
+    let mut input = &bytes[text_end - 1..text_end + 100];
+    assert!(matches!(
+        dec.decode(&mut input, &mut fresh),
+        Ok(Decoded::NeedBytes)
+    ));
+    let mut at = text_end + 100;
+    for piece in [1, 299, 500] {
+        let space = dec.body_space();
+        assert_eq!(space.len(), bytes.len() - at);
+        space[..piece].copy_from_slice(&bytes[at..at + piece]);
+        at += piece;
+        assert!(dec.body_filled(piece).is_none());
+    }
+    let space = dec.body_space();
+    let rest = space.len();
+    space.copy_from_slice(&bytes[at..]);
+    let got = dec.body_filled(rest).expect("complete");
+    assert_same(&got, &msg);
+    assert!(dec.is_idle());
+    assert!(dec.body_space().is_empty());
+}
+
 // ---------------------------------------------------------------------------
 // the allocator
 

@@ -347,19 +347,28 @@ impl ChannelCore {
         self.recv.stashed()
     }
 
-    /// Bytes read from the socket at `now`, decoded into messages from
-    /// `pool`; what stays stashed is counted in `budget`.
+    /// Where a read may put the missing part of a large body straight,
+    /// with no copy ([`Receiver::body_space`](super::recv::Receiver::body_space)).
+    pub(crate) fn body_space(&mut self) -> Option<&mut [u8]> {
+        self.recv.body_space()
+    }
+
+    /// One read from the socket at `now`: `into_body` bytes went into
+    /// [`body_space`](Self::body_space) (0 when it was not asked for), then
+    /// `bytes` into the read buffer. Complete frames are decoded into
+    /// messages from `pool`; what stays stashed is counted in `budget`.
     pub(crate) fn handle_read(
         &mut self,
+        into_body: usize,
         bytes: &[u8],
         pool: &Pool,
         budget: &mut StashBudget,
         now: Instant,
     ) -> Flow {
-        if self.last_heard.is_some() && !bytes.is_empty() {
+        if self.last_heard.is_some() && into_body + bytes.len() > 0 {
             self.last_heard = Some(now);
         }
-        let flow = self.decode_with(Some(bytes), pool);
+        let flow = self.decode_with(Some((into_body, bytes)), pool);
         self.recv.settle(budget);
         flow
     }
@@ -383,9 +392,9 @@ impl ChannelCore {
         self.recv.release(budget);
     }
 
-    /// Runs the receiver on `bytes` just read (`None`: on its backlog) with
-    /// the protocol checking each frame it yields.
-    fn decode_with(&mut self, bytes: Option<&[u8]>, pool: &Pool) -> Flow {
+    /// Runs the receiver on a read (`None`: on its backlog) with the
+    /// protocol checking each frame it yields.
+    fn decode_with(&mut self, read: Option<(usize, &[u8])>, pool: &Pool) -> Flow {
         let mut close = None;
         let Self {
             recv,
@@ -418,8 +427,9 @@ impl ChannelCore {
                 }
             }
         };
-        let decoded = match bytes {
-            Some(bytes) => recv.read(bytes, pool, &mut on_frame),
+        let decoded = match read {
+            Some((0, bytes)) => recv.read(bytes, pool, &mut on_frame),
+            Some((into_body, bytes)) => recv.read_direct(into_body, bytes, pool, &mut on_frame),
             None => recv.resume(pool, &mut on_frame),
         };
         self.flow(decoded, close)

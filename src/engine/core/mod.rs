@@ -32,6 +32,8 @@ pub(crate) mod pair;
 #[cfg(test)]
 mod idle_tests;
 #[cfg(test)]
+mod in_place_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod through_tests;

@@ -57,6 +57,8 @@ pub(crate) struct Peer {
     pub(crate) now: Instant,
     /// This peer's engine-wide stash budget (one channel here).
     pub(crate) budget: StashBudget,
+    /// Reads that went (partly) straight into a large body.
+    pub(crate) direct_reads: u64,
 }
 
 impl Peer {
@@ -71,6 +73,7 @@ impl Peer {
             frames_written: 0,
             now,
             budget: StashBudget::new(usize::MAX / 2),
+            direct_reads: 0,
         }
     }
 
@@ -172,11 +175,23 @@ impl Peer {
             && backpressure::may_read(self.core.has_message(), self.pool.len())
     }
 
-    /// Feeds `bytes` to the core as one read.
+    /// Feeds `bytes` to the core as one read, as the reactor reads: into a
+    /// large body's missing part first, straight, then into the read buffer
+    /// (here without the reactor's limit on that tail).
     pub(crate) fn read(&mut self, bytes: &[u8]) -> Flow {
-        let flow = self
-            .core
-            .handle_read(bytes, &self.pool, &mut self.budget, self.now);
+        let mut into_body = 0;
+        if let Some(space) = self.core.body_space() {
+            into_body = space.len().min(bytes.len());
+            space[..into_body].copy_from_slice(&bytes[..into_body]);
+        }
+        self.direct_reads += u64::from(into_body > 0);
+        let flow = self.core.handle_read(
+            into_body,
+            &bytes[into_body..],
+            &self.pool,
+            &mut self.budget,
+            self.now,
+        );
         self.after(flow)
     }
 

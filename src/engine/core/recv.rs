@@ -51,6 +51,11 @@ pub(crate) struct Receiver {
 /// The most messages one decode takes from the pool at once.
 const SPARE_MAX: usize = 64;
 
+/// The smallest body read straight into its message
+/// ([`Receiver::body_space`]): a read of its own per frame costs less than
+/// copying that much out of the read buffer.
+pub(crate) const DIRECT_MIN: usize = 16 * 1024;
+
 /// How many whole frames lie at the front of `input` (by their length
 /// fields; their headers are checked when they are decoded), at most
 /// [`SPARE_MAX`].
@@ -120,6 +125,37 @@ impl Receiver {
     #[cfg(test)]
     pub(crate) fn stash_capacity(&self) -> usize {
         self.stash.capacity()
+    }
+
+    /// The missing part of a large body (of at least [`DIRECT_MIN`] bytes)
+    /// of the frame being filled, for the socket to fill in place; `None`
+    /// otherwise. Report what went in with [`Receiver::read_direct`].
+    pub(crate) fn body_space(&mut self) -> Option<&mut [u8]> {
+        let large = self.decoder.body_len().is_some_and(|n| n >= DIRECT_MIN);
+        if !large || self.live() > 0 || self.decoder.body_remaining() == 0 {
+            return None;
+        }
+        Some(self.decoder.body_space())
+    }
+
+    /// `n` bytes were read into [`body_space`](Receiver::body_space), and
+    /// `more` after them (into the read buffer).
+    pub(crate) fn read_direct<F: FnMut(Message) -> bool>(
+        &mut self,
+        n: usize,
+        more: &[u8],
+        pool: &Pool,
+        on_frame: &mut F,
+    ) -> Decode {
+        if let Some(msg) = self.decoder.body_filled(n) {
+            if !on_frame(msg) {
+                return Decode::Stop;
+            }
+        }
+        if more.is_empty() {
+            return Decode::Continue;
+        }
+        self.read(more, pool, on_frame)
     }
 
     /// Bytes just read from the socket. `on_frame` gets each complete frame
@@ -231,7 +267,7 @@ impl Receiver {
                     return Some(m);
                 }
                 if whole > 1 {
-                    let got = pool.get_many(Allocation::PoolOnly, whole, spare);
+                    let got = pool.get_many_for_decode(Allocation::PoolOnly, whole, spare);
                     whole -= got;
                     if let Some(m) = spare.pop() {
                         return Some(m);
@@ -239,7 +275,7 @@ impl Receiver {
                 }
                 whole = whole.saturating_sub(1);
                 if complete.get() || pool.len() > reserve {
-                    pool.get(Allocation::PoolOnly)
+                    pool.get_for_decode(Allocation::PoolOnly)
                 } else {
                     None
                 }

@@ -9,11 +9,16 @@
 //! [`READ_BUDGET`] times before
 //! the others get a turn.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use tracing::debug;
+
+/// What a read into a large body also reads into the read buffer: the next
+/// frame's header and text headers, with room for a few small frames, but
+/// little of a large body's (which then goes straight into its message too).
+const DIRECT_TAIL: usize = 256;
 
 use super::super::core::backpressure::{self, Arm, READ_BUDGET};
 use super::super::core::send::{IoVec, Released};
@@ -305,6 +310,7 @@ impl Reactor {
             }
         }
         let mut received = 0u64;
+        let mut in_place = 0u64;
         let mut reads = 0u64;
         let mut empty = 0u64;
         let mut budget = READ_BUDGET;
@@ -353,39 +359,64 @@ impl Reactor {
                     }
                 }
             }
-            let mut want = buf.len();
-            if !self.budget.has_room()
-                && backpressure::read_may_stash(
-                    s.core.has_message(),
-                    s.core.has_backlog(),
-                    pool.len(),
-                    pool.capacity(),
-                )
-            {
-                // Over budget: read only what completes frames without
-                // stashing, as far as the kernel shows it (TCP can peek).
-                let sock = s.sock.as_ref().expect("connected stream");
-                want = match sock.peek_into(buf) {
-                    Ok(0) => buf.len(), // end of stream: read it
-                    Ok(k) => match s.core.rest_of_held_frame() {
-                        Some(rest) if rest <= k => rest,
-                        Some(_) => 0,
-                        None => backpressure::complete_frames_len(&buf[..k]),
-                    },
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        s.readable = false;
-                        empty += 1;
-                        break Stop::Done;
-                    }
-                    Err(_) => 0, // cannot peek here (UDS): wait for room
-                };
-                if want == 0 {
-                    self.over_budget.add(key, &mut s.listed);
-                    break Stop::OverBudget;
+            // A large body being filled: the socket writes its missing bytes
+            // straight into the message (no copy), and a little of what
+            // follows into the read buffer — enough for the next frame's
+            // header, not for much of its body if it is large too. Reading
+            // into a message never stashes; the tail could, so an engine
+            // over its stash budget reads no tail.
+            let tail = if self.budget.has_room() {
+                DIRECT_TAIL.min(buf.len())
+            } else {
+                0
+            };
+            let (got, want, direct) = match s.core.body_space() {
+                Some(space) => {
+                    let direct = space.len();
+                    let sock = s.sock.as_mut().expect("connected stream");
+                    let got = sock.read_vectored(&mut [
+                        IoSliceMut::new(space),
+                        IoSliceMut::new(&mut buf[..tail]),
+                    ]);
+                    (got, direct + tail, direct)
                 }
-            }
-            let sock = s.sock.as_mut().expect("connected stream");
-            match sock.read(&mut buf[..want]) {
+                None => {
+                    let mut want = buf.len();
+                    if !self.budget.has_room()
+                        && backpressure::read_may_stash(
+                            s.core.has_message(),
+                            s.core.has_backlog(),
+                            pool.len(),
+                            pool.capacity(),
+                        )
+                    {
+                        // Over budget: read only what completes frames without
+                        // stashing, as far as the kernel shows it (TCP can peek).
+                        let sock = s.sock.as_ref().expect("connected stream");
+                        want = match sock.peek_into(buf) {
+                            Ok(0) => buf.len(), // end of stream: read it
+                            Ok(k) => match s.core.rest_of_held_frame() {
+                                Some(rest) if rest <= k => rest,
+                                Some(_) => 0,
+                                None => backpressure::complete_frames_len(&buf[..k]),
+                            },
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                s.readable = false;
+                                empty += 1;
+                                break Stop::Done;
+                            }
+                            Err(_) => 0, // cannot peek here (UDS): wait for room
+                        };
+                        if want == 0 {
+                            self.over_budget.add(key, &mut s.listed);
+                            break Stop::OverBudget;
+                        }
+                    }
+                    let sock = s.sock.as_mut().expect("connected stream");
+                    (sock.read(&mut buf[..want]), want, 0)
+                }
+            };
+            match got {
                 Ok(0) => break self.end(key, End::Eof),
                 Ok(n) => {
                     received += n as u64;
@@ -396,8 +427,11 @@ impl Reactor {
                     if drained {
                         s.readable = false;
                     }
+                    let into_body = n.min(direct);
+                    in_place += into_body as u64;
                     let flow = s.core.handle_read(
-                        &buf[..n],
+                        into_body,
+                        &buf[..n - into_body],
                         &self.shared.pool,
                         &mut self.budget,
                         self.now,
@@ -420,6 +454,7 @@ impl Reactor {
         };
         Counters::add(&self.shared.counters.bytes_received, received);
         Counters::add(&self.shared.counters.read_calls, reads);
+        Counters::add(&self.shared.counters.bytes_read_in_place, in_place);
         Counters::add(&self.shared.counters.empty_reads, empty);
         stop
     }
