@@ -216,16 +216,21 @@ impl Pool {
             Allocation::PoolOnly => 0,
         };
         out.reserve(n);
-        let mut taken = 0;
+        let start = out.len();
         if self.inner.free.len() > keep {
+            // The top of the stack in one block (a copy of contiguous
+            // memory, not a move per message through the stack); the
+            // messages are finished outside the lock.
             let mut bufs = self.inner.free.lock();
-            while taken < n && bufs.len() > keep {
-                let Some(b) = bufs.pop() else { break };
-                out.push(self.wrap(b, body));
-                taken += 1;
-            }
+            let k = n.min(bufs.len().saturating_sub(keep));
+            let from = bufs.len() - k;
+            out.extend(bufs.drain(from..));
             self.inner.free.len.store(bufs.len(), Ordering::Release);
         }
+        for m in &mut out[start..] {
+            self.finish(m, body);
+        }
+        let mut taken = out.len() - start;
         if how == Allocation::Always && taken < n {
             let more = n - taken;
             self.inner.allocated.fetch_add(more, Ordering::Relaxed);
@@ -288,13 +293,19 @@ impl Pool {
     }
 
     fn wrap(&self, mut m: Free, body: Body) -> Message {
+        self.finish(&mut m, body);
+        m
+    }
+
+    /// Makes a free message a taken one: its pool reference, and its body
+    /// as `body` says.
+    fn finish(&self, m: &mut Message, body: Body) {
         if m.pool().is_none() {
             m.set_pool(Some(self.inner.clone()));
         }
         if body == Body::Clear {
             m.body.clear();
         }
-        m
     }
 
     /// Gives a message to the pool: one from this pool returns (as on drop), one
@@ -354,41 +365,45 @@ impl Pool {
     /// Returns this pool's messages of `msgs` under one lock and removes
     /// them from `msgs`; the others stay there.
     fn take_own(&self, msgs: &mut Vec<Message>) {
-        let mut freed = Vec::new();
+        // Tidied outside the lock, in place; the (rare) others set aside.
         let mut others = Vec::new();
-        let mut kept = 0;
+        let mut i = 0;
+        while i < msgs.len() {
+            if msgs[i].pool().is_some_and(|p| Arc::ptr_eq(p, &self.inner)) {
+                tidy(&mut msgs[i]);
+                i += 1;
+            } else {
+                others.push(msgs.swap_remove(i));
+            }
+        }
+        let returned = msgs.len();
         {
             let mut bufs = self.inner.free.lock();
             // Read under the lock: `close` sets it before it empties the
             // list under the same lock, so nothing is kept after that.
             let closed = self.inner.closed.load(Ordering::SeqCst);
-            for mut msg in msgs.drain(..) {
-                if !msg.pool().is_some_and(|p| Arc::ptr_eq(p, &self.inner)) {
-                    others.push(msg);
-                    continue;
-                }
-                if closed || bufs.len() >= self.inner.free.cap {
-                    // Detached: freed below, outside the lock.
-                    drop(msg.take_pool());
-                    freed.push(msg);
-                } else {
-                    tidy(&mut msg);
-                    bufs.push(msg);
-                    kept += 1;
-                }
-            }
+            let room = match closed {
+                true => 0,
+                false => self.inner.free.cap.saturating_sub(bufs.len()),
+            };
+            // Kept in one block (a copy of contiguous memory).
+            let k = room.min(msgs.len());
+            bufs.extend(msgs.drain(..k));
             self.inner.free.len.store(bufs.len(), Ordering::Release);
+        }
+        // What did not fit is freed, detached first, outside the lock.
+        let freed = msgs.len();
+        for m in msgs.iter_mut() {
+            drop(m.take_pool());
+        }
+        msgs.clear();
+        if freed > 0 {
+            self.inner.live.fetch_sub(freed, Ordering::Relaxed);
         }
         // The others stay (usually none: nothing was allocated).
         msgs.append(&mut others);
-        let returned = kept + freed.len();
-        let any_freed = !freed.is_empty();
-        if any_freed {
-            self.inner.live.fetch_sub(freed.len(), Ordering::Relaxed);
-        }
-        drop(freed);
         if returned > 0 {
-            self.inner.notify_if_starved(any_freed);
+            self.inner.notify_if_starved(freed > 0);
         }
     }
 
