@@ -4,6 +4,7 @@
 //! and `wait_receive`, with one lock and one atomic operation per batch (per
 //! run of one channel) instead of per message.
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use super::{ChannelGroup, stamp};
@@ -62,7 +63,7 @@ impl ChannelGroup {
             }
             if msgs[done].header.channel_number == 0 {
                 // An open goes alone, after what was accepted before it.
-                self.send_accepted(&mut msgs[sent..done]);
+                done -= self.send_accepted(msgs, sent..done);
                 sent = done;
                 match self.post(std::mem::take(&mut msgs[done])) {
                     Ok(_) => {
@@ -82,19 +83,20 @@ impl ChannelGroup {
                 break Err(e);
             }
         };
-        self.send_accepted(&mut msgs[sent..done]);
-        // The posted messages were moved out (empty placeholders are left).
+        done -= self.send_accepted(msgs, sent..done);
+        // Opens posted alone left empty placeholders.
         msgs.drain(..done);
         result
     }
 
-    /// Hands accepted messages (counted and stamped) to the engine,
-    /// leaving empty placeholders.
-    fn send_accepted(&self, msgs: &mut [Message]) {
-        if !msgs.is_empty() {
-            let batch = msgs.iter_mut().map(std::mem::take);
-            self.engine.send_batch(self.shared.id, batch);
+    /// Hands the accepted messages (counted and stamped) of `range` to the
+    /// engine, taking them out of `msgs`; returns how many.
+    fn send_accepted(&self, msgs: &mut Vec<Message>, range: Range<usize>) -> usize {
+        let n = range.len();
+        if n > 0 {
+            self.engine.send_batch(self.shared.id, msgs.drain(range));
         }
+        n
     }
 
     /// Like [`post_batch`](Self::post_batch), but when the outgoing queue is

@@ -324,7 +324,7 @@ impl Reactor {
     pub(crate) fn post_inline_batch(
         &mut self,
         group: u32,
-        msgs: &mut dyn Iterator<Item = Message>,
+        msgs: &mut impl Iterator<Item = Message>,
     ) -> Option<bool> {
         self.now = Instant::now();
         let timers = self.timers.len();

@@ -32,7 +32,7 @@ impl Reactor {
         &mut self,
         group: u32,
         first: Message,
-        rest: &mut dyn Iterator<Item = Message>,
+        rest: &mut impl Iterator<Item = Message>,
         posts: &mut u64,
     ) -> Option<Message> {
         let number = first.header.channel_number;
