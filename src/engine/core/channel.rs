@@ -355,20 +355,23 @@ impl ChannelCore {
 
     /// One read from the socket at `now`: `into_body` bytes went into
     /// [`body_space`](Self::body_space) (0 when it was not asked for), then
-    /// `bytes` into the read buffer. Complete frames are decoded into
-    /// messages from `pool`; what stays stashed is counted in `budget`.
+    /// the first `len` bytes of `buf`, the read buffer. Complete frames are
+    /// decoded into messages from `pool`; what stays stashed is counted in
+    /// `budget`. `buf` may come back as other memory of the same length
+    /// (a large rest of the read is stashed by taking the buffer).
     pub(crate) fn handle_read(
         &mut self,
         into_body: usize,
-        bytes: &[u8],
+        buf: &mut Vec<u8>,
+        len: usize,
         pool: &Pool,
         budget: &mut StashBudget,
         now: Instant,
     ) -> Flow {
-        if self.last_heard.is_some() && into_body + bytes.len() > 0 {
+        if self.last_heard.is_some() && into_body + len > 0 {
             self.last_heard = Some(now);
         }
-        let flow = self.decode_with(Some((into_body, bytes)), pool);
+        let flow = self.decode_with(Some((into_body, buf, len)), pool);
         self.recv.settle(budget);
         flow
     }
@@ -394,7 +397,7 @@ impl ChannelCore {
 
     /// Runs the receiver on a read (`None`: on its backlog) with the
     /// protocol checking each frame it yields.
-    fn decode_with(&mut self, read: Option<(usize, &[u8])>, pool: &Pool) -> Flow {
+    fn decode_with(&mut self, read: Option<(usize, &mut Vec<u8>, usize)>, pool: &Pool) -> Flow {
         let mut close = None;
         let Self {
             recv,
@@ -428,8 +431,10 @@ impl ChannelCore {
             }
         };
         let decoded = match read {
-            Some((0, bytes)) => recv.read(bytes, pool, &mut on_frame),
-            Some((into_body, bytes)) => recv.read_direct(into_body, bytes, pool, &mut on_frame),
+            Some((0, buf, len)) => recv.read(buf, len, pool, &mut on_frame),
+            Some((into_body, buf, len)) => {
+                recv.read_direct(into_body, buf, len, pool, &mut on_frame)
+            }
             None => recv.resume(pool, &mut on_frame),
         };
         self.flow(decoded, close)

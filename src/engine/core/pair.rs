@@ -17,6 +17,9 @@ use super::channel::{ChannelCore, Posted};
 use super::send::IoVec;
 use super::{Close, End, Flow, Timeouts};
 
+/// The harness's read buffer length (the reactor's default `read_chunk`).
+const READ_BUF: usize = 64 * 1024;
+
 /// The client's channel number in a [`Pair`].
 pub(crate) const CLIENT: u16 = 1;
 /// The server's channel number in a [`Pair`].
@@ -185,13 +188,20 @@ impl Peer {
             space[..into_body].copy_from_slice(&bytes[..into_body]);
         }
         self.direct_reads += u64::from(into_body > 0);
+        // The read buffer, as long as the reactor's (which the core may
+        // swap for other memory of that length).
+        let mut buf = bytes[into_body..].to_vec();
+        let len = buf.len();
+        buf.resize(len.max(READ_BUF), 0);
         let flow = self.core.handle_read(
             into_body,
-            &bytes[into_body..],
+            &mut buf,
+            len,
             &self.pool,
             &mut self.budget,
             self.now,
         );
+        assert_eq!(buf.len(), len.max(READ_BUF), "the buffer keeps its length");
         self.after(flow)
     }
 

@@ -36,11 +36,15 @@ pub(crate) struct Receiver {
     decoder: Decoder,
     /// Bytes read but not decoded because the pool ran dry, or the part of a
     /// frame that waits for the rest before it takes a message: those from
-    /// `start` on. The decoded prefix is dropped only when bytes are added,
-    /// so resuming after each refill costs no copy (a small pool refills
-    /// many times per read).
+    /// `start` to `end`. The decoded prefix is dropped only when bytes are
+    /// added, so resuming after each refill costs no copy (a small pool
+    /// refills many times per read). Its length is how much of it is
+    /// initialised (at least `end`): a large rest of a read is not copied
+    /// here, the read buffer itself becomes the stash and the reactor reads
+    /// on into this one ([`Receiver::read`]), which must be initialised.
     stash: Vec<u8>,
     start: usize,
+    end: usize,
     /// Stash bytes counted in the engine's [`StashBudget`].
     charged: usize,
     /// Pool messages taken together for the whole frames of one decode
@@ -50,6 +54,10 @@ pub(crate) struct Receiver {
 
 /// The most messages one decode takes from the pool at once.
 const SPARE_MAX: usize = 64;
+
+/// The smallest rest of a read that is stashed by taking the read buffer
+/// (swapping it with the stash) rather than by copying it.
+const SWAP_MIN: usize = 4 * 1024;
 
 /// The smallest body read straight into its message
 /// ([`Receiver::body_space`]): a read of its own per frame costs less than
@@ -86,7 +94,7 @@ impl Receiver {
 
     /// Stashed bytes or a complete header wait to be decoded.
     pub(crate) fn has_backlog(&self) -> bool {
-        self.stash.len() > self.start || self.decoder.needs_message()
+        self.end > self.start || self.decoder.needs_message()
     }
 
     /// Brings the budget up to date with the stash (its bytes not decoded
@@ -102,6 +110,7 @@ impl Receiver {
         self.charged = 0;
         self.stash = Vec::new();
         self.start = 0;
+        self.end = 0;
     }
 
     /// With a frame held back (its header complete, no message yet): the
@@ -113,7 +122,25 @@ impl Receiver {
 
     /// Stashed bytes not decoded yet.
     fn live(&self) -> usize {
-        self.stash.len() - self.start
+        self.end - self.start
+    }
+
+    /// Adds `bytes` behind the stashed ones (the decoded prefix dropped
+    /// first), into initialised room where there is some.
+    fn append(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.stash.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let end = self.end + bytes.len();
+        if end <= self.stash.len() {
+            self.stash[self.end..end].copy_from_slice(bytes);
+        } else {
+            self.stash.truncate(self.end);
+            self.stash.extend_from_slice(bytes);
+        }
+        self.end = end;
     }
 
     /// Bytes held in the stash, not decoded yet.
@@ -139,11 +166,12 @@ impl Receiver {
     }
 
     /// `n` bytes were read into [`body_space`](Receiver::body_space), and
-    /// `more` after them (into the read buffer).
+    /// `len` after them into `buf` (as [`read`](Receiver::read) takes them).
     pub(crate) fn read_direct<F: FnMut(Message) -> bool>(
         &mut self,
         n: usize,
-        more: &[u8],
+        buf: &mut Vec<u8>,
+        len: usize,
         pool: &Pool,
         on_frame: &mut F,
     ) -> Decode {
@@ -152,17 +180,22 @@ impl Receiver {
                 return Decode::Stop;
             }
         }
-        if more.is_empty() {
+        if len == 0 {
             return Decode::Continue;
         }
-        self.read(more, pool, on_frame)
+        self.read(buf, len, pool, on_frame)
     }
 
-    /// Bytes just read from the socket. `on_frame` gets each complete frame
-    /// and returns `false` to stop.
+    /// The first `len` bytes of `buf` were just read from the socket.
+    /// `on_frame` gets each complete frame and returns `false` to stop. A
+    /// large rest that must wait (the pool ran dry) is not copied: `buf`
+    /// becomes the stash, and `buf` is given the stash's old memory
+    /// instead, as long as `buf` was (initialised: no zeroing once every
+    /// buffer has been that long).
     pub(crate) fn read<F: FnMut(Message) -> bool>(
         &mut self,
-        bytes: &[u8],
+        buf: &mut Vec<u8>,
+        len: usize,
         pool: &Pool,
         on_frame: &mut F,
     ) -> Decode {
@@ -171,23 +204,30 @@ impl Receiver {
         let held = self
             .decoder
             .pending_len()
-            .is_some_and(|rest| self.live() + bytes.len() < rest);
+            .is_some_and(|rest| self.live() + len < rest);
         if !held && self.live() == 0 {
             // Nothing stashed (the common case): decode in place, and stash
             // only what is left over.
-            self.stash.clear();
             self.start = 0;
-            let mut input = bytes;
+            self.end = 0;
+            let mut input = &buf[..len];
             let d = self.decode(&mut input, pool, on_frame);
-            if matches!(d, Decode::Continue | Decode::Starved) {
-                self.stash.extend_from_slice(input);
+            let left = input.len();
+            if matches!(d, Decode::Continue | Decode::Starved) && left > 0 {
+                if left >= SWAP_MIN {
+                    let size = buf.len();
+                    std::mem::swap(&mut self.stash, buf);
+                    self.start = len - left;
+                    self.end = len;
+                    buf.resize(size, 0);
+                } else {
+                    let rest = len - left;
+                    self.append(&buf[rest..len]);
+                }
             }
             return d;
         }
-        // The bytes go behind the stash (its decoded prefix dropped first).
-        self.stash.drain(..self.start);
-        self.start = 0;
-        self.stash.extend_from_slice(bytes);
+        self.append(&buf[..len]);
         if held {
             return Decode::Continue;
         }
@@ -207,15 +247,15 @@ impl Receiver {
     /// Decodes from the stash; what stays is still stashed (from `start`).
     fn decode_stash<F: FnMut(Message) -> bool>(&mut self, pool: &Pool, on_frame: &mut F) -> Decode {
         let stash = std::mem::take(&mut self.stash);
-        let mut input = &stash[self.start..];
+        let mut input = &stash[self.start..self.end];
         let d = self.decode(&mut input, pool, on_frame);
         let left = input.len();
         self.stash = stash;
         if matches!(d, Decode::Continue | Decode::Starved) && left > 0 {
-            self.start = self.stash.len() - left;
+            self.start = self.end - left;
         } else {
-            self.stash.clear();
             self.start = 0;
+            self.end = 0;
         }
         d
     }
@@ -358,7 +398,8 @@ mod tests {
         let mut r = Receiver::default();
         let bytes: Vec<u8> = (1..=6).flat_map(|i| frame(i, b"body")).collect();
         let mut got = Vec::new();
-        let d = r.read(&bytes, &pool, &mut |m| {
+        let len = bytes.len();
+        let d = r.read(&mut bytes.clone(), len, &pool, &mut |m| {
             got.push(m);
             got.len() < 2
         });
@@ -370,6 +411,55 @@ mod tests {
         assert_eq!(pool.len(), 8);
     }
 
+    /// A large rest of a read waits by taking the read buffer as the stash
+    /// (no copy): the caller gets other memory of the same length back, and
+    /// every frame still arrives, in order, as messages come back; bytes
+    /// read while the rest waits go behind it.
+    #[test]
+    fn a_large_rest_takes_the_read_buffer_and_loses_nothing() {
+        let pool = Pool::new(4, 4);
+        let mut r = Receiver::default();
+        let bytes: Vec<u8> = (1..=1000).flat_map(|i| frame(i, b"0123456789")).collect();
+        assert!(bytes.len() > SWAP_MIN);
+        let mut buf = bytes.clone();
+        buf.resize(64 * 1024, 0);
+        let read_buf = buf.as_ptr();
+        let mut ids = Vec::new();
+        let mut got = Vec::new();
+        let d = r.read(&mut buf, bytes.len(), &pool, &mut |m| {
+            got.push(m);
+            true
+        });
+        assert_eq!(d, Decode::Starved);
+        assert_eq!(buf.len(), 64 * 1024, "a buffer as long comes back");
+        assert_ne!(buf.as_ptr(), read_buf, "the read buffer became the stash");
+        // Four frames decoded, the fifth's header waits for a message.
+        let flen = frame(1, b"0123456789").len();
+        assert_eq!(r.stashed(), bytes.len() - 4 * flen - HEADER_LEN);
+        // More bytes arrive behind the stashed ones (a read, reusing `buf`).
+        let more: Vec<u8> = (1001..=1003).flat_map(|i| frame(i, b"x")).collect();
+        ids.extend(got.drain(..).map(|m| m.header.message_id));
+        buf[..more.len()].copy_from_slice(&more);
+        r.read(&mut buf, more.len(), &pool, &mut |m| {
+            got.push(m);
+            true
+        });
+        for _ in 0..1000 {
+            ids.extend(got.drain(..).map(|m| m.header.message_id));
+            if !r.has_backlog() {
+                break;
+            }
+            r.resume(&pool, &mut |m| {
+                got.push(m);
+                true
+            });
+        }
+        ids.extend(got.drain(..).map(|m| m.header.message_id));
+        assert_eq!(ids, (1..=1003).collect::<Vec<u64>>());
+        assert_eq!(r.stashed(), 0);
+        assert_eq!(pool.len(), 4);
+    }
+
     /// A pool with fewer free messages than whole frames: as many frames as
     /// messages are decoded (the reserve included: they are complete), the
     /// rest wait in the stash, and decode once messages come back.
@@ -379,7 +469,8 @@ mod tests {
         let mut r = Receiver::default();
         let bytes: Vec<u8> = (1..=10).flat_map(|i| frame(i, b"0123456789")).collect();
         let mut got = Vec::new();
-        let d = r.read(&bytes, &pool, &mut |m| {
+        let len = bytes.len();
+        let d = r.read(&mut bytes.clone(), len, &pool, &mut |m| {
             got.push(m);
             true
         });

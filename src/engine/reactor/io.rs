@@ -292,7 +292,7 @@ impl Reactor {
         }
     }
 
-    fn read_into(&mut self, key: Key, buf: &mut [u8]) -> Stop {
+    fn read_into(&mut self, key: Key, buf: &mut Vec<u8>) -> Stop {
         let Some(s) = stream_of(&mut self.slab, key) else {
             return Stop::Closed;
         };
@@ -394,7 +394,7 @@ impl Reactor {
                         // Over budget: read only what completes frames without
                         // stashing, as far as the kernel shows it (TCP can peek).
                         let sock = s.sock.as_ref().expect("connected stream");
-                        want = match sock.peek_into(buf) {
+                        want = match sock.peek_into(&mut buf[..]) {
                             Ok(0) => buf.len(), // end of stream: read it
                             Ok(k) => match s.core.rest_of_held_frame() {
                                 Some(rest) if rest <= k => rest,
@@ -432,7 +432,8 @@ impl Reactor {
                     in_place += into_body as u64;
                     let flow = s.core.handle_read(
                         into_body,
-                        &buf[..n - into_body],
+                        buf,
+                        n - into_body,
                         &self.shared.pool,
                         &mut self.budget,
                         self.now,

@@ -121,7 +121,10 @@ pub(crate) struct Reactor {
     by_number: IntMap<u16, Key>,
     groups: IntMap<u32, GroupEntry>,
     lifecycle: Lifecycle,
-    read_buf: Box<[u8]>,
+    /// The engine's one read buffer, `read_chunk` initialised bytes. A
+    /// channel whose pool ran dry mid-read takes it as its stash and gives
+    /// its old stash's memory back, as long (`core::recv::Receiver::read`).
+    read_buf: Vec<u8>,
     /// Small frames copied together for one write (at most
     /// `core::send::COALESCE_MAX` bytes; see `SendQueue::fill`).
     write_buf: Vec<u8>,
@@ -178,7 +181,7 @@ impl Reactor {
             by_number: IntMap::default(),
             groups: IntMap::default(),
             lifecycle: Lifecycle::new(),
-            read_buf: vec![0u8; read_chunk].into_boxed_slice(),
+            read_buf: vec![0u8; read_chunk],
             write_buf: Vec::new(),
             spent: Vec::new(),
             dirty: WorkList::new(List::Dirty),
