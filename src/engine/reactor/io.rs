@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-/// The least a read into a large body also reads into the read buffer: the
-/// next frame's header and text headers, with room for a few small frames.
+/// What a read into a large body also reads into the read buffer: the next
+/// frame's header and text headers, with room for a few small frames, but
+/// little of a large body (which then goes in place too).
 const DIRECT_TAIL: usize = 256;
 
 use super::super::core::backpressure::{self, Arm, READ_BUDGET};
@@ -359,21 +360,16 @@ impl Reactor {
                 }
             }
             // A large body being filled: the socket writes its missing bytes
-            // straight into the message (no copy), and what follows into the
-            // read buffer, a read as large as any other in all (fewer, larger
-            // reads beat a read that ends at every large frame: on TCP the
-            // calls cost more than the copy they save). Reading into a
-            // message never stashes; the tail could, so an engine over its
-            // stash budget reads no tail.
+            // straight into the message (no copy), and the next frame's
+            // header into the read buffer (`DIRECT_TAIL`), so that a large
+            // next body goes in place too. Reading into a message never
+            // stashes; the tail could, so an engine over its stash budget
+            // reads no tail.
             let room = self.budget.has_room();
             let (got, want, direct) = match s.core.body_space() {
                 Some(space) => {
                     let direct = space.len();
-                    let tail = match room {
-                        true => buf.len().saturating_sub(direct).max(DIRECT_TAIL),
-                        false => 0,
-                    }
-                    .min(buf.len());
+                    let tail = if room { DIRECT_TAIL.min(buf.len()) } else { 0 };
                     let sock = s.sock.as_mut().expect("connected stream");
                     let got = sock.read_vectored(&mut [
                         IoSliceMut::new(space),
