@@ -382,12 +382,9 @@ impl Pool {
             // Read under the lock: `close` sets it before it empties the
             // list under the same lock, so nothing is kept after that.
             let closed = self.inner.closed.load(Ordering::SeqCst);
-            let room = match closed {
-                true => 0,
-                false => self.inner.free.cap.saturating_sub(bufs.len()),
-            };
+            let room = self.inner.free.cap.saturating_sub(bufs.len());
             // Kept in one block (a copy of contiguous memory).
-            let k = room.min(msgs.len());
+            let k = if closed { 0 } else { room.min(msgs.len()) };
             bufs.extend(msgs.drain(..k));
             self.inner.free.len.store(bufs.len(), Ordering::Release);
         }
