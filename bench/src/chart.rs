@@ -8,10 +8,11 @@ use crate::CASES;
 use crate::common::{BIG, Transport, Workload};
 use crate::report::Row;
 
-const COLORS: [RGBColor; 7] = [
+const COLORS: [RGBColor; 8] = [
     RGBColor(120, 120, 120), // raw
     RGBColor(214, 39, 40),   // tofu
     RGBColor(140, 20, 60),   // tofu-tuned
+    RGBColor(247, 129, 191), // tofu-spin
     RGBColor(31, 119, 180),  // tokio
     RGBColor(44, 160, 44),   // zeromq
     RGBColor(255, 127, 14),  // message-io
@@ -23,6 +24,7 @@ fn color(system: &str) -> RGBColor {
         "raw",
         "tofu",
         "tofu-tuned",
+        "tofu-spin",
         "tokio",
         "zeromq",
         "message-io",

@@ -15,11 +15,11 @@
 //!       --runs <N>            Repeat the matrix N times, report medians [default: 3]
 //!       --markdown <FILE>     Rewrite FILE's generated results section
 //!       --chart <FILE.svg>    Draw the SVG chart
-//!       --only <SYSTEM,..>    Systems to run, comma-separated: raw, tofu, tofu-tuned, tokio, zeromq, message-io
+//!       --only <SYSTEM,..>    Systems to run, comma-separated: raw, tofu, tofu-tuned, tofu-spin, tokio, zeromq, message-io
 //!       --workload <NAME,..>  Workloads: rtt, pipelined, stream, connections (comma-separated)
 //!   -h, --help                Print help
 //!
-//! tofu runs with Options::default(); tofu-tuned with initial_pool_msgs 1024, max_pool_msgs 16384 (default 16 / 64); every other option default.
+//! tofu runs with Options::default(); tofu-tuned with initial_pool_msgs 1024, max_pool_msgs 16384 (default 16 / 64); every other option default; tofu-spin with receive_spin 50 µs (default 0: no spinning); every other option default.
 //! ```
 //!
 //! Usage errors (an unknown flag, `--runs 0`, an unknown system or
@@ -54,7 +54,7 @@ use report::Row;
 
 /// The systems compiled into this binary, in report order.
 fn systems() -> Vec<&'static str> {
-    let mut v = vec!["raw", "tofu", "tofu-tuned", "tokio"];
+    let mut v = vec!["raw", "tofu", "tofu-tuned", "tofu-spin", "tokio"];
     if cfg!(feature = "zeromq") {
         v.push("zeromq");
     }
@@ -87,7 +87,7 @@ fn supports(system: &str, t: Transport) -> bool {
 pub(crate) fn serve(system: &str, w: Workload, ep: &Endpoint, ctl: &Ctl) -> Res<()> {
     match system {
         "raw" => raw::serve(w, ep, ctl),
-        "tofu" | "tofu-tuned" => tofu_sys::serve(tofu_sys::options(system), ep, ctl),
+        "tofu" | "tofu-tuned" | "tofu-spin" => tofu_sys::serve(tofu_sys::options(system), ep, ctl),
         "tokio" => tokio_sys::serve(w, ep, ctl),
         #[cfg(feature = "zeromq")]
         "zeromq" => zmq_sys::serve(w, ep, ctl),
@@ -129,7 +129,9 @@ fn client(
 ) -> Res<Measure> {
     match system {
         "raw" => raw::run(w, size, plan, ep),
-        "tofu" | "tofu-tuned" => tofu_sys::run(tofu_sys::options(system), w, size, plan, ep),
+        "tofu" | "tofu-tuned" | "tofu-spin" => {
+            tofu_sys::run(tofu_sys::options(system), w, size, plan, ep)
+        }
         "tokio" => tokio_sys::run(w, size, plan, ep),
         #[cfg(feature = "zeromq")]
         "zeromq" => zmq_sys::run(w, size, plan, ep, server),
@@ -202,8 +204,9 @@ fn command() -> clap::Command {
             ))
         })
         .after_help(format!(
-            "tofu runs with Options::default(); tofu-tuned with {}.",
-            tofu_sys::tuned_description()
+            "tofu runs with Options::default(); tofu-tuned with {}; tofu-spin with {}.",
+            tofu_sys::tuned_description(),
+            tofu_sys::spin_description()
         ))
 }
 
@@ -265,7 +268,7 @@ fn main() {
     if !args.json {
         eprintln!(
             "tofu-bench: {}, server and client {}; minimum {:.1} s per figure; \
-             tofu = Options::default(), tofu-tuned = {}",
+             tofu = Options::default(), tofu-tuned = {}, tofu-spin = {}",
             if args.quick { "--quick" } else { "full run" },
             if args.processes {
                 "in separate processes"
@@ -273,7 +276,8 @@ fn main() {
                 "on threads of one process"
             },
             plan.min_time.as_secs_f64(),
-            tofu_sys::tuned_description()
+            tofu_sys::tuned_description(),
+            tofu_sys::spin_description()
         );
     }
     let load_before = report::loadavg();
@@ -330,6 +334,9 @@ fn main() {
         print!("{}", report::text_table(&rows));
         if systems.contains(&"tofu-tuned") {
             println!("tofu-tuned: {}", tofu_sys::tuned_description());
+        }
+        if systems.contains(&"tofu-spin") {
+            println!("tofu-spin: {}", tofu_sys::spin_description());
         }
         if systems.contains(&"message-io") {
             println!("{}", report::NOT_COMPARABLE_NOTE);

@@ -265,8 +265,9 @@ fn markdown_section(rows: &[Row], info: &RunInfo) -> String {
     );
     let _ = writeln!(
         o,
-        "* tofu: `Options::default()` on both engines; tofu-tuned: {}.",
-        crate::tofu_sys::tuned_description()
+        "* tofu: `Options::default()` on both engines; tofu-tuned: {}; tofu-spin: {}.",
+        crate::tofu_sys::tuned_description(),
+        crate::tofu_sys::spin_description()
     );
     let _ = writeln!(o, "* Machine: {}.", machine());
     let _ = writeln!(
@@ -323,7 +324,7 @@ fn markdown_section(rows: &[Row], info: &RunInfo) -> String {
                 r.transport.name(),
                 size_name(r.size),
                 match (r.system.as_str(), r.comparable) {
-                    ("tofu" | "tofu-tuned", _) => format!("**{}**", r.system),
+                    ("tofu" | "tofu-tuned" | "tofu-spin", _) => format!("**{}**", r.system),
                     (_, false) => format!("{} (not comparable †)", r.system),
                     _ => r.system.clone(),
                 },

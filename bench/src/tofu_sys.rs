@@ -1,8 +1,9 @@
 //! tofu: a server engine (an echo thread on its group) and a client engine
 //! (the measuring thread on its group), as two programs would have them.
 //!
-//! Two systems: `tofu` runs both engines with `Options::default()`;
-//! `tofu-tuned` with the larger pools of [`TUNED`] (everything else default).
+//! Three systems: `tofu` runs both engines with `Options::default()`;
+//! `tofu-tuned` with the larger pools of [`TUNED`], `tofu-spin` with the
+//! receive spin budget of [`SPIN`] (everything else default).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -38,9 +39,24 @@ pub(crate) fn tuned_description() -> String {
     )
 }
 
-/// The engine options of `system` (`tofu` or `tofu-tuned`).
+/// `tofu-spin`'s `Options::receive_spin`.
+pub(crate) const SPIN: Duration = Duration::from_micros(50);
+
+/// What `tofu-spin` changes, for the report.
+pub(crate) fn spin_description() -> String {
+    format!(
+        "receive_spin {} µs (default 0: no spinning); every other option default",
+        SPIN.as_micros()
+    )
+}
+
+/// The engine options of `system` (`tofu`, `tofu-tuned` or `tofu-spin`).
 pub(crate) fn options(system: &str) -> Options {
     match system {
+        "tofu-spin" => Options {
+            receive_spin: SPIN,
+            ..Options::default()
+        },
         "tofu-tuned" => Options {
             initial_pool_msgs: TUNED.0,
             max_pool_msgs: TUNED.1,

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 
 use super::limits::{Parked, charge_len};
-use super::reactor::{FOLLOW_RECHECK, Led};
+use super::reactor::{FOLLOW_RECHECK, Lead, Led};
+use super::shared::GroupQueue;
 use super::{Command, Counters, Delivery, Engine, GroupShared};
 use crate::address::Address;
 use crate::error::{Error, PostError, Status};
@@ -337,13 +338,23 @@ impl ChannelGroup {
         }
         let queue = &self.shared.queue;
         // `None`: forever (also for a timeout too long to represent).
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let now = Instant::now();
+        let deadline = timeout.and_then(|t| now.checked_add(t));
+        // `Options::receive_spin`: look without sleeping until then (never
+        // past the deadline).
+        let mut spin_until = engine.lead.spin_until(now).map(|s| match deadline {
+            Some(d) => s.min(d),
+            None => s,
+        });
         let mut looked_again = false;
         let got = loop {
             if let Some(d) = queue.try_pop() {
                 break d;
             }
-            match self.engine.lead_receive(&self.shared, deadline)? {
+            match self
+                .engine
+                .lead_receive(&self.shared, deadline, spin_until)?
+            {
                 Led::Got(Some(d)) => break d,
                 Led::Got(None) => return Ok(None),
                 Led::Follow => {}
@@ -355,6 +366,18 @@ impl ChannelGroup {
             if engine.lead.is_free() && !looked_again {
                 looked_again = true;
                 continue;
+            }
+            // Within the spin budget, watch the queue (and the slot: lead
+            // if the poller lets go) instead of sleeping on it.
+            if let Some(until) = spin_until {
+                if let Some(d) = spin_on(queue, &engine.lead, until) {
+                    break d;
+                }
+                if engine.lead.is_free() {
+                    continue;
+                }
+                // Spent: from now on this call sleeps.
+                spin_until = None;
             }
             // Briefly, then lead if the poller let go meanwhile (it may
             // have, just after we looked, to lease the slot out).
@@ -518,5 +541,21 @@ fn stamp(msg: &mut Message) {
     msg.header.status = Status::Success as u8;
     if msg.header.message_id == 0 {
         msg.header.message_id = next_message_id();
+    }
+}
+
+/// A follower's spin (`Options::receive_spin`): what its queue gets before
+/// `until`, or `None` when the time is up or the poller became free (the
+/// caller then leads).
+fn spin_on(queue: &GroupQueue, lead: &Lead, until: Instant) -> Option<Delivery> {
+    let _spinning = queue.spinning();
+    loop {
+        if let Some(d) = queue.try_pop() {
+            return Some(d);
+        }
+        if lead.is_free() || Instant::now() >= until {
+            return None;
+        }
+        std::hint::spin_loop();
     }
 }

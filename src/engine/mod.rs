@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 pub use group::ChannelGroup;
-pub use options::{DEFAULT_INITIAL_POOL_MSGS, DEFAULT_MAX_POOL_MSGS, Options};
+pub use options::{DEFAULT_INITIAL_POOL_MSGS, DEFAULT_MAX_POOL_MSGS, MAX_RECEIVE_SPIN, Options};
 pub use stats::Stats;
 
 #[cfg(any(test, feature = "unstable"))]
@@ -106,7 +106,8 @@ impl Engine {
             .registry()
             .try_clone()
             .map_err(|_| Error::AllocationFailed)?;
-        let (lead, io_parker) = reactor::Lead::new(poll);
+        let (lead, io_parker) =
+            reactor::Lead::new(poll, options.receive_spin.min(options::MAX_RECEIVE_SPIN));
         let shared = Arc::new(Shared {
             lead,
             pool,
@@ -353,9 +354,16 @@ impl Engine {
         &self,
         group: &GroupShared,
         deadline: Option<std::time::Instant>,
+        spin_until: Option<std::time::Instant>,
     ) -> Result<reactor::Led, Error> {
         let _entered = self.inner.span.enter();
-        reactor::receive(&self.inner.reactor, &self.inner.shared, group, deadline)
+        reactor::receive(
+            &self.inner.reactor,
+            &self.inner.shared,
+            group,
+            deadline,
+            spin_until,
+        )
     }
 
     pub(crate) fn send(&self, group: u32, msg: Message, busy: bool) {

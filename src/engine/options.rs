@@ -99,7 +99,33 @@ pub struct Options {
     /// is not idle. The I/O thread looks once per timeout and channel, not
     /// at every read, and closes the channel the timeout after its last byte.
     pub idle_timeout: Option<Duration>,
+    /// How long a thread in [`wait_receive`](crate::ChannelGroup::wait_receive)
+    /// (or [`receive_many`](crate::ChannelGroup::receive_many)) with nothing
+    /// queued keeps looking before it sleeps (default zero: it sleeps at
+    /// once; at most [`MAX_RECEIVE_SPIN`], larger values are lowered to
+    /// it). A thread that runs the event loop polls the sockets without
+    /// waiting meanwhile; one that waits for another thread's delivery
+    /// watches its queue. Each call spins at most once, for at most this
+    /// long and never past its own timeout, then sleeps as without a
+    /// budget; so an idle engine still wakes nobody. The price is a busy
+    /// core for up to the budget per call. The gain is the time a sleeping
+    /// thread takes to wake, which on a virtual machine can be tens of
+    /// microseconds per hand-off: see `docs/benchmarks.md` for what 50 µs
+    /// does to a round trip. [`receive_async`](crate::ChannelGroup::receive_async)
+    /// never spins (it would block its executor).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tofu::Options;
+    /// let opts = Options { receive_spin: Duration::from_micros(50), ..Options::default() };
+    /// assert!(opts.receive_spin <= tofu::MAX_RECEIVE_SPIN);
+    /// ```
+    pub receive_spin: Duration,
 }
+
+/// The longest [`Options::receive_spin`] used (longer budgets are lowered
+/// to it).
+pub const MAX_RECEIVE_SPIN: Duration = Duration::from_millis(10);
 
 /// Smallest `read_chunk` used (smaller values are raised to it).
 pub(crate) const MIN_READ_CHUNK: usize = 4 * 1024;
@@ -126,6 +152,7 @@ impl Default for Options {
             max_channels: 0,
             tcp_keepalive: None,
             idle_timeout: None,
+            receive_spin: Duration::ZERO,
         }
     }
 }

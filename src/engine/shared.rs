@@ -132,6 +132,10 @@ pub(crate) struct GroupQueue {
     inner: Mutex<QueueInner>,
     ready: Condvar,
     len: AtomicUsize,
+    /// Threads watching the queue without sleeping (`Options::receive_spin`):
+    /// a push they see counts as waking a thread, as for a sleeper (the
+    /// poller then steps aside for it).
+    spinners: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -150,6 +154,15 @@ struct QueueInner {
 
 /// Capacity a drained queue keeps (a burst's worth is given back).
 const QUEUE_KEEP: usize = 1024;
+
+/// A thread spinning on a [`GroupQueue`] ([`GroupQueue::spinning`]).
+pub(crate) struct Spinning<'a>(&'a AtomicUsize);
+
+impl Drop for Spinning<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl GroupQueue {
     fn lock(&self) -> MutexGuard<'_, QueueInner> {
@@ -176,6 +189,14 @@ impl GroupQueue {
         };
         drop(q);
         wakers.wake();
+        if added > 0 && self.spinners.load(Ordering::SeqCst) > 0 {
+            // A spinning follower takes it without a wake-up; it counts as
+            // woken (it will want the poller next).
+            if sleepers > 0 {
+                self.ready.notify_all();
+            }
+            return true;
+        }
         match (added, sleepers) {
             (0, _) | (_, 0) => return false,
             (1, _) => self.ready.notify_one(),
@@ -187,6 +208,12 @@ impl GroupQueue {
     /// Nothing queued (without locking).
     pub(crate) fn is_empty(&self) -> bool {
         self.len.load(Ordering::SeqCst) == 0
+    }
+
+    /// Counts the caller as spinning on the queue until the guard drops.
+    pub(crate) fn spinning(&self) -> Spinning<'_> {
+        self.spinners.fetch_add(1, Ordering::SeqCst);
+        Spinning(&self.spinners)
     }
 
     /// Deliveries queued (without locking).

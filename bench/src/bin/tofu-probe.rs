@@ -1,11 +1,11 @@
 //! A fixed-count probe of tofu's per-message cost, for instruction counts
 //! (`valgrind --tool=callgrind`, stable on a noisy machine) and quick
 //! before/after checks. Two engines in one process over loopback, default
-//! options unless `--pool`.
+//! options unless `--pool` or `--spin` (`Options::receive_spin`, in µs).
 //!
 //! ```text
-//! tofu-probe stream [--count N] [--size B] [--uds] [--batch [--batch-size N]] [--pace N] [--pool I,M]
-//! tofu-probe rtt    [--count N] [--size B] [--uds] [--pool I,M]
+//! tofu-probe stream [--count N] [--size B] [--uds] [--batch [--batch-size N]] [--pace N] [--pool I,M] [--spin US]
+//! tofu-probe rtt    [--count N] [--size B] [--uds] [--pool I,M] [--spin US]
 //! ```
 //!
 //! `stream`: the client posts N Signals then a marker Request; the server
@@ -34,6 +34,7 @@ struct Args {
     batch_size: usize,
     pace: Option<usize>,
     pool: Option<(u16, u16)>,
+    spin: Duration,
 }
 
 fn args() -> Res<Args> {
@@ -47,6 +48,7 @@ fn args() -> Res<Args> {
         batch_size: 64,
         pace: None,
         pool: None,
+        spin: Duration::ZERO,
     };
     while let Some(flag) = it.next() {
         match flag.as_str() {
@@ -56,6 +58,10 @@ fn args() -> Res<Args> {
             "--batch" => a.batch = true,
             "--batch-size" => a.batch_size = it.next().ok_or("--batch-size N")?.parse()?,
             "--pace" => a.pace = Some(it.next().ok_or("--pace N")?.parse()?),
+            "--spin" => {
+                let us = it.next().ok_or("--spin US")?.parse()?;
+                a.spin = Duration::from_micros(us);
+            }
             "--pool" => {
                 let v = it.next().ok_or("--pool I,M")?;
                 let (i, m) = v.split_once(',').ok_or("--pool I,M")?;
@@ -82,9 +88,13 @@ fn main() -> Res<()> {
         Some((initial_pool_msgs, max_pool_msgs)) => Options {
             initial_pool_msgs,
             max_pool_msgs,
+            receive_spin: a.spin,
             ..Options::default()
         },
-        None => Options::default(),
+        None => Options {
+            receive_spin: a.spin,
+            ..Options::default()
+        },
     };
     let (listen, connect) = if a.uds {
         let p = testing::temp_uds_path();

@@ -94,13 +94,16 @@ pub(crate) struct Lead {
     /// Pending `receive_async` futures (registered wakers, every group):
     /// while there are any, the I/O thread keeps the poller (no lease).
     async_waiters: AtomicUsize,
+    /// `Options::receive_spin`: how long a `wait_receive` looks before it
+    /// sleeps.
+    spin: Duration,
 }
 
 /// The I/O thread's side of [`Lead`]: what it parks on.
 pub(crate) struct IoParker(Parker);
 
 impl Lead {
-    pub(crate) fn new(poll: Poll) -> (Lead, IoParker) {
+    pub(crate) fn new(poll: Poll, spin: Duration) -> (Lead, IoParker) {
         let parker = Parker::new();
         let lead = Lead {
             slot: Mutex::new(Slot {
@@ -113,6 +116,7 @@ impl Lead {
             io_unparker: parker.unparker().clone(),
             followers: AtomicUsize::new(0),
             async_waiters: AtomicUsize::new(0),
+            spin,
         };
         (lead, IoParker(parker))
     }
@@ -158,6 +162,12 @@ impl Lead {
     #[cfg(test)]
     pub(crate) fn async_waiter_count(&self) -> usize {
         self.async_waiters.load(Ordering::Relaxed)
+    }
+
+    /// When a `wait_receive` that starts now stops spinning
+    /// (`Options::receive_spin`; `None`: it does not spin).
+    pub(crate) fn spin_until(&self, now: Instant) -> Option<Instant> {
+        (!self.spin.is_zero()).then(|| now + self.spin)
     }
 
     /// Wakes the I/O thread whatever it does (shutdown, a leader's end).
@@ -432,6 +442,7 @@ pub(crate) fn receive(
     shared: &Shared,
     group: &GroupShared,
     deadline: Option<Instant>,
+    spin_until: Option<Instant>,
 ) -> Result<Led, Error> {
     let lead = &shared.lead;
     if shared.ended() {
@@ -441,8 +452,9 @@ pub(crate) fn receive(
     let Some(mut slot) = lead.take_for_app() else {
         return Ok(Led::Follow);
     };
-    let run =
-        std::panic::AssertUnwindSafe(|| lead_until(reactor, shared, &mut slot, group, deadline));
+    let run = std::panic::AssertUnwindSafe(|| {
+        lead_until(reactor, shared, &mut slot, group, deadline, spin_until)
+    });
     let result = std::panic::catch_unwind(run);
     group.leading.store(false, Ordering::Relaxed);
     let result = match result {
@@ -464,6 +476,7 @@ fn lead_until(
     slot: &mut Slot,
     group: &GroupShared,
     deadline: Option<Instant>,
+    spin_until: Option<Instant>,
 ) -> Option<Delivery> {
     // Polls at least once, so that `wait_receive(Some(ZERO))` makes progress.
     let mut polled = false;
@@ -471,8 +484,15 @@ fn lead_until(
         if shared.ended() {
             return Some(group.queue.try_pop().unwrap_or(Delivery::Shutdown));
         }
-        let cap = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let now = Instant::now();
+        let cap = deadline.map(|d| d.saturating_duration_since(now));
         let expired = polled && cap.is_some_and(|c| c.is_zero());
+        // Within the spin budget, poll without waiting (the deadline still
+        // ends the call: `expired` is the real one).
+        let cap = match spin_until {
+            Some(s) if now < s => Some(Duration::ZERO),
+            _ => cap,
+        };
         let ready = |_| {
             group.leading.store(true, Ordering::Relaxed);
             // Pairs with the fence in `GroupShared::push`.
