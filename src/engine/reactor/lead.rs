@@ -484,15 +484,7 @@ fn lead_until(
         if shared.ended() {
             return Some(group.queue.try_pop().unwrap_or(Delivery::Shutdown));
         }
-        let now = Instant::now();
-        let cap = deadline.map(|d| d.saturating_duration_since(now));
-        let expired = polled && cap.is_some_and(|c| c.is_zero());
-        // Within the spin budget, poll without waiting (the deadline still
-        // ends the call: `expired` is the real one).
-        let cap = match spin_until {
-            Some(s) if now < s => Some(Duration::ZERO),
-            _ => cap,
-        };
+        let (cap, expired) = poll_cap(Instant::now(), deadline, spin_until, polled);
         let ready = |_| {
             group.leading.store(true, Ordering::Relaxed);
             // Pairs with the fence in `GroupShared::push`.
@@ -514,6 +506,25 @@ fn lead_until(
                 Counters::add(&shared.counters.waiter_polls, 1);
             }
         }
+    }
+}
+
+/// A leader's next poll: how long it may wait (`None`: until something
+/// happens) and whether its deadline has passed — only once it has polled
+/// at least once, so that `wait_receive(Some(ZERO))` makes progress.
+/// Within the spin budget (`spin_until`) the poll does not wait; the
+/// deadline still ends the call.
+fn poll_cap(
+    now: Instant,
+    deadline: Option<Instant>,
+    spin_until: Option<Instant>,
+    polled: bool,
+) -> (Option<Duration>, bool) {
+    let cap = deadline.map(|d| d.saturating_duration_since(now));
+    let expired = polled && cap.is_some_and(|c| c.is_zero());
+    match spin_until {
+        Some(s) if now < s => (Some(Duration::ZERO), expired),
+        _ => (cap, expired),
     }
 }
 
@@ -544,7 +555,58 @@ impl Drop for Following<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{LeaseEnd, Seen, lease_end};
+    use std::time::{Duration, Instant};
+
+    use super::{LeaseEnd, Seen, lease_end, poll_cap};
+
+    /// Without a budget a leader sleeps in `poll` until its deadline (or
+    /// for ever); within one it polls without waiting; past it, it sleeps
+    /// again for what is left of the deadline.
+    #[test]
+    fn a_leader_polls_without_waiting_only_within_its_spin_budget() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(poll_cap(now, None, None, true), (None, false));
+        assert_eq!(
+            poll_cap(now, Some(now + ms(30)), None, true),
+            (Some(ms(30)), false)
+        );
+        let spin = Some(now + ms(1));
+        assert_eq!(
+            poll_cap(now, None, spin, true),
+            (Some(Duration::ZERO), false)
+        );
+        assert_eq!(
+            poll_cap(now, Some(now + ms(30)), spin, true),
+            (Some(Duration::ZERO), false)
+        );
+        let later = now + ms(2);
+        assert_eq!(poll_cap(later, None, spin, true), (None, false));
+        assert_eq!(
+            poll_cap(later, Some(now + ms(30)), spin, true),
+            (Some(ms(28)), false)
+        );
+    }
+
+    /// A deadline ends the call once the leader has polled, spinning or
+    /// not; before its first poll it polls once, without waiting.
+    #[test]
+    fn a_spin_budget_never_outlasts_the_deadline() {
+        let now = Instant::now();
+        let spin = Some(now + Duration::from_millis(10));
+        for spin_until in [None, spin] {
+            assert_eq!(
+                poll_cap(now, Some(now), spin_until, false),
+                (Some(Duration::ZERO), false)
+            );
+            assert_eq!(
+                poll_cap(now, Some(now), spin_until, true),
+                (Some(Duration::ZERO), true)
+            );
+            let past = now + Duration::from_millis(3);
+            assert!(poll_cap(past, Some(now), spin_until, true).1);
+        }
+    }
 
     fn seen(slot_free: bool, app_led: bool) -> Seen {
         Seen {
