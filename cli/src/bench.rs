@@ -44,6 +44,8 @@ pub(crate) struct BenchArgs {
     pub(crate) json: bool,
     /// Bound on every wait for the peer.
     pub(crate) timeout: Duration,
+    /// `Options::receive_spin` of both engines.
+    pub(crate) spin: Duration,
 }
 
 /// The measurements to make, in order.
@@ -88,12 +90,13 @@ pub(crate) fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), Failure> 
                     .join(" and ")
             ),
         };
-        let opts = engine_options();
+        let opts = engine_options(args.spin);
         writeln!(
             out,
             "tofu bench: {what}, {} connection{}, {:.1} s per measurement\n\
              engine options here: initial_pool_msgs {}, max_pool_msgs {} \
-             (Options::default(): {} / {}), everything else default\n",
+             (Options::default(): {} / {}), receive_spin {} µs (default 0), \
+             everything else default\n",
             args.connections,
             if args.connections == 1 { "" } else { "s" },
             args.duration.as_secs_f64(),
@@ -101,6 +104,7 @@ pub(crate) fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), Failure> 
             opts.max_pool_msgs,
             tofu::DEFAULT_INITIAL_POOL_MSGS,
             tofu::DEFAULT_MAX_POOL_MSGS,
+            opts.receive_spin.as_micros(),
         )?;
         out.flush()?;
     }
@@ -140,7 +144,7 @@ fn measure_all(
                 addr: addr.clone(),
                 server: None,
             },
-            None => Target::local(transport, args.timeout)?,
+            None => Target::local(transport, args.spin, args.timeout)?,
         };
         let progress = Progress {
             bar,
@@ -204,12 +208,16 @@ struct Target {
 
 impl Target {
     /// Starts a local server on loopback for `transport`.
-    fn local(transport: &'static str, timeout: Duration) -> Result<Target, Failure> {
+    fn local(
+        transport: &'static str,
+        spin: Duration,
+        timeout: Duration,
+    ) -> Result<Target, Failure> {
         let listen = match transport {
             "uds" => Address::uds_server(tofu::testing::temp_uds_path()),
             _ => Address::tcp_server("127.0.0.1", 0),
         };
-        let (server, addr) = LocalServer::start(&listen, timeout)?;
+        let (server, addr) = LocalServer::start(&listen, spin, timeout)?;
         Ok(Target {
             transport,
             addr,
@@ -225,7 +233,7 @@ impl Target {
         args: &BenchArgs,
         mut progress: Progress<'_>,
     ) -> Result<(Vec<Row>, Stats), Failure> {
-        let engine = Engine::new(engine_options())?;
+        let engine = Engine::new(engine_options(args.spin))?;
         let (results_tx, results) = mpsc::channel();
         let mut orders = Vec::with_capacity(args.connections);
         let mut workers: Vec<JoinHandle<()>> = Vec::with_capacity(args.connections);
@@ -365,12 +373,14 @@ fn collect(
     Ok(outcomes)
 }
 
-/// Bigger pools than the default: a benchmark keeps many messages in flight.
-/// The text report prints them (the header's second line).
-fn engine_options() -> Options {
+/// Bigger pools than the default: a benchmark keeps many messages in flight;
+/// and the spin budget asked for (`--spin`). The text report prints them
+/// (the header's second line).
+fn engine_options(spin: Duration) -> Options {
     Options {
         initial_pool_msgs: 256,
         max_pool_msgs: 1024,
+        receive_spin: spin,
         ..Options::default()
     }
 }
@@ -385,8 +395,12 @@ struct LocalServer {
 
 impl LocalServer {
     /// Listens on `listen`; returns the server and the address to connect to.
-    fn start(listen: &Address, timeout: Duration) -> Result<(LocalServer, Address), Failure> {
-        let engine = Engine::new(engine_options())?;
+    fn start(
+        listen: &Address,
+        spin: Duration,
+        timeout: Duration,
+    ) -> Result<(LocalServer, Address), Failure> {
+        let engine = Engine::new(engine_options(spin))?;
         let group = Arc::new(engine.create_group()?);
         let bound = serve::listen(&engine, &group, std::slice::from_ref(listen), timeout)?;
         let addr = bound

@@ -113,6 +113,10 @@ struct BenchCmd {
     /// Give up when the server does not answer within TIME.
     #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
+    /// Let a waiting thread spin this long before it sleeps
+    /// (Options::receive_spin): 50us, 0.2ms; 0 (the default) never spins.
+    #[arg(long, value_name = "TIME", default_value = "0", value_parser = parse_spin)]
+    spin: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -125,6 +129,10 @@ struct ServeCmd {
     /// Do not log each message (for benchmarks).
     #[arg(long, short)]
     quiet: bool,
+    /// Let the serving thread spin this long before it sleeps
+    /// (Options::receive_spin): 50us, 0.2ms; 0 (the default) never spins.
+    #[arg(long, value_name = "TIME", default_value = "0", value_parser = parse_spin)]
+    spin: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -169,10 +177,17 @@ fn main() -> ExitCode {
                 connections: b.connections.into(),
                 json: b.json,
                 timeout: b.timeout,
+                spin: b.spin,
             };
             bench::run(&args, &mut stdout)
         }
-        Command::Serve(s) => serve::run(&s.listen, s.quiet, Duration::from_secs(5), &mut stdout),
+        Command::Serve(s) => serve::run(
+            &s.listen,
+            s.quiet,
+            s.spin,
+            Duration::from_secs(5),
+            &mut stdout,
+        ),
         Command::Send(s) => send_command(s, &mut stdout),
     };
     match result {
@@ -235,6 +250,31 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 }
 
 /// `2s`, `500ms`, `1.5` (seconds), `1m`.
+/// A spin budget: `0`, or a time in µs (`50us`, `50µs`) or ms (`0.2ms`),
+/// at most `tofu::MAX_RECEIVE_SPIN`.
+fn parse_spin(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let (num, scale) = if let Some(n) = s.strip_suffix("us").or_else(|| s.strip_suffix("µs")) {
+        (n, 1e-6)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else {
+        return Err(format!("not a spin budget: '{s}' (use 0, 50us or 0.2ms)"));
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a spin budget: '{s}' (use 0, 50us or 0.2ms)"))?;
+    let max = tofu::MAX_RECEIVE_SPIN;
+    if !(n >= 0.0 && n * scale <= max.as_secs_f64()) {
+        return Err(format!("spin budget '{s}' out of range (0 to {max:?})"));
+    }
+    Ok(Duration::from_secs_f64(n * scale))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
@@ -309,6 +349,19 @@ mod tests {
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("3h").is_err());
+    }
+
+    #[test]
+    fn spin_budgets() {
+        assert_eq!(parse_spin("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_spin("50us"), Ok(Duration::from_micros(50)));
+        assert_eq!(parse_spin("50µs"), Ok(Duration::from_micros(50)));
+        assert_eq!(parse_spin("0.2ms"), Ok(Duration::from_micros(200)));
+        assert_eq!(parse_spin("10ms"), Ok(tofu::MAX_RECEIVE_SPIN));
+        assert!(parse_spin("11ms").is_err());
+        assert!(parse_spin("50").is_err());
+        assert!(parse_spin("-1us").is_err());
+        assert!(parse_spin("xus").is_err());
     }
 
     #[test]

@@ -166,12 +166,14 @@ pub(crate) fn describe(m: &Message) -> String {
 pub(crate) fn run(
     addrs: &[Address],
     quiet: bool,
+    spin: Duration,
     timeout: Duration,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     let engine = Engine::new(tofu::Options {
         initial_pool_msgs: 256,
         max_pool_msgs: 1024,
+        receive_spin: spin,
         ..tofu::Options::default()
     })?;
     let group = engine.create_group()?;
