@@ -138,14 +138,6 @@ fn listening_pair() -> (
     (server_engine, server, client_engine, client, caddr)
 }
 
-/// Makes the poller deliver something (a WelcomeResponse) and receives it:
-/// right after a delivery the I/O thread steps aside, so the next
-/// `wait_receive` usually leads.
-fn prime(engine: &tofu::Engine, group: &tofu::ChannelGroup) {
-    let (saddr, _) = addresses(any_transport());
-    listen(engine, group, &saddr);
-}
-
 /// A thread sleeping in `poll` (it leads) is woken by `update_receiver`
 /// from another thread, and by shutdown. Whether a waiter leads depends on
 /// timing, so this tries until one did (seen as a poll counted for a
@@ -248,47 +240,7 @@ fn shutdown_wakes_leaders_and_followers_every_time() {
 #[test]
 fn threads_sharing_a_group_receive_each_message_once() {
     let c = connected(any_transport());
-    let engine = c.engine.clone();
-    let server = Arc::new(c.server);
-    const N: u32 = 600;
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let done = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let receivers: Vec<_> = (0..3)
-        .map(|_| {
-            let (server, seen, done) = (server.clone(), seen.clone(), done.clone());
-            std::thread::spawn(move || {
-                while done.load(std::sync::atomic::Ordering::SeqCst) < N {
-                    let Some(m) = server
-                        .wait_receive(Some(Duration::from_millis(20)))
-                        .unwrap()
-                    else {
-                        continue;
-                    };
-                    if m.is_from_engine() {
-                        assert_eq!(m.status(), Status::PoolEmpty, "{m:?}");
-                        continue;
-                    }
-                    let i = u32::from_le_bytes(m.body[..4].try_into().unwrap());
-                    seen.lock().unwrap().push(i);
-                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-            })
-        })
-        .collect();
-    for i in 0..N {
-        c.client
-            .post_timeout(
-                msg(&engine, c.cch, OpCode::Signal, &i.to_le_bytes()),
-                timeout(),
-            )
-            .unwrap();
-    }
-    for r in receivers {
-        join_within(r);
-    }
-    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
-    seen.sort_unstable();
-    assert_eq!(seen, (0..N).collect::<Vec<_>>(), "each exactly once");
+    three_receivers_get_each_once(c.server, &c.engine, &c.client, c.cch, 600);
 }
 
 /// When the application threads stop calling the engine right after one of

@@ -6,11 +6,9 @@
 
 mod util;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use tofu::{ChannelGroup, Engine, MAX_RECEIVE_SPIN, OpCode, Options, Status};
+use tofu::{ChannelGroup, Engine, MAX_RECEIVE_SPIN, OpCode, Options};
 use util::*;
 
 fn spin_engine(spin: Duration) -> Engine {
@@ -79,48 +77,9 @@ fn round_trips_with_a_spin_budget_arrive_in_order() {
 /// once.
 #[test]
 fn spinning_threads_sharing_a_group_receive_each_message_once() {
-    const N: u32 = 600;
     let (_server_engine, server, client_engine, client, ch) =
         spinning_pair(Duration::from_micros(200));
-    let server = Arc::new(server);
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let done = Arc::new(AtomicU32::new(0));
-    let receivers: Vec<_> = (0..3)
-        .map(|_| {
-            let (server, seen, done) = (server.clone(), seen.clone(), done.clone());
-            std::thread::spawn(move || {
-                while done.load(Ordering::SeqCst) < N {
-                    let Some(m) = server
-                        .wait_receive(Some(Duration::from_millis(20)))
-                        .unwrap()
-                    else {
-                        continue;
-                    };
-                    if m.is_from_engine() {
-                        assert_eq!(m.status(), Status::PoolEmpty, "{m:?}");
-                        continue;
-                    }
-                    let i = u32::from_le_bytes(m.body[..4].try_into().unwrap());
-                    seen.lock().unwrap().push(i);
-                    done.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-        })
-        .collect();
-    for i in 0..N {
-        client
-            .post_timeout(
-                msg(&client_engine, ch, OpCode::Signal, &i.to_le_bytes()),
-                timeout(),
-            )
-            .unwrap();
-    }
-    for r in receivers {
-        join_within(r);
-    }
-    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
-    seen.sort_unstable();
-    assert_eq!(seen, (0..N).collect::<Vec<_>>(), "each exactly once");
+    three_receivers_get_each_once(server, &client_engine, &client, ch, 600);
 }
 
 /// A budget never takes a call past its own timeout: with the longest
@@ -172,12 +131,4 @@ fn a_spinning_thread_sleeps_once_the_budget_is_spent() {
         after.waiter_polls - before.waiter_polls
     );
     assert!(polls < 100_000, "{polls} polls: the thread did not sleep");
-}
-
-/// Makes the poller deliver something (a WelcomeResponse) and receives it:
-/// right after a delivery the I/O thread steps aside, so the next
-/// `wait_receive` usually leads.
-fn prime(engine: &Engine, group: &ChannelGroup) {
-    let (saddr, _) = addresses(any_transport());
-    listen(engine, group, &saddr);
 }

@@ -551,6 +551,64 @@ pub fn abort(engine: &Engine, group: &ChannelGroup, ch: u16) {
     assert_report(&recv(group), ch, Status::ChannelClosed);
 }
 
+/// Makes the poller deliver something (a WelcomeResponse on `group`) and
+/// receives it: right after a delivery the I/O thread steps aside, so the
+/// next `wait_receive` on the engine usually leads (SPEC §7).
+pub fn prime(engine: &Engine, group: &ChannelGroup) {
+    let (saddr, _) = addresses(any_transport());
+    listen(engine, group, &saddr);
+}
+
+/// Three threads wait on `server` (one may lead, the others follow) while
+/// `n` numbered Signals are posted on the client's channel `ch`: each is
+/// received exactly once.
+#[track_caller]
+pub fn three_receivers_get_each_once(
+    server: ChannelGroup,
+    engine: &Engine,
+    client: &ChannelGroup,
+    ch: u16,
+    n: u32,
+) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let server = std::sync::Arc::new(server);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let done = std::sync::Arc::new(AtomicU32::new(0));
+    let receivers: Vec<_> = (0..3)
+        .map(|_| {
+            let (server, seen, done) = (server.clone(), seen.clone(), done.clone());
+            std::thread::spawn(move || {
+                while done.load(Ordering::SeqCst) < n {
+                    let Some(m) = server
+                        .wait_receive(Some(Duration::from_millis(20)))
+                        .unwrap()
+                    else {
+                        continue;
+                    };
+                    if m.is_from_engine() {
+                        assert_eq!(m.status(), Status::PoolEmpty, "{m:?}");
+                        continue;
+                    }
+                    let i = u32::from_le_bytes(m.body[..4].try_into().unwrap());
+                    seen.lock().unwrap().push(i);
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for i in 0..n {
+        client
+            .post_timeout(msg(engine, ch, OpCode::Signal, &i.to_le_bytes()), timeout())
+            .unwrap();
+    }
+    for r in receivers {
+        join_within(r);
+    }
+    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
+    seen.sort_unstable();
+    assert_eq!(seen, (0..n).collect::<Vec<_>>(), "each exactly once");
+}
+
 /// Joins a thread, failing if it takes longer than [`timeout()`].
 #[track_caller]
 pub fn join_within<T: Send + 'static>(h: std::thread::JoinHandle<T>) -> T {
