@@ -57,13 +57,7 @@ fn round_trips_are_polled_by_the_threads_that_wait() {
     let mut rounds = 0u32;
     let (c, s) = loop {
         let body = rounds.to_le_bytes();
-        let h = client
-            .post(msg(&client_engine, ch, OpCode::Request, &body))
-            .unwrap();
-        let r = recv(&client);
-        assert_eq!(r.opcode(), OpCode::Response, "{r:?}");
-        assert_eq!(r.header.message_id, h.message_id);
-        assert_eq!(r.body, body);
+        checked_round_trip(&client_engine, &client, ch, &body);
         rounds += 1;
         let (c, s) = (client_engine.stats(), server_engine.stats());
         let both_led = led(&c, &before.0).0 > 0 && led(&s, &before.1).0 > 0;

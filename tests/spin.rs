@@ -56,13 +56,7 @@ fn round_trips_with_a_spin_budget_arrive_in_order() {
     });
     for i in 0..ROUNDS {
         let body = i.to_le_bytes();
-        let h = client
-            .post(msg(&client_engine, ch, OpCode::Request, &body))
-            .unwrap();
-        let r = recv(&client);
-        assert_eq!(r.opcode(), OpCode::Response, "{r:?}");
-        assert_eq!(r.header.message_id, h.message_id);
-        assert_eq!(r.body, body);
+        checked_round_trip(&client_engine, &client, ch, &body);
     }
     assert_eq!(join_within(echo), ROUNDS);
     println!(

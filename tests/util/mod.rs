@@ -609,6 +609,17 @@ pub fn three_receivers_get_each_once(
     assert_eq!(seen, (0..n).collect::<Vec<_>>(), "each exactly once");
 }
 
+/// Posts a Request with `body` on `ch` and receives its Response: same
+/// message id, same body (an echo server answers on the other side).
+#[track_caller]
+pub fn checked_round_trip(engine: &Engine, client: &ChannelGroup, ch: u16, body: &[u8]) {
+    let h = client.post(msg(engine, ch, OpCode::Request, body)).unwrap();
+    let r = recv(client);
+    assert_eq!(r.opcode(), OpCode::Response, "{r:?}");
+    assert_eq!(r.header.message_id, h.message_id);
+    assert_eq!(r.body, body);
+}
+
 /// Joins a thread, failing if it takes longer than [`timeout()`].
 #[track_caller]
 pub fn join_within<T: Send + 'static>(h: std::thread::JoinHandle<T>) -> T {
