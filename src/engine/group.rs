@@ -338,14 +338,10 @@ impl ChannelGroup {
         }
         let queue = &self.shared.queue;
         // `None`: forever (also for a timeout too long to represent).
-        let now = Instant::now();
-        let deadline = timeout.and_then(|t| now.checked_add(t));
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         // `Options::receive_spin`: look without sleeping until then (never
         // past the deadline).
-        let mut spin_until = engine.lead.spin_until(now).map(|s| match deadline {
-            Some(d) => s.min(d),
-            None => s,
-        });
+        let mut spin_until = engine.lead.spin_until(deadline);
         let mut looked_again = false;
         let got = loop {
             if let Some(d) = queue.try_pop() {

@@ -164,10 +164,15 @@ impl Lead {
         self.async_waiters.load(Ordering::Relaxed)
     }
 
-    /// When a `wait_receive` that starts now stops spinning
-    /// (`Options::receive_spin`; `None`: it does not spin).
-    pub(crate) fn spin_until(&self, now: Instant) -> Option<Instant> {
-        (!self.spin.is_zero()).then(|| now + self.spin)
+    /// When a `wait_receive` that starts now, with `deadline`, stops
+    /// spinning (`Options::receive_spin`, never past the deadline; `None`:
+    /// it does not spin). Reads the clock only when there is a budget.
+    pub(crate) fn spin_until(&self, deadline: Option<Instant>) -> Option<Instant> {
+        if self.spin.is_zero() {
+            return None;
+        }
+        let until = Instant::now() + self.spin;
+        Some(deadline.map_or(until, |d| until.min(d)))
     }
 
     /// Wakes the I/O thread whatever it does (shutdown, a leader's end).
