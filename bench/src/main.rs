@@ -100,8 +100,7 @@ pub(crate) fn serve(system: &str, w: Workload, ep: &Endpoint, ctl: &Ctl) -> Res<
 }
 
 /// One measurement: a fresh endpoint, the server side started (thread or
-/// process), the client side measured on a fresh thread, the server
-/// stopped.
+/// process), the client side measured here, the server stopped.
 fn measure(
     system: &str,
     t: Transport,
@@ -112,17 +111,7 @@ fn measure(
 ) -> Res<Measure> {
     let ep = Endpoint::new(t)?;
     let mut server = server::Server::start(system, w, &ep, processes)?;
-    // The client side runs on a thread of its own, as the server side does:
-    // every measurement starts from a fresh thread, not one whose scheduling
-    // history (whom it woke, where it ran) the measurements before it made.
-    // On the main thread, the round-trip workloads left later UDS streams
-    // running at a fraction of their speed, for every system.
-    let (srv, at) = (&mut server, &ep);
-    let m = std::thread::scope(|s| {
-        s.spawn(move || client(system, w, size, plan, at, srv))
-            .join()
-            .unwrap_or_else(|_| Err("the client thread panicked".into()))
-    });
+    let m = client(system, w, size, plan, &ep, &server);
     let stopped = server.finish();
     let m = m?;
     stopped?;
