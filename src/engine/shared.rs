@@ -535,3 +535,32 @@ impl Shared {
         tracing::error!("the tofu I/O thread died: the engine is shut down");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Delivery, GroupShared, Wake};
+    use crate::message::Message;
+
+    fn wake() -> (mio::Poll, Wake) {
+        let poll = mio::Poll::new().unwrap();
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        (poll, Wake::new(waker))
+    }
+
+    /// A delivery to a group with a spinning follower (`receive_spin`)
+    /// counts as waking a thread, so that the poller steps aside for it
+    /// (the lease); without one, a push with nobody blocked wakes nobody.
+    #[test]
+    fn a_push_to_a_spinning_follower_counts_as_a_wake_up() {
+        let (_poll, wake) = wake();
+        let group = GroupShared::new(1);
+        let msg = || Delivery::Message(Message::new());
+        assert!(!group.push(msg(), &wake), "nobody waits");
+        {
+            let _spinning = group.queue.spinning();
+            assert!(group.push(msg(), &wake), "a follower spins");
+        }
+        assert!(!group.push(msg(), &wake), "it stopped spinning");
+        assert_eq!(group.queue.len(), 3, "every delivery was queued");
+    }
+}
