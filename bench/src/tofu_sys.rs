@@ -111,6 +111,7 @@ pub(crate) fn serve(opts: Options, ep: &Endpoint, ctl: &Ctl) -> Res<()> {
     let (listen, _) = addresses(ep);
     let engine = Engine::new(opts)?;
     let r = serve_on(&engine, &listen, ctl);
+    diagnose("server", &engine);
     engine.shutdown();
     r
 }
@@ -260,8 +261,31 @@ pub(crate) fn run(
         Workload::Stream => stream(&c, size, plan),
         Workload::Connections => connections(&c, size, plan),
     };
+    diagnose("client", &c.engine);
     c.engine.shutdown();
     m
+}
+
+/// With `TOFU_BENCH_STATS` set, one line of the engine's counters on
+/// stderr (which thread polled, reads and writes, pool misses): how a
+/// figure that fell differs from one that did not.
+fn diagnose(side: &str, engine: &Engine) {
+    if std::env::var_os("TOFU_BENCH_STATS").is_none() {
+        return;
+    }
+    let s = engine.stats();
+    eprintln!(
+        "    {side}: polls {} (waiter {}), writes {}, reads {} (empty {}), \
+         inline posts {}, pool empty {}, received {}",
+        s.polls,
+        s.waiter_polls,
+        s.write_calls,
+        s.read_calls,
+        s.empty_reads,
+        s.inline_posts,
+        s.pool_empty_events,
+        s.messages_received
+    );
 }
 
 fn expect_response(m: &Message) -> Res<()> {

@@ -6,6 +6,7 @@
 //! ```text
 //! tofu-probe stream [--count N] [--size B] [--uds] [--batch [--batch-size N]] [--pace N] [--pool I,M] [--spin US]
 //! tofu-probe rtt    [--count N] [--size B] [--uds] [--pool I,M] [--spin US]
+//! tofu-probe raw    [--count N] [--size B] [--uds]
 //! ```
 //!
 //! `stream`: the client posts N Signals then a marker Request; the server
@@ -13,6 +14,9 @@
 //! `post_batch` and receives with `receive_many` (64 at a time). `--pace N`
 //! paces the stream in-band as `tofu-bench` does: a marker Request after
 //! every N Signals, at most two markers unanswered.
+//! `raw`: the stream without tofu, as the benchmark's raw baseline does it
+//! (blocking std sockets, a 128 KiB `BufWriter` and `BufReader`, the same
+//! frames), for `perf stat` beside `stream`.
 //! `rtt`: N Requests, one outstanding. Per-message instructions: run two
 //! counts under callgrind and divide the difference of the totals by the
 //! difference of the counts (set-up cancels out).
@@ -84,6 +88,9 @@ fn recv(group: &ChannelGroup) -> Res<Message> {
 
 fn main() -> Res<()> {
     let a = args()?;
+    if a.mode == "raw" {
+        return raw_stream(a.count, a.size, a.uds);
+    }
     let opts = match a.pool {
         Some((initial_pool_msgs, max_pool_msgs)) => Options {
             initial_pool_msgs,
@@ -311,4 +318,68 @@ fn serve(group: &ChannelGroup, mode: &str, count: usize, batch: bool) -> Res<()>
         // Back to the pool together (one lock).
         group.engine().put_many(&mut spent);
     }
+}
+
+/// The `raw` mode: N Signals of `size` bytes and an end marker over a
+/// blocking socket, written through a 128 KiB `BufWriter`; a thread reads
+/// them through a 128 KiB `BufReader` and answers the marker.
+fn raw_stream(count: usize, size: usize, uds: bool) -> Res<()> {
+    use std::io::{BufReader, BufWriter, Read, Write};
+    use tofu::wire::{FrameHeader, HEADER_LEN};
+    trait Conn: Read + Write + Send {}
+    impl<T: Read + Write + Send> Conn for T {}
+    let frame = |op: OpCode, size: usize| -> Res<Vec<u8>> {
+        let mut m = Message::new();
+        m.header.proto.opcode = op;
+        m.body.resize(size, 0xab);
+        let mut v = Vec::new();
+        tofu::wire::encode_to_vec(&m, &mut v)?;
+        Ok(v)
+    };
+    let (client, server): (Box<dyn Conn>, Box<dyn Conn>) = if uds {
+        let (a, b) = std::os::unix::net::UnixStream::pair()?;
+        (Box::new(a), Box::new(b))
+    } else {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let a = std::net::TcpStream::connect(l.local_addr()?)?;
+        let (b, _) = l.accept()?;
+        a.set_nodelay(true)?;
+        b.set_nodelay(true)?;
+        (Box::new(a), Box::new(b))
+    };
+    let srv = std::thread::spawn(move || -> Res<Box<dyn Conn>> {
+        let mut r = BufReader::with_capacity(128 * 1024, server);
+        let (mut hdr, mut body) = ([0u8; HEADER_LEN], Vec::new());
+        loop {
+            r.read_exact(&mut hdr)?;
+            let fh = FrameHeader::decode(&hdr).map_err(|e| format!("{e:?}"))?;
+            body.resize(fh.frame_len() - HEADER_LEN, 0);
+            r.read_exact(&mut body)?;
+            if fh.header.proto.opcode == OpCode::Request {
+                let mut s = r.into_inner();
+                s.write_all(&hdr)?;
+                return Ok(s);
+            }
+        }
+    });
+    let f = frame(OpCode::Signal, size)?;
+    let marker = frame(OpCode::Request, 0)?;
+    let start = Instant::now();
+    let mut w = BufWriter::with_capacity(128 * 1024, client);
+    for _ in 0..count {
+        w.write_all(&f)?;
+    }
+    w.write_all(&marker)?;
+    w.flush()?;
+    let mut c = w.into_inner().map_err(|e| e.to_string())?;
+    let mut hdr = [0u8; HEADER_LEN];
+    c.read_exact(&mut hdr)?;
+    let secs = start.elapsed().as_secs_f64();
+    drop(srv.join().map_err(|_| "server panicked")??);
+    println!(
+        "raw {count} x {size} B: {secs:.3} s, {:.0} msgs/s, {:.2} us each",
+        count as f64 / secs,
+        secs * 1e6 / count as f64
+    );
+    Ok(())
 }
