@@ -403,6 +403,7 @@ impl Engine {
             // thread: then the batch overtakes nothing.
             let settled = r.post_inline_batch(group, &mut msgs);
             drop(r);
+            shared.lead.note_post();
             match settled {
                 Some(true) => return,
                 Some(false) => {
@@ -437,6 +438,9 @@ impl Engine {
             r.post_inline(group, msg)
         };
         drop(r);
+        if settled.is_ok() {
+            shared.lead.note_post();
+        }
         match settled {
             Ok(true) => None,
             Ok(false) => {

@@ -32,7 +32,7 @@
 //! at once — so an async receiver never waits for a lease.
 
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,10 @@ pub(crate) struct Lead {
     io_unparker: Unparker,
     /// Threads blocked on a group queue (following).
     followers: AtomicUsize,
+    /// An application thread posted inline (wrote to the reactor itself)
+    /// since the I/O thread last looked: it is active, and writes for its
+    /// channels on its next post.
+    posted: AtomicBool,
     /// Pending `receive_async` futures (registered wakers, every group):
     /// while there are any, the I/O thread keeps the poller (no lease).
     async_waiters: AtomicUsize,
@@ -115,6 +119,7 @@ impl Lead {
             io: AtomicU8::new(RUNNING),
             io_unparker: parker.unparker().clone(),
             followers: AtomicUsize::new(0),
+            posted: AtomicBool::new(false),
             async_waiters: AtomicUsize::new(0),
             spin,
         };
@@ -130,6 +135,15 @@ impl Lead {
         if self.io.load(Ordering::Relaxed) == LEASING && self.holder.load(Ordering::Relaxed) == FREE
         {
             self.io_unparker.unpark();
+        }
+    }
+
+    /// An application thread posted inline (see [`Lead::posted`]). Reads
+    /// before it writes, so a stream of posts does not keep taking the
+    /// cache line from the I/O thread.
+    pub(crate) fn note_post(&self) {
+        if !self.posted.load(Ordering::Relaxed) {
+            self.posted.store(true, Ordering::Relaxed);
         }
     }
 
@@ -313,6 +327,8 @@ struct Seen {
     slot_free: bool,
     /// An application thread took the poller during the lease.
     app_led: bool,
+    /// An application thread posted inline during the lease.
+    app_posted: bool,
     /// A thread is blocked on its group's queue (following).
     followed: bool,
     /// A `receive_async` future is pending.
@@ -350,8 +366,20 @@ fn lease_end(seen: &Seen) -> LeaseEnd {
             LeaseEnd::Again
         };
     }
-    if !seen.app_led || seen.followed || seen.async_waiting {
+    if seen.followed || seen.async_waiting {
         return LeaseEnd::TakeBack;
+    }
+    if !seen.app_led {
+        // Nobody led. An application that posted meanwhile is busy
+        // sending (a stream between its receives): a turn handles what
+        // came (a writable socket, an answer), and the lease goes on, so
+        // that its next receive leads instead of following. Otherwise
+        // take the poller back (an idle engine sleeps in `poll`).
+        return if seen.app_posted {
+            LeaseEnd::Turns
+        } else {
+            LeaseEnd::TakeBack
+        };
     }
     if seen.command_waits {
         LeaseEnd::Turns
@@ -371,6 +399,7 @@ fn lease_end(seen: &Seen) -> LeaseEnd {
 fn io_lease(reactor: &Mutex<Reactor>, shared: &Shared, parker: &IoParker) -> bool {
     let lead = &shared.lead;
     let epoch = lead.epoch.load(Ordering::Relaxed);
+    lead.posted.store(false, Ordering::Relaxed);
     lead.io.store(LEASING, Ordering::Relaxed);
     // Pairs with the fence in `Lead::add_async_waiter`.
     fence(Ordering::SeqCst);
@@ -385,6 +414,7 @@ fn io_lease(reactor: &Mutex<Reactor>, shared: &Shared, parker: &IoParker) -> boo
     let seen = Seen {
         slot_free: slot.is_some(),
         app_led: lead.epoch.load(Ordering::Relaxed) != epoch,
+        app_posted: lead.posted.load(Ordering::Relaxed),
         followed: lead.followers.load(Ordering::Relaxed) > 0,
         async_waiting: lead.async_waiting(),
         command_waits: !shared.commands.is_empty(),
@@ -617,6 +647,7 @@ mod tests {
         Seen {
             slot_free,
             app_led,
+            app_posted: false,
             followed: false,
             async_waiting: false,
             command_waits: false,
@@ -637,6 +668,36 @@ mod tests {
     fn a_lease_nobody_used_ends_it() {
         assert_eq!(lease_end(&seen(true, false)), LeaseEnd::TakeBack);
         assert_eq!(lease_end(&seen(false, false)), LeaseEnd::WaitForLeader);
+    }
+
+    /// An application that posted inline during the lease but did not
+    /// lead (a sender between its receives) keeps the lease, with a turn
+    /// for what came meanwhile: the I/O thread does not take the poller
+    /// back, so the sender's next receive leads instead of following. One
+    /// that neither led nor posted loses it; followers and async
+    /// receivers still end it.
+    #[test]
+    fn a_posting_application_keeps_the_lease_with_a_turn() {
+        let posted = Seen {
+            app_posted: true,
+            ..seen(true, false)
+        };
+        assert_eq!(lease_end(&posted), LeaseEnd::Turns);
+        assert_eq!(lease_end(&seen(true, false)), LeaseEnd::TakeBack);
+        for (followed, async_waiting) in [(true, false), (false, true)] {
+            let s = Seen {
+                followed,
+                async_waiting,
+                ..posted
+            };
+            assert_eq!(lease_end(&s), LeaseEnd::TakeBack, "{s:?}");
+        }
+        // A leader holding the poller all along is waited for, as before.
+        let held = Seen {
+            app_posted: true,
+            ..seen(false, false)
+        };
+        assert_eq!(lease_end(&held), LeaseEnd::WaitForLeader);
     }
 
     /// A posted command is carried out at once on a free poller, even
