@@ -13,8 +13,10 @@
 //! within microseconds and should find the poller free. (A delivery to a
 //! busy application, whose queue is not empty, changes nothing: the I/O
 //! thread goes on reading ahead while it works.) While application threads
-//! keep taking it, the I/O thread only checks once per lease; when none did
-//! for a whole lease, it takes the poller back and sleeps in `poll` again —
+//! keep taking it, the I/O thread only checks once per lease; while they
+//! only post (a sender between its receives), it runs one non-blocking turn
+//! per lease; when none did either for a whole lease, it takes the poller
+//! back and sleeps in `poll` again —
 //! so an idle engine, or one whose leader waits for a long time, wakes
 //! nobody.
 //!
