@@ -403,7 +403,9 @@ impl Engine {
             // thread: then the batch overtakes nothing.
             let settled = r.post_inline_batch(group, &mut msgs);
             drop(r);
-            shared.lead.note_post();
+            if settled.is_some() {
+                shared.lead.note_post();
+            }
             match settled {
                 Some(true) => return,
                 Some(false) => {
@@ -490,6 +492,58 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::{Address, OpCode, Status};
+
+    /// A batch the posting thread writes itself marks the application as
+    /// posting (`Lead::posted`, which keeps the I/O thread's lease going,
+    /// `reactor::lead`); posts that never reach the reactor do not.
+    #[test]
+    fn an_inline_batch_marks_the_application_as_posting() {
+        let port = crate::testing::free_tcp_port().unwrap();
+        let server = Engine::new(Options::default()).unwrap();
+        let sgroup = server.create_group().unwrap();
+        sgroup
+            .listen(&Address::tcp_server("127.0.0.1", port))
+            .unwrap();
+        let w = sgroup.wait_receive(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(w.unwrap().status(), Status::Success);
+        let client = Engine::new(Options::default()).unwrap();
+        let group = client.create_group().unwrap();
+        let ch = group
+            .connect(&Address::tcp_client("127.0.0.1", port))
+            .unwrap();
+        // The server's application answers the HelloRequest.
+        let mut hello = sgroup
+            .wait_receive(Some(Duration::from_secs(10)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(hello.opcode(), OpCode::HelloRequest);
+        hello.header.proto.opcode = OpCode::HelloResponse;
+        sgroup.post(hello).unwrap();
+        let h = group.wait_receive(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(h.unwrap().opcode(), OpCode::HelloResponse);
+        let lead = &client.shared().lead;
+        // Ten leases with no post and no receive: the I/O thread has taken
+        // the poller back (it clears the flag only when it starts a lease,
+        // which it does again only after a delivery wakes a receiver).
+        std::thread::sleep(Duration::from_millis(5));
+        lead.clear_posted();
+        // Refused before the engine sees it (no such channel): not posting.
+        let mut bad = vec![Message::new()];
+        bad[0].header.channel_number = ch.wrapping_add(100);
+        assert!(group.post_batch(&mut bad).is_err());
+        assert!(!lead.posted_since_cleared());
+        let mut msgs: Vec<Message> = (0..4)
+            .map(|_| {
+                let mut m = Message::new();
+                m.header.channel_number = ch;
+                m.header.proto.opcode = OpCode::Signal;
+                m
+            })
+            .collect();
+        group.post_batch(&mut msgs).unwrap();
+        assert!(lead.posted_since_cleared());
+    }
 
     /// SPEC §5.7b: if the I/O thread dies, the engine behaves as shut down —
     /// a blocked waiter wakes, calls fail with `ShutdownStarted`, drops

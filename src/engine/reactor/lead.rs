@@ -149,6 +149,18 @@ impl Lead {
         }
     }
 
+    /// Clears [`Lead::posted`] (for tests).
+    #[cfg(test)]
+    pub(crate) fn clear_posted(&self) {
+        self.posted.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether [`Lead::posted`] is set (for tests).
+    #[cfg(test)]
+    pub(crate) fn posted_since_cleared(&self) -> bool {
+        self.posted.load(Ordering::Relaxed)
+    }
+
     /// An async receiver registered its waker: from now on the I/O thread
     /// keeps the poller, and one leasing it out comes back at once.
     pub(crate) fn add_async_waiter(&self) {
