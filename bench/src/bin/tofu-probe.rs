@@ -6,7 +6,8 @@
 //! ```text
 //! tofu-probe stream [--count N] [--size B] [--uds] [--batch [--batch-size N]] [--pace N] [--pool I,M] [--spin US]
 //! tofu-probe rtt    [--count N] [--size B] [--uds] [--pool I,M] [--spin US]
-//! tofu-probe raw    [--count N] [--size B] [--uds]
+//! tofu-probe raw    [--count N] [--size B] [--uds] [--write-buffer B]
+//! tofu-probe pair   [--chunk B] [--mib N]
 //! ```
 //!
 //! `stream`: the client posts N Signals then a marker Request; the server
@@ -16,7 +17,14 @@
 //! every N Signals, at most two markers unanswered.
 //! `raw`: the stream without tofu, as the benchmark's raw baseline does it
 //! (blocking std sockets, a 128 KiB `BufWriter` and `BufReader`, the same
-//! frames), for `perf stat` beside `stream`.
+//! frames), for `perf stat` beside `stream`. `--write-buffer B` gives the
+//! writer a `B`-byte `BufWriter` instead (4096: writes as large as the
+//! engine's for a 64-message batch of 64 B Signals).
+//! `pair`: no frames at all: `N` MiB in `B`-byte writes over a blocking
+//! Unix socket pair to a thread that reads 64 KiB at a time and does
+//! nothing else; prints the rate and bytes per read of every 32 MiB. It
+//! shows what the kernel and the machine do with a reader that keeps up
+//! (on our VM the rate has states, whatever runs above the socket).
 //! `rtt`: N Requests, one outstanding. Per-message instructions: run two
 //! counts under callgrind and divide the difference of the totals by the
 //! difference of the counts (set-up cancels out).
@@ -39,6 +47,9 @@ struct Args {
     pace: Option<usize>,
     pool: Option<(u16, u16)>,
     spin: Duration,
+    write_buffer: usize,
+    chunk: usize,
+    mib: usize,
 }
 
 fn args() -> Res<Args> {
@@ -53,6 +64,9 @@ fn args() -> Res<Args> {
         pace: None,
         pool: None,
         spin: Duration::ZERO,
+        write_buffer: 128 * 1024,
+        chunk: 16 * 1024,
+        mib: 640,
     };
     while let Some(flag) = it.next() {
         match flag.as_str() {
@@ -61,6 +75,11 @@ fn args() -> Res<Args> {
             "--uds" => a.uds = true,
             "--batch" => a.batch = true,
             "--batch-size" => a.batch_size = it.next().ok_or("--batch-size N")?.parse()?,
+            "--write-buffer" => {
+                a.write_buffer = it.next().ok_or("--write-buffer B")?.parse()?;
+            }
+            "--chunk" => a.chunk = it.next().ok_or("--chunk B")?.parse()?,
+            "--mib" => a.mib = it.next().ok_or("--mib N")?.parse()?,
             "--pace" => a.pace = Some(it.next().ok_or("--pace N")?.parse()?),
             "--spin" => {
                 let us = it.next().ok_or("--spin US")?.parse()?;
@@ -88,8 +107,11 @@ fn recv(group: &ChannelGroup) -> Res<Message> {
 
 fn main() -> Res<()> {
     let a = args()?;
+    if a.mode == "pair" {
+        return pair(a.chunk, a.mib);
+    }
     if a.mode == "raw" {
-        return raw_stream(a.count, a.size, a.uds);
+        return raw_stream(a.count, a.size, a.uds, a.write_buffer);
     }
     let opts = match a.pool {
         Some((initial_pool_msgs, max_pool_msgs)) => Options {
@@ -321,9 +343,9 @@ fn serve(group: &ChannelGroup, mode: &str, count: usize, batch: bool) -> Res<()>
 }
 
 /// The `raw` mode: N Signals of `size` bytes and an end marker over a
-/// blocking socket, written through a 128 KiB `BufWriter`; a thread reads
-/// them through a 128 KiB `BufReader` and answers the marker.
-fn raw_stream(count: usize, size: usize, uds: bool) -> Res<()> {
+/// blocking socket, written through a `write_buffer`-byte `BufWriter`; a
+/// thread reads them through a 128 KiB `BufReader` and answers the marker.
+fn raw_stream(count: usize, size: usize, uds: bool, write_buffer: usize) -> Res<()> {
     use std::io::{BufReader, BufWriter, Read, Write};
     use tofu::wire::{FrameHeader, HEADER_LEN};
     trait Conn: Read + Write + Send {}
@@ -365,7 +387,7 @@ fn raw_stream(count: usize, size: usize, uds: bool) -> Res<()> {
     let f = frame(OpCode::Signal, size)?;
     let marker = frame(OpCode::Request, 0)?;
     let start = Instant::now();
-    let mut w = BufWriter::with_capacity(128 * 1024, client);
+    let mut w = BufWriter::with_capacity(write_buffer, client);
     for _ in 0..count {
         w.write_all(&f)?;
     }
@@ -382,4 +404,61 @@ fn raw_stream(count: usize, size: usize, uds: bool) -> Res<()> {
         secs * 1e6 / count as f64
     );
     Ok(())
+}
+
+/// The `pair` mode: `mib` MiB in `chunk`-byte writes over a blocking Unix
+/// socket pair; the reader reads 64 KiB at a time and drops the bytes.
+#[cfg(unix)]
+fn pair(chunk: usize, mib: usize) -> Res<()> {
+    use std::io::{Read, Write};
+    const INTERVAL: usize = 32 << 20;
+    if chunk == 0 {
+        return Err("--chunk must be at least 1".into());
+    }
+    let total = mib << 20;
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair()?;
+    let reader = std::thread::spawn(move || -> Res<Vec<(f64, usize)>> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut got, mut reads, mut mark) = (0usize, 0usize, Instant::now());
+        let mut intervals = Vec::new();
+        while got < total {
+            let n = b.read(&mut buf)?;
+            if n == 0 {
+                return Err("writer closed early".into());
+            }
+            reads += 1;
+            if (got + n) / INTERVAL != got / INTERVAL {
+                let gbps = INTERVAL as f64 / mark.elapsed().as_secs_f64() / 1e9;
+                intervals.push((gbps, INTERVAL / reads));
+                (reads, mark) = (0, Instant::now());
+            }
+            got += n;
+        }
+        Ok(intervals)
+    });
+    let data = vec![0xabu8; chunk];
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        let n = chunk.min(total - sent);
+        a.write_all(&data[..n])?;
+        sent += n;
+    }
+    let intervals = reader.join().map_err(|_| "reader panicked")??;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "pair {mib} MiB in {chunk} B writes: {secs:.3} s, {:.2} GB/s",
+        total as f64 / secs / 1e9
+    );
+    let each: Vec<String> = intervals
+        .iter()
+        .map(|(gbps, per_read)| format!("{gbps:.2}/{per_read}"))
+        .collect();
+    println!("per 32 MiB, GB/s / bytes per read: {}", each.join(" "));
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn pair(_chunk: usize, _mib: usize) -> Res<()> {
+    Err("pair: not applicable: Unix sockets only".into())
 }
