@@ -474,9 +474,7 @@ impl ChannelGroup {
             }
             Ok(())
         };
-        while let Some(d) = self.shared.queue.try_pop() {
-            drop(d);
-        }
+        self.shared.queue.clear();
         result
     }
 

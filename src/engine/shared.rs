@@ -98,17 +98,28 @@ impl GroupShared {
     /// that waits in `poll`. Returns whether a thread blocked on the queue
     /// was woken.
     pub(crate) fn push(&self, d: Delivery, wake: &Wake) -> bool {
-        self.push_with(wake, |q| q.push_back(d))
+        match d {
+            Delivery::Message(msg) => self.push_with(wake, |q| q.push_back(msg)),
+            Delivery::Shutdown => self.push_shutdown(wake),
+        }
+    }
+
+    /// Marks the group's queue as ended (the engine shut down) and wakes
+    /// every receiver: each, after the messages still queued, gets
+    /// [`Delivery::Shutdown`], as does every later one.
+    fn push_shutdown(&self, wake: &Wake) -> bool {
+        let woke = self.queue.shut();
+        fence(Ordering::SeqCst);
+        if self.leading.load(Ordering::Relaxed) {
+            wake.wake();
+        }
+        woke
     }
 
     /// Queues what `fill` adds (every frame of one read, say) under one
     /// lock, with one wake-up. Returns whether a thread blocked on the
     /// queue was woken.
-    pub(crate) fn push_with(
-        &self,
-        wake: &Wake,
-        fill: impl FnOnce(&mut VecDeque<Delivery>),
-    ) -> bool {
+    pub(crate) fn push_with(&self, wake: &Wake, fill: impl FnOnce(&mut VecDeque<Message>)) -> bool {
         let woke = self.queue.push_with(fill);
         // Pairs with the fence in `reactor::lead`: either the leader sees
         // the delivery before it polls, or we see `leading` and wake it.
@@ -140,7 +151,10 @@ pub(crate) struct GroupQueue {
 
 #[derive(Default)]
 struct QueueInner {
-    items: VecDeque<Delivery>,
+    items: VecDeque<Message>,
+    /// The engine shut down: once `items` is empty, every receiver gets
+    /// [`Delivery::Shutdown`] (it stays set).
+    shutdown: bool,
     /// Threads blocked in [`GroupQueue::pop_until`].
     sleepers: usize,
     /// The wakers of pending async receivers ([`GroupQueue::poll_pop`]), one
@@ -170,12 +184,41 @@ impl GroupQueue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push_with(&self, fill: impl FnOnce(&mut VecDeque<Delivery>)) -> bool {
+    /// What the atomic length says: messages, plus one for the shutdown.
+    fn store_len(&self, q: &QueueInner) {
+        self.len
+            .store(q.items.len() + usize::from(q.shutdown), Ordering::SeqCst);
+    }
+
+    fn push_with(&self, fill: impl FnOnce(&mut VecDeque<Message>)) -> bool {
         let mut q = self.lock();
         let before = q.items.len();
         fill(&mut q.items);
         let added = q.items.len() - before;
-        self.len.store(q.items.len(), Ordering::SeqCst);
+        self.store_len(&q);
+        self.woken(q, added)
+    }
+
+    /// Marks the queue as ended and wakes every thread blocked on it and
+    /// every async waiter (once).
+    fn shut(&self) -> bool {
+        let mut q = self.lock();
+        if q.shutdown {
+            return false;
+        }
+        q.shutdown = true;
+        self.store_len(&q);
+        let sleepers = q.sleepers;
+        let woke = self.woken(q, 1);
+        if sleepers > 1 {
+            self.ready.notify_all();
+        }
+        woke
+    }
+
+    /// Wakes the waiters for `added` new deliveries (the lock released
+    /// first); whether a thread blocked on the queue was woken.
+    fn woken(&self, q: MutexGuard<'_, QueueInner>, added: usize) -> bool {
         let sleepers = q.sleepers;
         // Every async waiter is woken (each may be dropped before it looks:
         // waking only one could leave the message behind for a waiter
@@ -222,14 +265,27 @@ impl GroupQueue {
     }
 
     fn take(&self, q: &mut QueueInner) -> Option<Delivery> {
-        let d = q.items.pop_front();
-        if d.is_some() {
-            self.len.store(q.items.len(), Ordering::SeqCst);
-            if q.items.is_empty() && q.items.capacity() > QUEUE_KEEP {
-                q.items.shrink_to(QUEUE_KEEP);
-            }
+        let Some(msg) = q.items.pop_front() else {
+            return q.shutdown.then_some(Delivery::Shutdown);
+        };
+        self.store_len(q);
+        if q.items.is_empty() && q.items.capacity() > QUEUE_KEEP {
+            q.items.shrink_to(QUEUE_KEEP);
         }
-        d
+        Some(Delivery::Message(msg))
+    }
+
+    /// Frees every queued message (the group is going away); a shutdown
+    /// mark stays.
+    pub(crate) fn clear(&self) {
+        let items = {
+            let mut q = self.lock();
+            let items = std::mem::take(&mut q.items);
+            self.store_len(&q);
+            items
+        };
+        // Back to their pool outside the lock.
+        drop(items);
     }
 
     pub(crate) fn try_pop(&self) -> Option<Delivery> {
@@ -241,26 +297,25 @@ impl GroupQueue {
     }
 
     /// Moves up to `max` queued messages behind those in `out` under one
-    /// lock, stopping at a shutdown sentinel (left for the next receive).
-    /// Returns how many were moved.
+    /// lock (a shutdown is left for the next receive). Returns how many
+    /// were moved.
     pub(crate) fn take_many(&self, out: &mut Vec<Message>, max: usize) -> usize {
         if max == 0 || self.is_empty() {
             return 0;
         }
         let mut q = self.lock();
-        let mut n = 0;
-        while n < max {
-            match q.items.front() {
-                Some(Delivery::Message(_)) => {}
-                _ => break,
-            }
-            if let Some(Delivery::Message(m)) = q.items.pop_front() {
-                out.push(m);
-                n += 1;
-            }
+        let n = q.items.len().min(max);
+        if n == q.items.len() && q.items.capacity() <= QUEUE_KEEP {
+            // All of them (the common case): moved as one block, and the
+            // queue keeps its buffer (`Vec::from` and back reuse it).
+            let mut all = Vec::from(std::mem::take(&mut q.items));
+            out.append(&mut all);
+            q.items = VecDeque::from(all);
+        } else {
+            out.extend(q.items.drain(..n));
         }
         if n > 0 {
-            self.len.store(q.items.len(), Ordering::SeqCst);
+            self.store_len(&q);
             if q.items.is_empty() && q.items.capacity() > QUEUE_KEEP {
                 q.items.shrink_to(QUEUE_KEEP);
             }
@@ -562,5 +617,68 @@ mod tests {
         }
         assert!(!group.push(msg(), &wake), "it stopped spinning");
         assert_eq!(group.queue.len(), 3, "every delivery was queued");
+    }
+
+    /// The shutdown mark: messages queued before it come first (also in a
+    /// batch), then every receive gets it, and it wakes every blocked
+    /// receiver at once; clearing the queue keeps it.
+    #[test]
+    fn a_shutdown_reaches_every_receiver_after_the_messages() {
+        let (_poll, wake) = wake();
+        let group = std::sync::Arc::new(GroupShared::new(1));
+        let sleepers: Vec<_> = (0..3)
+            .map(|_| {
+                let g = group.clone();
+                std::thread::spawn(move || {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    let mut got = Vec::new();
+                    while let Some(d) = g.queue.pop_until(Some(deadline)) {
+                        let end = matches!(d, Delivery::Shutdown);
+                        got.push(d);
+                        if end {
+                            break;
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        let m = |id| {
+            let mut m = Message::new();
+            m.header.message_id = id;
+            Delivery::Message(m)
+        };
+        group.push(m(1), &wake);
+        group.push(m(2), &wake);
+        group.push(Delivery::Shutdown, &wake);
+        let mut ids = Vec::new();
+        for t in sleepers {
+            let got = t.join().unwrap();
+            assert!(
+                matches!(got.last(), Some(Delivery::Shutdown)),
+                "each ends with it"
+            );
+            ids.extend(got.iter().filter_map(|d| match d {
+                Delivery::Message(m) => Some(m.header.message_id),
+                Delivery::Shutdown => None,
+            }));
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2], "every message once, before the mark");
+
+        let group = GroupShared::new(2);
+        group.push(m(3), &wake);
+        group.push(Delivery::Shutdown, &wake);
+        group.push(m(4), &wake);
+        let mut out = Vec::new();
+        assert_eq!(group.queue.take_many(&mut out, 64), 2, "the messages first");
+        assert_eq!(group.queue.take_many(&mut out, 64), 0);
+        for _ in 0..3 {
+            assert!(matches!(group.queue.try_pop(), Some(Delivery::Shutdown)));
+        }
+        group.push(m(5), &wake);
+        group.queue.clear();
+        assert!(!group.queue.is_empty(), "the mark stays");
+        assert!(matches!(group.queue.try_pop(), Some(Delivery::Shutdown)));
     }
 }

@@ -583,6 +583,12 @@ impl ChannelCore {
         self.deliveries.pop_front()
     }
 
+    /// Moves every message for the channel's group behind those in `to`,
+    /// oldest first, as one block (a read's frames, into the group's queue).
+    pub(crate) fn take_deliveries(&mut self, to: &mut VecDeque<Message>) {
+        to.append(&mut self.deliveries);
+    }
+
     /// Messages wait for the channel's group.
     pub(crate) fn has_deliveries(&self) -> bool {
         !self.deliveries.is_empty()

@@ -692,14 +692,12 @@ impl Reactor {
         let received = s.core.take_received();
         if let Some(g) = self.groups.get(&group) {
             if s.core.has_deliveries() {
-                self.woke |= g.shared.push_with(&self.shared.wake, |q| {
-                    while let Some(msg) = s.core.poll_delivery() {
-                        q.push_back(Delivery::Message(msg));
-                    }
-                });
+                self.woke |= g
+                    .shared
+                    .push_with(&self.shared.wake, |q| s.core.take_deliveries(q));
             }
         } else {
-            while s.core.poll_delivery().is_some() {}
+            s.core.take_deliveries(&mut VecDeque::new());
         }
         Counters::add(&self.shared.counters.messages_received, received);
     }
