@@ -394,19 +394,16 @@ impl ChannelGroup {
         };
         match got {
             Delivery::Message(msg) => Ok(Some(msg)),
-            // The shutdown sentinel: pass it on to the next waiter.
-            _ => {
-                self.wake_other_waiters();
-                Err(Error::ShutdownStarted)
-            }
+            // The shutdown mark (it stays: every later receive gets it).
+            Delivery::Shutdown => Err(Error::ShutdownStarted),
         }
     }
 
+    /// The engine is shut down: marks this group's queue (if the I/O
+    /// thread has not yet), which wakes every receiver blocked on it.
     fn wake_other_waiters(&self) {
-        if self.shared.queue.is_empty() {
-            self.shared
-                .push(Delivery::Shutdown, &self.engine.shared().wake);
-        }
+        self.shared
+            .push(Delivery::Shutdown, &self.engine.shared().wake);
     }
 
     /// Puts a `receiver_update` message into this group's receive queue (FIFO

@@ -64,7 +64,8 @@ pub(crate) enum Delivery {
     /// A message for the application (from a peer or from the engine).
     Message(Message),
     /// The engine shut down: every waiter wakes with
-    /// [`Error::ShutdownStarted`], each passing this on to the next.
+    /// [`Error::ShutdownStarted`]. The queue keeps a mark, not an entry
+    /// (`QueueInner::shutdown`): every later receive gets this too.
     Shutdown,
 }
 

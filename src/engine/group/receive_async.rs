@@ -158,11 +158,8 @@ impl Receive<'_> {
         match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Delivery::Message(msg)) => Poll::Ready(Ok(msg)),
-            // The shutdown sentinel: pass it on to the next waiter.
-            Poll::Ready(Delivery::Shutdown) => {
-                group.wake_other_waiters();
-                Poll::Ready(Err(Error::ShutdownStarted))
-            }
+            // The shutdown mark (it stays: every later receive gets it).
+            Poll::Ready(Delivery::Shutdown) => Poll::Ready(Err(Error::ShutdownStarted)),
         }
     }
 
