@@ -301,9 +301,11 @@ impl ChannelCore {
 
     /// Fills `iov` with what to write next (nothing unless
     /// [`wants_write`](Self::wants_write)).
-    pub(crate) fn poll_transmit<'a>(&'a self, iov: &mut IoVec<'a>, scratch: &'a mut Vec<u8>) {
+    pub(crate) fn poll_transmit<'a>(&'a mut self, iov: &mut IoVec<'a>) {
         if self.wants_write() {
-            self.send.fill(iov, scratch);
+            self.send.prepare();
+            let this: &'a Self = self;
+            this.send.fill(iov);
         }
     }
 

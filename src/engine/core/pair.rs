@@ -110,8 +110,7 @@ impl Peer {
             return 0;
         }
         let mut iov = IoVec::new();
-        let mut scratch = Vec::new();
-        self.core.poll_transmit(&mut iov, &mut scratch);
+        self.core.poll_transmit(&mut iov);
         let mut n = 0;
         for slice in iov.as_slices() {
             let take = slice.len().min(limit - n);

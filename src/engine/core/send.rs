@@ -1,9 +1,11 @@
 //! The send queue of one channel: frames waiting to be written, the write
 //! cursor into the front one, and the slices of a vectored write.
 //!
-//! Bodies are never copied: each queued message keeps its buffers and its
-//! 16 header bytes, encoded once when it was posted, and a write hands the
-//! kernel borrowed slices of them ([`wire::frame_slices`]).
+//! Large bodies are never copied: each queued message keeps its buffers and
+//! its 16 header bytes, encoded once when it was posted, and a write hands
+//! the kernel borrowed slices of them ([`wire::frame_slices`]). Small frames
+//! at the front are copied once into the queue's own buffer and written
+//! from there as one slice, however many writes that takes.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -24,6 +26,9 @@ pub(crate) const COALESCE_MAX: usize = 64 * 1024;
 /// A send queue that grew beyond this many entries is shrunk once it drains, so
 /// idle connections stay small.
 const SEND_QUEUE_KEEP: usize = 64;
+/// The encoded-frames buffer of a drained queue is freed when it grew past
+/// this (a queue that only ever held a few small frames keeps its own).
+const ENCODED_KEEP: usize = 4 * 1024;
 
 /// A fixed-size buffer of slices for one vectored write. Slices past its
 /// capacity are left out, which is safe: the write cursor counts only the
@@ -122,6 +127,14 @@ pub(crate) struct SendQueue {
     /// Bytes of the front frame already written.
     sent: usize,
     released: Released,
+    /// The first `encoded_frames` queued frames (small ones), encoded:
+    /// `encoded[encoded_at..]` starts with the front frame's first byte
+    /// (of which `sent` are written). Written from here until done, so a
+    /// small frame is copied once however many partial writes it takes;
+    /// at most [`COALESCE_MAX`] plus one frame are added at a time.
+    encoded: Vec<u8>,
+    encoded_at: usize,
+    encoded_frames: usize,
 }
 
 impl SendQueue {
@@ -162,39 +175,59 @@ impl SendQueue {
         self.sent
     }
 
-    /// Fills `iov` with the unwritten bytes of as many queued frames as fit.
-    /// A ByeRequest or ByeResponse ends the batch, so the handshake state
-    /// changes exactly when that frame is written.
-    pub(crate) fn fill<'a>(&'a self, iov: &mut IoVec<'a>, scratch: &'a mut Vec<u8>) {
-        scratch.clear();
-        let mut offset = self.sent;
-        let mut copied = 0;
-        // Small frames, even a lone one, are copied into one slice: the
-        // kernel serves one slice with a plain `write`, cheaper than a
-        // `writev` of a frame's two or three.
-        for out in self.queue.iter() {
-            if out.len > COALESCE_MAX_FRAME || scratch.len() + out.len > COALESCE_MAX {
+    /// Encodes the small frames at the front of the queue that are not yet
+    /// (up to [`COALESCE_MAX`] bytes unwritten, a ByeRequest or
+    /// ByeResponse last), for [`fill`](Self::fill). Frames already encoded
+    /// stay; their written prefix is dropped only when more frames are
+    /// added, and more are added only when less than half of
+    /// `COALESCE_MAX` is left to write, so each byte is moved about once.
+    pub(crate) fn prepare(&mut self) {
+        if self.encoded_frames == 0 {
+            self.encoded.clear();
+            self.encoded_at = 0;
+        } else {
+            let last = &self.queue[self.encoded_frames - 1];
+            let unwritten = self.encoded.len() - self.encoded_at - self.sent;
+            if ends_batch(&last.msg)
+                || self.encoded_frames == self.queue.len()
+                || unwritten >= COALESCE_MAX / 2
+            {
+                return;
+            }
+            self.encoded.drain(..self.encoded_at);
+            self.encoded_at = 0;
+        }
+        let mut unwritten = self.encoded.len() - self.sent.min(self.encoded.len());
+        for out in self.queue.iter().skip(self.encoded_frames) {
+            if out.len > COALESCE_MAX_FRAME || unwritten + out.len > COALESCE_MAX {
                 break;
             }
-            wire::frame_slices(&out.header, &out.msg, offset, &mut Copying(scratch));
-            offset = 0;
-            copied += 1;
+            let offset = self.encoded.len();
+            wire::frame_slices(&out.header, &out.msg, 0, &mut Copying(&mut self.encoded));
+            unwritten += self.encoded.len() - offset;
+            self.encoded_frames += 1;
             if ends_batch(&out.msg) {
                 break;
             }
         }
-        let scratch: &'a Vec<u8> = scratch;
-        if !scratch.is_empty() {
-            iov.extend(std::iter::once(IoSlice::new(scratch)));
-            if self
-                .queue
-                .get(copied - 1)
-                .is_some_and(|out| ends_batch(&out.msg))
-            {
+    }
+
+    /// Fills `iov` with the unwritten bytes of as many queued frames as fit:
+    /// the encoded small frames at the front ([`prepare`](Self::prepare),
+    /// called first) as one slice, then the frames after them as slices of
+    /// their own. A ByeRequest or ByeResponse ends the batch, so the
+    /// handshake state changes exactly when that frame is written.
+    pub(crate) fn fill<'a>(&'a self, iov: &mut IoVec<'a>) {
+        let mut offset = self.sent;
+        if self.encoded_frames > 0 {
+            let from = self.encoded_at + self.sent;
+            iov.extend(std::iter::once(IoSlice::new(&self.encoded[from..])));
+            if ends_batch(&self.queue[self.encoded_frames - 1].msg) {
                 return;
             }
+            offset = 0;
         }
-        for out in self.queue.iter().skip(copied) {
+        for out in self.queue.iter().skip(self.encoded_frames) {
             if iov.room() < 3 {
                 break;
             }
@@ -297,6 +330,10 @@ impl SendQueue {
             }
             done -= front.len;
             let out = self.queue.pop_front().expect("front exists");
+            if self.encoded_frames > 0 {
+                self.encoded_frames -= 1;
+                self.encoded_at += out.len;
+            }
             self.released.add(&out);
             on_done(out.msg.header.proto.opcode);
             spent.push(out.msg);
@@ -307,6 +344,9 @@ impl SendQueue {
             "wrote more bytes than were queued"
         );
         self.sent = if self.queue.is_empty() { 0 } else { done };
+        if self.encoded_frames == 0 {
+            self.clear_encoded();
+        }
         if self.queue.is_empty() && self.queue.capacity() > SEND_QUEUE_KEEP {
             // A new small queue, the old one freed (not `shrink_to`: a
             // large queue is a mapping of its own, and shrinking it in
@@ -318,9 +358,22 @@ impl SendQueue {
         frames
     }
 
+    /// No frame is encoded any more: the buffer is emptied (freed if it
+    /// grew large).
+    fn clear_encoded(&mut self) {
+        self.encoded_frames = 0;
+        self.encoded_at = 0;
+        if self.encoded.capacity() > ENCODED_KEEP {
+            self.encoded = Vec::new();
+        } else {
+            self.encoded.clear();
+        }
+    }
+
     /// Empties the queue, oldest first (the channel is closing).
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = Message> + '_ {
         self.sent = 0;
+        self.clear_encoded();
         let released = &mut self.released;
         self.queue.drain(..).map(move |out| {
             released.add(&out);
@@ -330,7 +383,7 @@ impl SendQueue {
 
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.queue.capacity()
+        self.queue.capacity() + self.encoded.capacity()
     }
 }
 
@@ -370,10 +423,10 @@ mod tests {
             q.push(a.clone(), true).unwrap();
             q.push(b.clone(), false).unwrap();
             let mut out = Vec::new();
-            let mut scratch = Vec::new();
             {
                 let mut iov = IoVec::new();
-                q.fill(&mut iov, &mut scratch);
+                q.prepare();
+                q.fill(&mut iov);
                 let bytes = gather(&iov);
                 assert_eq!(bytes, all);
                 out.extend_from_slice(&bytes[..cut]);
@@ -386,7 +439,8 @@ mod tests {
             assert_eq!(first.bytes, if cut >= 21 { 21 } else { 0 });
             {
                 let mut iov = IoVec::new();
-                q.fill(&mut iov, &mut scratch);
+                q.prepare();
+                q.fill(&mut iov);
                 out.extend(gather(&iov));
             }
             assert_eq!(out, all, "cut at {cut}");
@@ -405,8 +459,8 @@ mod tests {
         q.push(bye, true).unwrap();
         q.push(msg(2, b"after"), true).unwrap();
         let mut iov = IoVec::new();
-        let mut scratch = Vec::new();
-        q.fill(&mut iov, &mut scratch);
+        q.prepare();
+        q.fill(&mut iov);
         assert_eq!(gather(&iov).len(), HEADER_LEN, "only the ByeRequest");
     }
 
@@ -418,12 +472,12 @@ mod tests {
             q.push(msg(i, &big), true).unwrap();
         }
         let mut iov = IoVec::new();
-        let mut scratch = Vec::new();
-        q.fill(&mut iov, &mut scratch);
+        q.prepare();
+        q.fill(&mut iov);
         // Header + body per frame (no text headers): 2 slices a frame.
         assert!(iov.as_slices().len() <= MAX_IOV);
         assert_eq!(iov.as_slices().len() % 2, 0);
-        assert!(scratch.is_empty(), "large frames are not copied");
+        assert!(q.encoded.is_empty(), "large frames are not copied");
     }
 
     /// Small frames are copied into one slice (up to `COALESCE_MAX`
@@ -439,9 +493,9 @@ mod tests {
             all.extend(encoded(&m));
             q.push(m, true).unwrap();
         }
-        let mut scratch = Vec::new();
         let mut iov = IoVec::new();
-        q.fill(&mut iov, &mut scratch);
+        q.prepare();
+        q.fill(&mut iov);
         assert_eq!(gather(&iov), all);
         // Three small frames in one slice; the 1,040-byte frame is over
         // the limit: header and body, then the rest as slices.
@@ -451,7 +505,8 @@ mod tests {
         let cut = 26 + 5;
         assert_eq!(q.advance(cut, &mut Vec::new(), |_| {}), 1);
         let mut iov = IoVec::new();
-        q.fill(&mut iov, &mut scratch);
+        q.prepare();
+        q.fill(&mut iov);
         assert_eq!(gather(&iov), all[cut..]);
 
         // Many small frames: one slice of at most COALESCE_MAX bytes.
@@ -461,7 +516,8 @@ mod tests {
                 .unwrap();
         }
         let mut iov = IoVec::new();
-        q.fill(&mut iov, &mut scratch);
+        q.prepare();
+        q.fill(&mut iov);
         // Then frames as slices (2 each) while 3 slots are left.
         assert_eq!(iov.as_slices().len(), 1 + 2 * ((MAX_IOV - 1 - 3) / 2 + 1));
         assert!(iov.as_slices()[0].len() <= COALESCE_MAX);
@@ -472,13 +528,13 @@ mod tests {
     /// a plain `write`); a lone large one is not copied.
     #[test]
     fn a_lone_small_frame_is_one_slice() {
-        let mut scratch = Vec::new();
         let mut q = SendQueue::default();
         let m = msg(1, b"hello");
         let all = encoded(&m);
         q.push(m, true).unwrap();
         let mut iov = IoVec::new();
-        q.fill(&mut iov, &mut scratch);
+        q.prepare();
+        q.fill(&mut iov);
         assert_eq!(iov.as_slices().len(), 1);
         assert_eq!(gather(&iov), all);
 
@@ -486,9 +542,46 @@ mod tests {
         q.push(msg(2, &vec![1; COALESCE_MAX_FRAME + 1]), true)
             .unwrap();
         let mut iov = IoVec::new();
-        q.fill(&mut iov, &mut scratch);
+        q.prepare();
+        q.fill(&mut iov);
         assert_eq!(iov.as_slices().len(), 2, "header and body");
-        assert!(scratch.is_empty());
+        assert!(q.encoded.is_empty());
+    }
+
+    /// Small frames are encoded once: partial writes go on from the
+    /// encoded bytes (nothing is encoded again while more than half of
+    /// `COALESCE_MAX` is left), and the bytes come out whole and in order
+    /// through any sequence of partial writes.
+    #[test]
+    fn small_frames_are_encoded_once_across_partial_writes() {
+        let mut q = SendQueue::default();
+        let mut all = Vec::new();
+        for i in 0..3000u64 {
+            let m = msg(i, &[i as u8; 40]);
+            all.extend(encoded(&m));
+            q.push(m, true).unwrap();
+        }
+        let mut out = Vec::new();
+        q.prepare();
+        let first = q.encoded.len();
+        assert!(first <= COALESCE_MAX && first > COALESCE_MAX - 56, "{first}");
+        let mut step = 0;
+        while !q.is_empty() {
+            q.prepare();
+            if out.len() + 1000 < COALESCE_MAX / 2 {
+                assert_eq!(q.encoded.len(), first, "not encoded again");
+            }
+            let mut iov = IoVec::new();
+            q.fill(&mut iov);
+            // Odd sizes, so that writes end inside frames.
+            let n = gather(&iov).len().min(997 + step % 13);
+            out.extend_from_slice(&gather(&iov)[..n]);
+            q.advance(n, &mut Vec::new(), |_| {});
+            step += 1;
+        }
+        assert_eq!(out, all);
+        assert!(q.encoded.is_empty() && q.encoded.capacity() <= ENCODED_KEEP);
+        assert_eq!(q.take_released().messages, 3000);
     }
 
     #[test]

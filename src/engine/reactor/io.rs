@@ -150,14 +150,10 @@ impl Reactor {
         let mut writes = 0u64;
         let mut number = 0;
         let mut released = Released::default();
-        // The engine's one write buffer (small frames are copied into it),
-        // out of `self` while the channel is borrowed.
-        let mut scratch = std::mem::take(&mut self.write_buf);
         // Written messages, back to the pool together after the writes.
         let mut spent = std::mem::take(&mut self.spent);
         let result = loop {
             let Some(s) = self.stream_mut(key) else {
-                self.write_buf = scratch;
                 self.shared.pool.recycle_many(&mut spent);
                 self.spent = spent;
                 return ControlFlow::Break(());
@@ -169,7 +165,7 @@ impl Reactor {
                 break Ok(());
             };
             let mut iov = IoVec::new();
-            s.core.poll_transmit(&mut iov, &mut scratch);
+            s.core.poll_transmit(&mut iov);
             writes += 1;
             let iov_len: usize = iov.as_slices().iter().map(|b| b.len()).sum();
             let written = sock.write_vectored(iov.as_slices());
@@ -199,7 +195,6 @@ impl Reactor {
                 }
             }
         };
-        self.write_buf = scratch;
         self.shared.pool.recycle_many(&mut spent);
         self.spent = spent;
         let c = &self.shared.counters;
