@@ -564,7 +564,10 @@ mod tests {
         let mut out = Vec::new();
         q.prepare();
         let first = q.encoded.len();
-        assert!(first <= COALESCE_MAX && first > COALESCE_MAX - 56, "{first}");
+        assert!(
+            first <= COALESCE_MAX && first > COALESCE_MAX - 56,
+            "{first}"
+        );
         let mut step = 0;
         while !q.is_empty() {
             q.prepare();
