@@ -209,12 +209,9 @@ impl GroupQueue {
         }
         q.shutdown = true;
         self.store_len(&q);
+        // Counted as one delivery per sleeper: every one of them wakes.
         let sleepers = q.sleepers;
-        let woke = self.woken(q, 1);
-        if sleepers > 1 {
-            self.ready.notify_all();
-        }
-        woke
+        self.woken(q, sleepers.max(1))
     }
 
     /// Wakes the waiters for `added` new deliveries (the lock released
