@@ -182,10 +182,9 @@ impl SendQueue {
     /// added, and more are added only when less than half of
     /// `COALESCE_MAX` is left to write, so each byte is moved about once.
     pub(crate) fn prepare(&mut self) {
-        if self.encoded_frames == 0 {
-            self.encoded.clear();
-            self.encoded_at = 0;
-        } else {
+        // With nothing encoded the buffer is empty (`clear_encoded`).
+        debug_assert!(self.encoded_frames > 0 || self.encoded.is_empty());
+        if self.encoded_frames > 0 {
             let last = &self.queue[self.encoded_frames - 1];
             let unwritten = self.encoded.len() - self.encoded_at - self.sent;
             if ends_batch(&last.msg)
@@ -197,7 +196,7 @@ impl SendQueue {
             self.encoded.drain(..self.encoded_at);
             self.encoded_at = 0;
         }
-        let mut unwritten = self.encoded.len() - self.sent.min(self.encoded.len());
+        let mut unwritten = self.encoded.len().saturating_sub(self.sent);
         for out in self.queue.iter().skip(self.encoded_frames) {
             if out.len > COALESCE_MAX_FRAME || unwritten + out.len > COALESCE_MAX {
                 break;
