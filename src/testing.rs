@@ -4,14 +4,49 @@
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 
-/// A TCP port that is free on 127.0.0.1 right now (bound to port 0 and released).
+/// A TCP port that is free on 127.0.0.1 right now, taken from below the
+/// ephemeral range (10,000–29,999).
+///
+/// A port the kernel hands out for port 0 comes from the ephemeral range,
+/// the one outgoing connections take their source ports from: between
+/// this call and the listener's bind, a connection of another test could
+/// take it (a test then fails with `listen_failed`). No system's ephemeral
+/// range reaches below 32,768 by default (Linux 32,768–60,999, Windows,
+/// macOS and FreeBSD 49,152–65,535), so ports here are left alone by
+/// connections; each process starts at its own place in the range and
+/// takes the next port that binds.
 ///
 /// # Errors
 ///
-/// Any error from binding the probe socket.
+/// Any error from binding the probe socket, or `AddrInUse` when no port
+/// of the range is free.
 pub fn free_tcp_port() -> std::io::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        // Processes running tests side by side start far apart.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let start = (std::process::id().wrapping_mul(7_919) ^ nanos) % SPAN;
+        let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = u16::try_from(FIRST + n).expect("below 30,000");
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            Ok(_) => return Ok(port),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free TCP port in 10,000-29,999",
+    ))
 }
 
 /// A path for a Unix-domain socket, unique per call, in the temp dir
@@ -86,5 +121,18 @@ mod tests {
     fn uds_always_available_on_unix() {
         assert_eq!(uds_unavailable(), None);
         assert!(!uds_not_applicable());
+    }
+
+    /// Ports come from below the ephemeral range, one after another, and
+    /// each binds.
+    #[test]
+    fn free_ports_are_outside_the_ephemeral_range() {
+        let a = free_tcp_port().unwrap();
+        let b = free_tcp_port().unwrap();
+        assert_ne!(a, b);
+        for port in [a, b] {
+            assert!((10_000..30_000).contains(&port), "{port}");
+            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        }
     }
 }
