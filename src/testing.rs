@@ -71,6 +71,23 @@ pub fn short_reads_end_reading() -> bool {
     crate::sys::SHORT_IO_DRAINS
 }
 
+/// The most bytes of small frames one write-through write carries on a
+/// Unix-domain socket: `Some` on Linux, where a larger write adds a page
+/// allocation to every write (see `docs/architecture.md`), `None` where
+/// only the engine's 64 KiB limit applies.
+///
+/// ```
+/// if let Some(max) = tofu::testing::unix_write_through_max() {
+///     assert!(max < 4096);
+/// }
+/// ```
+pub fn unix_write_through_max() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    return Some(crate::sys::UNIX_WRITE_THROUGH_MAX);
+    #[cfg(not(target_os = "linux"))]
+    return None;
+}
+
 /// Why Unix-domain sockets cannot be used on this platform, or `None` when they
 /// can. Always `None` on Unix. On Windows, `Some` when creating an AF_UNIX
 /// socket fails with WSAEAFNOSUPPORT (10047): Windows before 10 1803, and Wine,

@@ -96,6 +96,22 @@ const SUN_PATH_LEN: usize = if cfg!(any(
     108
 };
 
+/// The most bytes of small frames one write-through write carries on a
+/// Unix-domain stream on Linux (elsewhere, and over TCP, no limit beyond
+/// the engine's own). Linux keeps a Unix-domain write of up to
+/// `SKB_MAX_HEAD(0)` bytes (a page less the socket buffer's shared info,
+/// about 3,776 on x86-64) in one slab-allocated buffer; a larger write puts
+/// the rest in page fragments, a page allocation for every write, which
+/// the reading side frees on its own CPU. On our 2-vCPU VM (free page
+/// reporting on) a stream of such writes falls at times into states about
+/// ten times slower: a bare socket pair (`tofu-probe pair`) did with
+/// 5,100 and 8,192-byte writes, never with 3,500; the sending thread then
+/// spent 35 % of its time in the kernel's copy into the socket buffer
+/// against 5 % otherwise (`perf record`). 3.5 KiB stays below the limit
+/// with room for a kernel whose shared info is larger.
+#[cfg(target_os = "linux")]
+pub(crate) const UNIX_WRITE_THROUGH_MAX: usize = 3584;
+
 /// A connected (or connecting) non-blocking stream.
 #[derive(Debug)]
 pub(crate) enum Stream {
@@ -113,6 +129,16 @@ pub(crate) enum Listener {
 }
 
 impl Stream {
+    /// The most bytes one write-through write carries on this stream
+    /// ([`UNIX_WRITE_THROUGH_MAX`] for a Unix-domain stream on Linux).
+    pub(crate) fn write_through_max(&self) -> usize {
+        #[cfg(target_os = "linux")]
+        if let Stream::Unix(_) = self {
+            return UNIX_WRITE_THROUGH_MAX;
+        }
+        usize::MAX
+    }
+
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),

@@ -15,6 +15,8 @@ use crate::message::{Message, OpCode, Pool};
 use super::backpressure::{self, StashBudget};
 use super::channel::{ChannelCore, Posted};
 use super::send::IoVec;
+#[cfg(test)]
+use super::send::Through;
 use super::{Close, End, Flow, Timeouts};
 
 /// The harness's read buffer length (the reactor's default `read_chunk`).
@@ -132,34 +134,61 @@ impl Peer {
     /// written through.
     #[cfg(test)]
     pub(crate) fn post_through(&mut self, msgs: Vec<Message>, limit: usize) -> usize {
+        self.post_through_in(msgs, usize::MAX, &[limit])
+            .first()
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// As the reactor does it (`reactor/through.rs`): the run goes out in
+    /// writes of at most `max` bytes; the `i`-th write takes at most
+    /// `limits[i]` bytes (all of them past the end of `limits`), and one
+    /// not taken whole ends the run. What is not written through is posted
+    /// as by [`post`](Self::post). Returns the bytes each write took.
+    #[cfg(test)]
+    pub(crate) fn post_through_in(
+        &mut self,
+        msgs: Vec<Message>,
+        max: usize,
+        limits: &[usize],
+    ) -> Vec<usize> {
         assert!(self.closed.is_none(), "post on a closed channel");
-        let mut buf = Vec::new();
-        let mut held = Vec::new();
+        let mut written = Vec::new();
         let mut rest = msgs.into_iter();
-        let mut leftover = None;
-        if self.core.may_write_through() {
-            for msg in rest.by_ref() {
-                if let Err(msg) = self.core.encode_through(msg, &mut buf, &mut held) {
-                    leftover = Some(msg);
-                    break;
+        let mut next = rest.next();
+        while let Some(first) = next.take() {
+            if !self.core.may_write_through() {
+                next = Some(first);
+                break;
+            }
+            let (mut buf, mut held) = (Vec::new(), Vec::new());
+            let mut msg = Some(first);
+            while let Some(m) = msg.take() {
+                match self.core.encode_through(m, &mut buf, &mut held, max) {
+                    Through::Encoded => msg = rest.next(),
+                    Through::Full(m) | Through::Queue(m) => next = Some(m),
                 }
             }
-        } else {
-            leftover = rest.next();
-        }
-        let n = buf.len().min(limit);
-        self.pipe.extend(&buf[..n]);
-        if !held.is_empty() {
+            if held.is_empty() {
+                break;
+            }
+            let limit = limits.get(written.len()).copied().unwrap_or(usize::MAX);
+            let n = buf.len().min(limit);
+            self.pipe.extend(&buf[..n]);
             self.frames_written += self.core.handle_written_through(n, &mut held, 0);
+            self.collect();
+            written.push(n);
+            if n < buf.len() {
+                break;
+            }
         }
-        self.collect();
-        for msg in leftover.into_iter().chain(rest) {
+        for msg in next.into_iter().chain(rest) {
             if self.closed.is_some() {
                 break;
             }
             self.post(msg);
         }
-        n
+        written
     }
 
     /// Writes until nothing is left to write.

@@ -98,6 +98,18 @@ impl Released {
 /// Frames queued on one channel, oldest first.
 /// A ByeRequest or ByeResponse is the last frame of a write: what follows
 /// waits until it is written (the core then decides what may still go).
+/// What [`SendQueue::encode_through`] did with a post.
+#[derive(Debug)]
+pub(crate) enum Through {
+    /// Its frame is in the write buffer, its message held for the write.
+    Encoded,
+    /// The write is full: write the buffer, then offer the message again
+    /// (it still goes through if the socket took everything).
+    Full(Message),
+    /// It takes the send queue (the ordinary post).
+    Queue(Message),
+}
+
 fn ends_batch(msg: &Message) -> bool {
     matches!(
         msg.header.proto.opcode,
@@ -242,33 +254,39 @@ impl SendQueue {
     /// with nothing queued, a posted frame is encoded straight into the
     /// engine's write buffer `buf` — header, text headers, body — and its
     /// message is kept in `held` until the write says what became of it
-    /// ([`through_written`](Self::through_written)). `Err` gives back a
-    /// message that must take the queue instead: a ByeRequest or
-    /// ByeResponse (the handshake follows its write), a frame over
-    /// [`COALESCE_MAX_FRAME`] or one that would take `buf` past
-    /// [`COALESCE_MAX`] (or a section too long, which `post` refused).
+    /// ([`through_written`](Self::through_written)). A frame that would
+    /// take a non-empty `buf` past `max` bytes (or past [`COALESCE_MAX`])
+    /// is not encoded: [`Through::Full`], write `buf` first. A message
+    /// that must take the queue instead is [`Through::Queue`]: a
+    /// ByeRequest or ByeResponse (the handshake follows its write), a
+    /// frame over [`COALESCE_MAX_FRAME`] (or a section too long, which
+    /// `post` refused).
     pub(crate) fn encode_through(
         &self,
         msg: Message,
         buf: &mut Vec<u8>,
         held: &mut Vec<Message>,
-    ) -> Result<(), Message> {
+        max: usize,
+    ) -> Through {
         debug_assert!(self.queue.is_empty(), "write-through overtook the queue");
         if ends_batch(&msg) {
-            return Err(msg);
+            return Through::Queue(msg);
         }
         let Ok(fh) = FrameHeader::for_message(&msg) else {
-            return Err(msg);
+            return Through::Queue(msg);
         };
         let len = fh.frame_len();
-        if len > COALESCE_MAX_FRAME || buf.len() + len > COALESCE_MAX {
-            return Err(msg);
+        if len > COALESCE_MAX_FRAME {
+            return Through::Queue(msg);
+        }
+        if !buf.is_empty() && buf.len() + len > max.min(COALESCE_MAX) {
+            return Through::Full(msg);
         }
         buf.extend_from_slice(&fh.encode());
         buf.extend_from_slice(msg.text_headers.as_bytes());
         buf.extend_from_slice(&msg.body);
         held.push(msg);
-        Ok(())
+        Through::Encoded
     }
 
     /// The socket took `written` bytes of the frames encoded from

@@ -152,3 +152,53 @@ fn only_an_idle_open_channel_writes_through() {
     p.client.write_all();
     assert!(!p.client.core.may_write_through(), "a Bye was posted");
 }
+
+/// A run longer than one write goes out in writes of at most `max` bytes
+/// (the reactor's limit for a Unix-domain socket on Linux), each frame
+/// whole in one of them. A write the socket takes only in part ends the
+/// run: the rest is queued behind the cursor, and the peer gets every
+/// frame once and in order.
+#[test]
+fn a_long_run_goes_out_in_writes_of_at_most_max_bytes() {
+    let frame = wire::HEADER_LEN + 64;
+    let max = 1000; // 12 frames a write
+    for cut in [None, Some(0), Some(1), Some(frame), Some(250)] {
+        let mut p = Pair::connected(256);
+        let msgs: Vec<Message> = (1..=100u64)
+            .map(|id| p.client.message(OpCode::Signal, id, &[id as u8; 64]))
+            .collect();
+        let limits = match cut {
+            None => vec![],
+            Some(c) => vec![usize::MAX, usize::MAX, c],
+        };
+        let writes = p.client.post_through_in(msgs, max, &limits);
+        assert!(writes.iter().all(|&n| n <= max), "{writes:?}");
+        // Released once each: those written whole now, the others when
+        // the queue has written them.
+        let through = p.client.core.take_released();
+        assert_eq!(through.messages, writes.iter().sum::<usize>() / frame);
+        match cut {
+            None => {
+                // 100 frames, 12 a write.
+                assert_eq!(writes.len(), 9);
+                assert!(writes[..8].iter().all(|&n| n == 12 * frame));
+                assert_eq!(writes.iter().sum::<usize>(), 100 * frame);
+                assert!(p.client.core.may_write_through(), "nothing queued");
+            }
+            Some(c) => {
+                assert_eq!(writes, [12 * frame, 12 * frame, c]);
+                assert!(!p.client.core.may_write_through(), "the rest queued");
+            }
+        }
+        p.settle();
+        let queued = p.client.core.take_released();
+        assert_eq!(through.messages + queued.messages, 100, "cut {cut:?}");
+        let got = p.server.take_delivered();
+        assert_eq!(ids(&got), (1..=100).collect::<Vec<_>>(), "cut {cut:?}");
+        assert!(
+            got.iter()
+                .all(|m| m.body == [m.header.message_id as u8; 64])
+        );
+        assert!(p.client.take_delivered().is_empty(), "nothing came back");
+    }
+}

@@ -11,6 +11,7 @@ use std::io;
 use tracing::debug;
 
 use super::super::core::End;
+use super::super::core::send::Through;
 use super::super::slab::Key;
 use super::io::end_of;
 use super::{Counters, Reactor, stream_of};
@@ -22,9 +23,10 @@ impl Reactor {
     /// messages after it on the same channel, as long as they are small
     /// frames and the channel idle ([`ChannelCore::may_write_through`](super::super::core::channel::ChannelCore::may_write_through)),
     /// are encoded straight into the engine's write buffer and written
-    /// with one system call — no send queue, no vectored slices. What the
-    /// socket did not take is queued, in order, as if posted (the queue
-    /// then writes it when the socket has room); a failed write closes the
+    /// with one system call per [`sys::Stream::write_through_max`] bytes —
+    /// no send queue, no vectored slices. What the socket did not take is
+    /// queued, in order, as if posted (the queue then writes it when the
+    /// socket has room), and the run ends there; a failed write closes the
     /// channel, which gives those messages back. Returns the first message
     /// not taken (`first` itself when the path does not apply), for the
     /// ordinary path; `posts` counts the messages taken.
@@ -42,29 +44,37 @@ impl Reactor {
         let mut buf = std::mem::take(&mut self.write_buf);
         let mut held = std::mem::take(&mut self.spent);
         buf.clear();
-        let from = held.len();
-        let s = stream_of(&mut self.slab, key).expect("checked by through_key");
-        let mut leftover = None;
         let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            if msg.header.channel_number != number {
-                leftover = Some(msg);
+        // One write per turn; a turn ends the run unless the socket took
+        // everything and the channel may still be written through.
+        while let Some(first) = next.take() {
+            let s = stream_of(&mut self.slab, key).expect("checked by through_key");
+            let sock = s.sock.as_mut().expect("checked by through_key");
+            let max = sock.write_through_max();
+            debug_assert!(held.is_empty(), "recycled after every write");
+            let mut msg = Some(first);
+            while let Some(m) = msg.take() {
+                if m.header.channel_number != number {
+                    next = Some(m);
+                    break;
+                }
+                match s.core.encode_through(m, &mut buf, &mut held, max) {
+                    Through::Encoded => msg = rest.next(),
+                    Through::Full(m) | Through::Queue(m) => {
+                        next = Some(m);
+                        break;
+                    }
+                }
+            }
+            let taken = held.len();
+            if taken == 0 {
                 break;
             }
-            if let Err(msg) = s.core.encode_through(msg, &mut buf, &mut held) {
-                leftover = Some(msg);
-                break;
-            }
-            next = rest.next();
-        }
-        let taken = held.len() - from;
-        if taken > 0 {
             *posts += taken as u64;
-            // At most a run's worth (`post_batch` splits runs at 4,096).
+            // At most one write's worth (64 KiB of frames: 4,096).
             self.shared
                 .directory
                 .arrived_many(number, u32::try_from(taken).unwrap_or(u32::MAX));
-            let sock = s.sock.as_mut().expect("checked by through_key");
             let result = loop {
                 match sock.write_vectored(&[std::io::IoSlice::new(&buf)]) {
                     Ok(0) => break Err(End::Failed),
@@ -78,10 +88,12 @@ impl Reactor {
                 }
             };
             let n = result.unwrap_or(0);
-            if n == 0 || (sys::SHORT_IO_DRAINS && n < buf.len()) {
+            let whole = n == buf.len();
+            buf.clear();
+            if n == 0 || (sys::SHORT_IO_DRAINS && !whole) {
                 s.writable = false;
             }
-            let done = s.core.handle_written_through(n, &mut held, from);
+            let done = s.core.handle_written_through(n, &mut held, 0);
             let released = s.core.take_released();
             if s.core.wants_write() && s.writable {
                 // A partial write where the selector does not say "full".
@@ -92,20 +104,22 @@ impl Reactor {
             Counters::add(&c.bytes_sent, n as u64);
             Counters::add(&c.write_calls, 1);
             self.release(number, released);
+            self.shared.pool.recycle_many(&mut held);
             if let Err(end) = result {
                 if let Some(s) = self.stream_mut(key) {
                     let close = s.core.handle_write_failed(end);
                     self.close(key, close);
                 }
-            } else {
-                self.deliver_from(key);
+                break;
+            }
+            self.deliver_from(key);
+            if !whole || (next.is_some() && self.through_key(group, number) != Some(key)) {
+                break;
             }
         }
-        buf.clear();
         self.write_buf = buf;
-        self.shared.pool.recycle_many(&mut held);
         self.spent = held;
-        leftover
+        next
     }
 
     /// The channel `number` of `group`, when a post on it may be written
