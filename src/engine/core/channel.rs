@@ -16,7 +16,7 @@ use crate::message::{Message, OpCode, Origin, Pool};
 
 use super::backpressure::StashBudget;
 use super::recv::{Decode, Receiver};
-use super::send::{IoVec, Released, SendQueue, Through};
+use super::send::{IoVec, Released, SendQueue};
 use super::{Cause, Close, End, Flow, Timeouts};
 
 /// Where a channel's connection stands.
@@ -248,29 +248,28 @@ impl ChannelCore {
     }
 
     /// A post on the write-through path (when
-    /// [`may_write_through`](Self::may_write_through)): its frame is
+    /// [`may_write_through`](Self::may_write_through)), that fits in this
+    /// write ([`write_is_full`](super::send::write_is_full)): its frame is
     /// encoded into `buf` and the message kept in `held` until
-    /// [`handle_written_through`](Self::handle_written_through), unless
-    /// the write is full (`max` bytes: [`Through::Full`], write `buf` and
-    /// offer it again) or it takes the ordinary path
-    /// ([`handle_post`](Self::handle_post), [`Through::Queue`]): a Bye
-    /// opcode, a large frame.
+    /// [`handle_written_through`](Self::handle_written_through). `Err`
+    /// gives back a message that takes the ordinary path
+    /// ([`handle_post`](Self::handle_post)) instead: a Bye opcode, a large
+    /// frame.
     pub(crate) fn encode_through(
         &mut self,
         msg: Message,
         buf: &mut Vec<u8>,
         held: &mut Vec<Message>,
-        max: usize,
-    ) -> Through {
+    ) -> Result<(), Message> {
         if msg.header.proto.opcode == OpCode::ByeSignal {
-            return Through::Queue(msg);
+            return Err(msg);
         }
         let id = msg.header.message_id;
-        let through = self.send.encode_through(msg, buf, held, max);
-        if matches!(through, Through::Encoded) && self.first_id == 0 {
+        self.send.encode_through(msg, buf, held)?;
+        if self.first_id == 0 {
             self.first_id = id;
         }
-        through
+        Ok(())
     }
 
     /// The socket took `n` bytes (0 when the write failed or would block)

@@ -16,7 +16,7 @@ use super::backpressure::{self, StashBudget};
 use super::channel::{ChannelCore, Posted};
 use super::send::IoVec;
 #[cfg(test)]
-use super::send::Through;
+use super::send::write_is_full;
 use super::{Close, End, Flow, Timeouts};
 
 /// The harness's read buffer length (the reactor's default `read_chunk`).
@@ -156,6 +156,7 @@ impl Peer {
         let mut written = Vec::new();
         let mut rest = msgs.into_iter();
         let mut next = rest.next();
+        let mut run_over = false;
         while let Some(first) = next.take() {
             if !self.core.may_write_through() {
                 next = Some(first);
@@ -164,9 +165,13 @@ impl Peer {
             let (mut buf, mut held) = (Vec::new(), Vec::new());
             let mut msg = Some(first);
             while let Some(m) = msg.take() {
-                match self.core.encode_through(m, &mut buf, &mut held, max) {
-                    Through::Encoded => msg = rest.next(),
-                    Through::Full(m) | Through::Queue(m) => next = Some(m),
+                if write_is_full(buf.len(), &m, max) {
+                    next = Some(m);
+                } else if let Err(m) = self.core.encode_through(m, &mut buf, &mut held) {
+                    next = Some(m);
+                    run_over = true;
+                } else {
+                    msg = rest.next();
                 }
             }
             if held.is_empty() {
@@ -178,7 +183,7 @@ impl Peer {
             self.frames_written += self.core.handle_written_through(n, &mut held, 0);
             self.collect();
             written.push(n);
-            if n < buf.len() {
+            if n < buf.len() || run_over {
                 break;
             }
         }

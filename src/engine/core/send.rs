@@ -98,16 +98,12 @@ impl Released {
 /// Frames queued on one channel, oldest first.
 /// A ByeRequest or ByeResponse is the last frame of a write: what follows
 /// waits until it is written (the core then decides what may still go).
-/// What [`SendQueue::encode_through`] did with a post.
-#[derive(Debug)]
-pub(crate) enum Through {
-    /// Its frame is in the write buffer, its message held for the write.
-    Encoded,
-    /// The write is full: write the buffer, then offer the message again
-    /// (it still goes through if the socket took everything).
-    Full(Message),
-    /// It takes the send queue (the ordinary post).
-    Queue(Message),
+/// Whether `msg`'s frame would take a write-through buffer holding
+/// `buffered` bytes past `max` (or past [`COALESCE_MAX`]): then the buffer
+/// is written first and the message offered again (to an empty buffer a
+/// frame always goes).
+pub(crate) fn write_is_full(buffered: usize, msg: &Message, max: usize) -> bool {
+    buffered > 0 && buffered + wire_len(msg) > max.min(COALESCE_MAX)
 }
 
 fn ends_batch(msg: &Message) -> bool {
@@ -254,10 +250,9 @@ impl SendQueue {
     /// with nothing queued, a posted frame is encoded straight into the
     /// engine's write buffer `buf` — header, text headers, body — and its
     /// message is kept in `held` until the write says what became of it
-    /// ([`through_written`](Self::through_written)). A frame that would
-    /// take a non-empty `buf` past `max` bytes (or past [`COALESCE_MAX`])
-    /// is not encoded: [`Through::Full`], write `buf` first. A message
-    /// that must take the queue instead is [`Through::Queue`]: a
+    /// ([`through_written`](Self::through_written)). The caller has
+    /// checked that it fits in this write ([`write_is_full`]). `Err`
+    /// gives back a message that must take the queue instead: a
     /// ByeRequest or ByeResponse (the handshake follows its write), a
     /// frame over [`COALESCE_MAX_FRAME`] (or a section too long, which
     /// `post` refused).
@@ -266,27 +261,23 @@ impl SendQueue {
         msg: Message,
         buf: &mut Vec<u8>,
         held: &mut Vec<Message>,
-        max: usize,
-    ) -> Through {
+    ) -> Result<(), Message> {
         debug_assert!(self.queue.is_empty(), "write-through overtook the queue");
         if ends_batch(&msg) {
-            return Through::Queue(msg);
+            return Err(msg);
         }
         let Ok(fh) = FrameHeader::for_message(&msg) else {
-            return Through::Queue(msg);
+            return Err(msg);
         };
         let len = fh.frame_len();
-        if len > COALESCE_MAX_FRAME {
-            return Through::Queue(msg);
-        }
-        if !buf.is_empty() && buf.len() + len > max.min(COALESCE_MAX) {
-            return Through::Full(msg);
+        if len > COALESCE_MAX_FRAME || buf.len() + len > COALESCE_MAX {
+            return Err(msg);
         }
         buf.extend_from_slice(&fh.encode());
         buf.extend_from_slice(msg.text_headers.as_bytes());
         buf.extend_from_slice(&msg.body);
         held.push(msg);
-        Through::Encoded
+        Ok(())
     }
 
     /// The socket took `written` bytes of the frames encoded from

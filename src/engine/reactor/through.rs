@@ -11,12 +11,16 @@ use std::io;
 use tracing::debug;
 
 use super::super::core::End;
-use super::super::core::send::Through;
+use super::super::core::send::write_is_full;
 use super::super::slab::Key;
 use super::io::end_of;
 use super::{Counters, Reactor, stream_of};
 use crate::message::Message;
 use crate::sys;
+
+/// Written messages a write-through run keeps before it gives them back to
+/// the pool on the way (one lock per batch of them).
+const RECYCLE_AT: usize = 256;
 
 impl Reactor {
     /// The write-through path of a batch posted inline: `first` and the
@@ -45,28 +49,32 @@ impl Reactor {
         let mut held = std::mem::take(&mut self.spent);
         buf.clear();
         let mut next = Some(first);
-        // One write per turn; a turn ends the run unless the socket took
-        // everything and the channel may still be written through.
+        // One write per turn; a turn ends the run unless the write was
+        // only full, the socket took everything and the channel may still
+        // be written through.
+        let mut run_over = false;
         while let Some(first) = next.take() {
             let s = stream_of(&mut self.slab, key).expect("checked by through_key");
             let sock = s.sock.as_mut().expect("checked by through_key");
             let max = sock.write_through_max();
-            debug_assert!(held.is_empty(), "recycled after every write");
+            let from = held.len();
             let mut msg = Some(first);
             while let Some(m) = msg.take() {
                 if m.header.channel_number != number {
                     next = Some(m);
+                    run_over = true;
                     break;
                 }
-                match s.core.encode_through(m, &mut buf, &mut held, max) {
-                    Through::Encoded => msg = rest.next(),
-                    Through::Full(m) | Through::Queue(m) => {
-                        next = Some(m);
-                        break;
-                    }
+                if write_is_full(buf.len(), &m, max) {
+                    next = Some(m);
+                } else if let Err(m) = s.core.encode_through(m, &mut buf, &mut held) {
+                    next = Some(m);
+                    run_over = true;
+                } else {
+                    msg = rest.next();
                 }
             }
-            let taken = held.len();
+            let taken = held.len() - from;
             if taken == 0 {
                 break;
             }
@@ -93,7 +101,7 @@ impl Reactor {
             if n == 0 || (sys::SHORT_IO_DRAINS && !whole) {
                 s.writable = false;
             }
-            let done = s.core.handle_written_through(n, &mut held, 0);
+            let done = s.core.handle_written_through(n, &mut held, from);
             let released = s.core.take_released();
             if s.core.wants_write() && s.writable {
                 // A partial write where the selector does not say "full".
@@ -104,7 +112,11 @@ impl Reactor {
             Counters::add(&c.bytes_sent, n as u64);
             Counters::add(&c.write_calls, 1);
             self.release(number, released);
-            self.shared.pool.recycle_many(&mut held);
+            if held.len() >= RECYCLE_AT {
+                // A long run: back to the pool on the way, so that `spent`
+                // stays small.
+                self.shared.pool.recycle_many(&mut held);
+            }
             if let Err(end) = result {
                 if let Some(s) = self.stream_mut(key) {
                     let close = s.core.handle_write_failed(end);
@@ -113,11 +125,15 @@ impl Reactor {
                 break;
             }
             self.deliver_from(key);
-            if !whole || (next.is_some() && self.through_key(group, number) != Some(key)) {
+            if !whole
+                || run_over
+                || (next.is_some() && self.through_key(group, number) != Some(key))
+            {
                 break;
             }
         }
         self.write_buf = buf;
+        self.shared.pool.recycle_many(&mut held);
         self.spent = held;
         next
     }
