@@ -16,7 +16,7 @@ use crate::message::{Message, OpCode, Origin, Pool};
 
 use super::backpressure::StashBudget;
 use super::recv::{Decode, Receiver};
-use super::send::{IoVec, Released, SendQueue};
+use super::send::{IoVec, Released, SendQueue, write_is_full};
 use super::{Cause, Close, End, Flow, Timeouts};
 
 /// Where a channel's connection stands.
@@ -270,6 +270,39 @@ impl ChannelCore {
             self.first_id = id;
         }
         Ok(())
+    }
+
+    /// One write of a write-through run: `first` and the messages after it
+    /// from `rest`, while they are on `first`'s channel, fit in `max` bytes
+    /// ([`write_is_full`]) and may go through
+    /// ([`encode_through`](Self::encode_through)). Returns the message that
+    /// stopped it, if any, and whether the run is over with it (another
+    /// channel, or a message for the ordinary path); otherwise the write
+    /// was full, and the message goes on in the next one if this one is
+    /// written whole.
+    pub(crate) fn encode_write(
+        &mut self,
+        first: Message,
+        rest: &mut impl Iterator<Item = Message>,
+        buf: &mut Vec<u8>,
+        held: &mut Vec<Message>,
+        max: usize,
+    ) -> (Option<Message>, bool) {
+        let number = first.header.channel_number;
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            if m.header.channel_number != number {
+                return (Some(m), true);
+            }
+            if write_is_full(buf.len(), &m, max) {
+                return (Some(m), false);
+            }
+            if let Err(m) = self.encode_through(m, buf, held) {
+                return (Some(m), true);
+            }
+            next = rest.next();
+        }
+        (None, true)
     }
 
     /// The socket took `n` bytes (0 when the write failed or would block)

@@ -15,8 +15,6 @@ use crate::message::{Message, OpCode, Pool};
 use super::backpressure::{self, StashBudget};
 use super::channel::{ChannelCore, Posted};
 use super::send::IoVec;
-#[cfg(test)]
-use super::send::write_is_full;
 use super::{Close, End, Flow, Timeouts};
 
 /// The harness's read buffer length (the reactor's default `read_chunk`).
@@ -156,24 +154,16 @@ impl Peer {
         let mut written = Vec::new();
         let mut rest = msgs.into_iter();
         let mut next = rest.next();
-        let mut run_over = false;
+        let mut run_over;
         while let Some(first) = next.take() {
             if !self.core.may_write_through() {
                 next = Some(first);
                 break;
             }
             let (mut buf, mut held) = (Vec::new(), Vec::new());
-            let mut msg = Some(first);
-            while let Some(m) = msg.take() {
-                if write_is_full(buf.len(), &m, max) {
-                    next = Some(m);
-                } else if let Err(m) = self.core.encode_through(m, &mut buf, &mut held) {
-                    next = Some(m);
-                    run_over = true;
-                } else {
-                    msg = rest.next();
-                }
-            }
+            (next, run_over) = self
+                .core
+                .encode_write(first, &mut rest, &mut buf, &mut held, max);
             if held.is_empty() {
                 break;
             }

@@ -11,7 +11,6 @@ use std::io;
 use tracing::debug;
 
 use super::super::core::End;
-use super::super::core::send::write_is_full;
 use super::super::slab::Key;
 use super::io::end_of;
 use super::{Counters, Reactor, stream_of};
@@ -52,28 +51,13 @@ impl Reactor {
         // One write per turn; a turn ends the run unless the write was
         // only full, the socket took everything and the channel may still
         // be written through.
-        let mut run_over = false;
+        let mut run_over;
         while let Some(first) = next.take() {
             let s = stream_of(&mut self.slab, key).expect("checked by through_key");
             let sock = s.sock.as_mut().expect("checked by through_key");
             let max = sock.write_through_max();
             let from = held.len();
-            let mut msg = Some(first);
-            while let Some(m) = msg.take() {
-                if m.header.channel_number != number {
-                    next = Some(m);
-                    run_over = true;
-                    break;
-                }
-                if write_is_full(buf.len(), &m, max) {
-                    next = Some(m);
-                } else if let Err(m) = s.core.encode_through(m, &mut buf, &mut held) {
-                    next = Some(m);
-                    run_over = true;
-                } else {
-                    msg = rest.next();
-                }
-            }
+            (next, run_over) = s.core.encode_write(first, rest, &mut buf, &mut held, max);
             let taken = held.len() - from;
             if taken == 0 {
                 break;
