@@ -152,7 +152,10 @@ fn main() -> Res<()> {
     let ch = cgroup.post(hello).map_err(|e| e.error)?.channel_number;
 
     let (count, size, batch, mode) = (a.count, a.size, a.batch, a.mode.clone());
-    let srv = std::thread::spawn(move || serve(&sgroup, &mode, count, batch));
+    // The server's group comes back with its result and lives until the
+    // client is done: destroying a group frees what it still has queued
+    // (SPEC §5.9), the last answer included.
+    let srv = std::thread::spawn(move || (serve(&sgroup, &mode, count, batch), sgroup));
     let h = recv(&cgroup)?;
     if h.opcode() != OpCode::HelloResponse {
         return Err(format!("connect: {}", h.status()).into());
@@ -172,7 +175,8 @@ fn main() -> Res<()> {
         m => return Err(format!("unknown mode {m}").into()),
     }
     let secs = start.elapsed().as_secs_f64();
-    srv.join().map_err(|_| "server panicked")??;
+    let (served, _sgroup) = srv.join().map_err(|_| "server panicked")?;
+    served?;
     println!(
         "{} {} x {} B{}: {:.3} s, {:.0} msgs/s, {:.2} us each",
         a.mode,
