@@ -46,8 +46,8 @@ pub mod unstable {
 
 pub use address::Address;
 pub use engine::{
-    ChannelGroup, DEFAULT_INITIAL_POOL_MSGS, DEFAULT_MAX_POOL_MSGS, Engine, MAX_RECEIVE_SPIN,
-    Options, Stats,
+    ChannelGroup, DEFAULT_INITIAL_POOL_MSGS, DEFAULT_MAX_POOL_MSGS, DEFAULT_UNIX_SEND_BUFFER,
+    Engine, MAX_RECEIVE_SPIN, Options, Stats,
 };
 pub use error::{Error, PostError, Status};
 pub use heartbeat::Heartbeat;

@@ -235,7 +235,8 @@ const STREAM_LEN: usize = 1024;
 
 /// Over TCP the kernel buffers of 100 loopback connections (about 4 MB each)
 /// can hold the whole stream, so nothing may be left to come back; over a
-/// Unix-domain socket (about 200 KB each) the shutdown waits until the
+/// Unix-domain socket with the kernel's default buffer (about 200 KB each:
+/// `unix_send_buffer` 0 on the clients' engine) the shutdown waits until the
 /// clients' engine holds a backlog (the server application is slow), and
 /// those messages must come back.
 fn listener_shutdown_under_100_streaming_clients(t: Transport) {
@@ -285,7 +286,11 @@ fn listener_shutdown_under_100_streaming_clients(t: Transport) {
             }
         })
     };
-    let client_engine = engine();
+    let client_engine = Engine::new(Options {
+        unix_send_buffer: 0,
+        ..Options::default()
+    })
+    .unwrap();
     let client = Arc::new(client_engine.create_group().unwrap());
     let mut channels = Vec::new(); // (client channel, hello id)
     for _ in 0..CLIENTS {

@@ -84,3 +84,70 @@ fn a_batch_of_small_frames_goes_out_in_bounded_writes(t: Transport) {
 }
 
 tcp_and_uds!(a_batch_of_small_frames_goes_out_in_bounded_writes);
+
+/// `Options::unix_send_buffer` reaches the engine's Unix-domain sockets: to
+/// a peer that never reads, the engine gets more than a megabyte into the
+/// socket with the default (1 MiB, which Linux doubles), and no more than
+/// the kernel's default buffer allows (plus one message) with 0. Linux
+/// only, where the kernel's limits are known (`/proc/sys/net/core`).
+#[test]
+fn the_unix_send_buffer_bounds_what_a_peer_that_never_reads_is_sent() {
+    if tofu::testing::uds_not_applicable() {
+        return;
+    }
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let (Some(wmem_default), Some(wmem_max)) = (read("wmem_default"), read("wmem_max")) else {
+        println!("not applicable: no /proc/sys/net/core (not Linux)");
+        return;
+    };
+    const LEN: usize = 60_000;
+    let asked = tofu::DEFAULT_UNIX_SEND_BUFFER as u64;
+    if wmem_max < asked {
+        println!(
+            "not applicable: net.core.wmem_max is {wmem_max}, under the {asked} bytes asked: \
+             the kernel grants no more than its default allows"
+        );
+        return;
+    }
+    let sent_to_a_stalled_peer = |unix_send_buffer: usize| -> u64 {
+        let engine = tofu::Engine::new(tofu::Options {
+            unix_send_buffer,
+            ..tofu::Options::default()
+        })
+        .unwrap();
+        let group = engine.create_group().unwrap();
+        let (accept, caddr) = raw_server(Transport::Uds);
+        let ch = group.post(opening(&engine, &caddr)).unwrap().channel_number;
+        let raw = accept(); // never read
+        for seq in 0..80 {
+            let m = msg(&engine, ch, OpCode::Signal, &fast_seq_body(seq, LEN));
+            group.post(m).unwrap();
+        }
+        // Until the socket is full: nothing more written for 200 ms.
+        let mut last = u64::MAX;
+        eventually("the socket to fill", || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let now = engine.stats().bytes_sent;
+            std::mem::replace(&mut last, now) == now
+        });
+        drop(raw);
+        last
+    };
+    let tuned = sent_to_a_stalled_peer(tofu::DEFAULT_UNIX_SEND_BUFFER);
+    let untuned = sent_to_a_stalled_peer(0);
+    println!(
+        "SNDBUF to a stalled peer: {tuned} B sent with {asked}, {untuned} B with the default \
+         ({wmem_default})"
+    );
+    assert!(tuned >= asked, "{tuned} bytes sent with {asked} asked");
+    assert!(
+        untuned <= 2 * wmem_default + LEN as u64 + 64,
+        "{untuned} bytes sent with the kernel's {wmem_default}"
+    );
+}

@@ -26,7 +26,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 pub use group::ChannelGroup;
-pub use options::{DEFAULT_INITIAL_POOL_MSGS, DEFAULT_MAX_POOL_MSGS, MAX_RECEIVE_SPIN, Options};
+pub use options::{
+    DEFAULT_INITIAL_POOL_MSGS, DEFAULT_MAX_POOL_MSGS, DEFAULT_UNIX_SEND_BUFFER, MAX_RECEIVE_SPIN,
+    Options,
+};
 pub use stats::Stats;
 
 #[cfg(any(test, feature = "unstable"))]
@@ -149,7 +152,10 @@ impl Engine {
                 0 => options::DEFAULT_PARTIAL_FRAME_BUDGET,
                 n => n,
             },
-            options.tcp_keepalive,
+            crate::sys::StreamSettings {
+                keepalive: options.tcp_keepalive,
+                unix_send_buffer: options.unix_send_buffer,
+            },
         );
         let reactor = Arc::new(Mutex::new(reactor));
         let (looped, watched) = (reactor.clone(), shared.clone());

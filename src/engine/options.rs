@@ -85,6 +85,26 @@ pub struct Options {
     /// with the read error (`~cause:recv_failed` or `peer_disconnected`).
     /// Unix-domain sockets have no keepalive.
     pub tcp_keepalive: Option<Duration>,
+    /// Send buffer requested (`SO_SNDBUF`) for every Unix-domain stream on
+    /// Unix systems, in bytes (default [`DEFAULT_UNIX_SEND_BUFFER`], 1 MiB;
+    /// 0 leaves the kernel's default, 208 KiB on Linux). Linux wakes a
+    /// writer blocked on a full Unix-domain socket only once its queue is
+    /// down to a quarter of this buffer: with the default a stream of large
+    /// messages left its reader 52 KiB of runway while the writer woke, and
+    /// on a virtual machine, where a wake-up takes tens of µs, the reader
+    /// ran dry between writes (`docs/benchmarks.md`). It bounds the bytes
+    /// the kernel holds for a peer that does not read (TCP's own automatic
+    /// tuning goes to 4 MiB); the kernel caps it at `net.core.wmem_max`
+    /// (212,992 bytes on a stock Linux, where a larger request changes
+    /// nothing) and Linux doubles what it grants for its bookkeeping.
+    ///
+    /// ```
+    /// use tofu::Options;
+    /// let opts = Options { unix_send_buffer: 0, ..Options::default() }; // the kernel's default
+    /// assert_eq!(Options::default().unix_send_buffer, tofu::DEFAULT_UNIX_SEND_BUFFER);
+    /// # let _ = opts;
+    /// ```
+    pub unix_send_buffer: usize,
     /// A channel from which nothing arrives for this long closes (default
     /// `None`: never, as in the original). Any byte from the peer counts, so
     /// a peer that sends heartbeats ([`Heartbeat`](crate::Heartbeat)) or
@@ -136,6 +156,8 @@ pub(crate) const MAX_READ_CHUNK: usize = 16 * 1024 * 1024;
 pub const DEFAULT_INITIAL_POOL_MSGS: u16 = 16;
 /// Default `max_pool_msgs`.
 pub const DEFAULT_MAX_POOL_MSGS: u16 = 64;
+/// Default [`Options::unix_send_buffer`]: 1 MiB.
+pub const DEFAULT_UNIX_SEND_BUFFER: usize = 1024 * 1024;
 
 impl Default for Options {
     fn default() -> Options {
@@ -151,6 +173,7 @@ impl Default for Options {
             engine_send_limit: DEFAULT_ENGINE_SEND_LIMIT,
             max_channels: 0,
             tcp_keepalive: None,
+            unix_send_buffer: DEFAULT_UNIX_SEND_BUFFER,
             idle_timeout: None,
             receive_spin: Duration::ZERO,
         }

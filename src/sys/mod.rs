@@ -120,6 +120,16 @@ pub(crate) enum Stream {
     Unix(UnixStream),
 }
 
+/// What the engine sets on every stream it accepts or connects
+/// ([`Stream::configure`]), from its `Options`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct StreamSettings {
+    /// `Options::tcp_keepalive`.
+    pub(crate) keepalive: Option<Duration>,
+    /// `Options::unix_send_buffer` (0: the kernel's default).
+    pub(crate) unix_send_buffer: usize,
+}
+
 /// A listening socket.
 #[derive(Debug)]
 pub(crate) enum Listener {
@@ -196,6 +206,36 @@ impl Stream {
         if let Stream::Tcp(s) = self {
             let keepalive = socket2::TcpKeepalive::new().with_time(idle);
             let _ = SockRef::from(s).set_tcp_keepalive(&keepalive);
+        }
+    }
+    /// Applies the engine's per-stream settings to a new stream (accepted
+    /// or being connected): TCP keepalive on a TCP stream, the send buffer
+    /// on a Unix-domain one. A setting the kernel refuses is left at its
+    /// default (it is a tuning, not a promise).
+    pub(crate) fn configure(&self, settings: &StreamSettings) {
+        match self {
+            Stream::Tcp(_) => {
+                if let Some(idle) = settings.keepalive {
+                    self.set_keepalive(idle);
+                }
+            }
+            #[cfg(unix)]
+            Stream::Unix(s) => {
+                if settings.unix_send_buffer > 0 {
+                    let _ = SockRef::from(s).set_send_buffer_size(settings.unix_send_buffer);
+                }
+            }
+            #[cfg(windows)]
+            Stream::Unix(_) => {}
+        }
+    }
+
+    /// The socket's send buffer as the kernel reports it (tests).
+    #[cfg(all(test, unix))]
+    pub(crate) fn send_buffer(&self) -> usize {
+        match self {
+            Stream::Tcp(s) => SockRef::from(s).send_buffer_size().unwrap_or(0),
+            Stream::Unix(s) => SockRef::from(s).send_buffer_size().unwrap_or(0),
         }
     }
 
@@ -459,6 +499,35 @@ mod tests {
         assert!(!stream.keepalive(), "off by default");
         stream.set_keepalive(Duration::from_secs(30));
         assert!(stream.keepalive());
+    }
+
+    /// `Options::unix_send_buffer` reaches a Unix-domain stream, as far as
+    /// the kernel grants it (Linux: up to `net.core.wmem_max`, doubled);
+    /// 0 leaves the kernel's default.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_send_buffer_is_set_on_unix_streams() {
+        let path = crate::testing::temp_uds_path();
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let stream = connect_uds(&path).map_err(|(_, e)| e).unwrap();
+        let default = stream.send_buffer();
+        stream.configure(&StreamSettings::default());
+        assert_eq!(stream.send_buffer(), default, "0 leaves the default");
+        let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let want = 1024 * 1024;
+        stream.configure(&StreamSettings {
+            unix_send_buffer: want,
+            ..StreamSettings::default()
+        });
+        let got = stream.send_buffer();
+        println!("SNDBUF default {default}, asked {want}, got {got} (wmem_max {wmem_max})");
+        assert_eq!(got, 2 * want.min(wmem_max));
+        drop(listener);
+        remove_socket_file(&path);
     }
 
     #[test]

@@ -149,8 +149,9 @@ pub(crate) struct Reactor {
     budget: StashBudget,
     /// Channels not read because the stash budget is spent.
     over_budget: WorkList,
-    /// TCP keepalive idle time for every TCP stream (`Options::tcp_keepalive`).
-    keepalive: Option<Duration>,
+    /// What every new stream is set up with (`Options::tcp_keepalive`,
+    /// `Options::unix_send_buffer`).
+    stream_settings: sys::StreamSettings,
     /// Channel deadlines (hello, bye), earliest first. An entry is acted on
     /// only if the channel still has that deadline; stale ones are dropped
     /// when they reach the top, so the heap holds at most two entries per
@@ -172,7 +173,7 @@ impl Reactor {
         read_chunk: usize,
         timeouts: Timeouts,
         partial_frame_budget: usize,
-        keepalive: Option<Duration>,
+        stream_settings: sys::StreamSettings,
     ) -> Reactor {
         let mut r = Reactor {
             registry,
@@ -197,7 +198,7 @@ impl Reactor {
             timers: BinaryHeap::new(),
             budget: StashBudget::new(partial_frame_budget),
             over_budget: WorkList::new(List::OverBudget),
-            keepalive,
+            stream_settings,
             woke: false,
             pending: VecDeque::new(),
         };

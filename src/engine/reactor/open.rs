@@ -276,9 +276,7 @@ impl Reactor {
                 }
             };
             l.blocked = false;
-            if let Some(idle) = self.keepalive {
-                sock.set_keepalive(idle);
-            }
+            sock.configure(&self.stream_settings);
             let Some(number) = self.lifecycle.alloc() else {
                 debug!("no channel number free: connection dropped");
                 self.shared.limits.free_slot();
@@ -452,9 +450,7 @@ impl Reactor {
     }
 
     fn start_connect(&mut self, key: Key, mut sock: sys::Stream) {
-        if let Some(idle) = self.keepalive {
-            sock.set_keepalive(idle);
-        }
+        sock.configure(&self.stream_settings);
         let registered = self.registry.register(
             &mut sock,
             key.token(),
