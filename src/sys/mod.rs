@@ -231,7 +231,7 @@ impl Stream {
     }
 
     /// The socket's send buffer as the kernel reports it (tests).
-    #[cfg(all(test, unix))]
+    #[cfg(all(test, target_os = "linux"))]
     pub(crate) fn send_buffer(&self) -> usize {
         match self {
             Stream::Tcp(s) => SockRef::from(s).send_buffer_size().unwrap_or(0),
