@@ -85,8 +85,8 @@ pub struct Options {
     /// with the read error (`~cause:recv_failed` or `peer_disconnected`).
     /// Unix-domain sockets have no keepalive.
     pub tcp_keepalive: Option<Duration>,
-    /// Send buffer requested (`SO_SNDBUF`) for every Unix-domain stream on
-    /// Unix systems, in bytes (default [`DEFAULT_UNIX_SEND_BUFFER`], 1 MiB;
+    /// Send buffer requested (`SO_SNDBUF`) for every Unix-domain stream, in
+    /// bytes (default [`DEFAULT_UNIX_SEND_BUFFER`], 1 MiB;
     /// 0 leaves the kernel's default, 208 KiB on Linux). Linux wakes a
     /// writer blocked on a full Unix-domain socket only once its queue is
     /// down to a quarter of this buffer: with the default a stream of large

@@ -219,14 +219,12 @@ impl Stream {
                     self.set_keepalive(idle);
                 }
             }
-            #[cfg(unix)]
+            #[cfg(any(unix, windows))]
             Stream::Unix(s) => {
                 if settings.unix_send_buffer > 0 {
                     let _ = SockRef::from(s).set_send_buffer_size(settings.unix_send_buffer);
                 }
             }
-            #[cfg(windows)]
-            Stream::Unix(_) => {}
         }
     }
 
