@@ -208,6 +208,7 @@ impl Stream {
             let _ = SockRef::from(s).set_tcp_keepalive(&keepalive);
         }
     }
+
     /// Applies the engine's per-stream settings to a new stream (accepted
     /// or being connected): TCP keepalive on a TCP stream, the send buffer
     /// on a Unix-domain one. A setting the kernel refuses is left at its
