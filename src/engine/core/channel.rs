@@ -255,6 +255,7 @@ impl ChannelCore {
     /// gives back a message that takes the ordinary path
     /// ([`handle_post`](Self::handle_post)) instead: a Bye opcode, a large
     /// frame.
+    #[inline]
     pub(crate) fn encode_through(
         &mut self,
         msg: Message,

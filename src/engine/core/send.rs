@@ -256,6 +256,7 @@ impl SendQueue {
     /// ByeRequest or ByeResponse (the handshake follows its write), a
     /// frame over [`COALESCE_MAX_FRAME`] (or a section too long, which
     /// `post` refused).
+    #[inline]
     pub(crate) fn encode_through(
         &self,
         msg: Message,
