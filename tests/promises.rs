@@ -276,13 +276,9 @@ fn post_until_refused(
 }
 
 /// Posts until the queue is full and stays full: the kernel's buffers are
-/// full too and the I/O thread writes no more. Returns how many were posted.
-fn fill_to_the_limit(engine: &Engine, group: &ChannelGroup, ch: u16) -> u64 {
-    fill_to_the_limit_from(engine, group, ch, 0)
-}
-
-/// [`fill_to_the_limit`], numbering the posts from `next`.
-fn fill_to_the_limit_from(engine: &Engine, group: &ChannelGroup, ch: u16, mut next: u64) -> u64 {
+/// full too and the I/O thread writes no more. The posts are numbered from
+/// `next`; returns the number after the last one posted.
+fn fill_to_the_limit(engine: &Engine, group: &ChannelGroup, ch: u16, mut next: u64) -> u64 {
     for _ in 0..100 {
         next += post_until_refused(engine, group, ch, next, 10_000);
         let sent = engine.stats().messages_sent;
@@ -364,7 +360,7 @@ fn post_timeout_waits_for_room(t: Transport) {
     let mut next = 0;
     let mut fills = 0;
     let e = loop {
-        next = fill_to_the_limit_from(&engine, &group, ch, next);
+        next = fill_to_the_limit(&engine, &group, ch, next);
         fills += 1;
         let m = msg(&engine, ch, OpCode::Signal, &fast_seq_body(next, BIG));
         let start = std::time::Instant::now();
@@ -416,7 +412,7 @@ fn the_engine_limit_holds_across_channels() {
     // out and a is filled again; bounded.
     let mut fills = 0;
     let e = loop {
-        fill_to_the_limit(&engine, &group, a);
+        fill_to_the_limit(&engine, &group, a, 0);
         fills += 1;
         match group.post(msg(&engine, b, OpCode::Signal, &fast_seq_body(0, BIG))) {
             Err(e) => break e,
