@@ -542,6 +542,11 @@ fn lead_until(
         };
         let t = turn(reactor, shared, slot, cap, ready);
         group.leading.store(false, Ordering::Relaxed);
+        if let Turn::Polled = t {
+            // Counted whether or not it brought this thread's message.
+            polled = true;
+            Counters::add(&shared.counters.waiter_polls, 1);
+        }
         if let Some(d) = group.queue.try_pop() {
             return Some(d);
         }
@@ -549,11 +554,7 @@ fn lead_until(
             Turn::Stop => return Some(Delivery::Shutdown),
             Turn::Ready if expired => return None,
             // Another receiver of the group took what was there.
-            Turn::Ready => {}
-            Turn::Polled => {
-                polled = true;
-                Counters::add(&shared.counters.waiter_polls, 1);
-            }
+            Turn::Ready | Turn::Polled => {}
         }
     }
 }
