@@ -85,6 +85,60 @@ fn a_batch_of_small_frames_goes_out_in_bounded_writes(t: Transport) {
 
 tcp_and_uds!(a_batch_of_small_frames_goes_out_in_bounded_writes);
 
+/// A batch that interleaves three idle channels (A, B, C, A, B, C, …: the
+/// answers of a server to many peers, or a client's requests) is written
+/// through one write per channel for its first message, and the rest of
+/// each channel's messages go out together from its queue: at most two
+/// writes per channel, not one per message. Everything arrives, once and
+/// in order per channel.
+fn an_interleaved_batch_costs_at_most_two_writes_per_channel(t: Transport) {
+    const CHANNELS: usize = 3;
+    const EACH: u64 = 20;
+    let c = connected(t);
+    let mut chans = vec![(c.cch, c.sch)];
+    // A second listener for the others (`connected` keeps its address).
+    let (saddr, addr) = addresses(t);
+    listen(&c.engine, &c.server, &saddr);
+    while chans.len() < CHANNELS {
+        chans.push(connect_pair(&c.engine, &c.client, &c.server, &addr));
+    }
+    for &(cch, sch) in &chans {
+        // Settled: each channel open, its socket known writable.
+        round_trip(&c.engine, &c.client, &c.server, cch, sch, b"settle");
+    }
+    let before = c.engine.stats();
+    let mut batch = Vec::new();
+    for i in 0..EACH {
+        for (k, &(cch, _)) in chans.iter().enumerate() {
+            let mut body = seq_body(i, 16);
+            body.push(k as u8);
+            batch.push(msg(&c.engine, cch, OpCode::Signal, &body));
+        }
+    }
+    c.client.post_batch(&mut batch).unwrap();
+    let mut next = [0u64; CHANNELS];
+    for _ in 0..EACH * CHANNELS as u64 {
+        let m = recv_skip_pool_empty(&c.server);
+        assert_eq!(m.opcode(), OpCode::Signal, "{m:?}");
+        let k = usize::from(m.body[16]);
+        let seq = check_seq_body(&m.body[..16], 16);
+        assert_eq!(seq, next[k], "channel #{k} out of order");
+        next[k] += 1;
+    }
+    let after = c.engine.stats();
+    let writes = after.write_calls - before.write_calls;
+    eprintln!(
+        "{} messages on {CHANNELS} channels in {writes} writes",
+        EACH * CHANNELS as u64
+    );
+    assert!(
+        writes <= 2 * CHANNELS as u64,
+        "{writes} writes for an interleaved batch on {CHANNELS} channels"
+    );
+}
+
+tcp_and_uds!(an_interleaved_batch_costs_at_most_two_writes_per_channel);
+
 /// `Options::unix_send_buffer` reaches the engine's Unix-domain sockets: to
 /// a peer that never reads, the engine gets more than a megabyte into the
 /// socket with the default (1 MiB, which Linux doubles), and no more than

@@ -73,6 +73,9 @@ struct Stream {
     /// When the application last posted on the channel from a posting
     /// thread that did the work itself ([`Reactor::post_inline`]).
     last_inline_post: Option<Instant>,
+    /// The inline batch in which this channel was last written through
+    /// ([`Reactor::through_batch`]).
+    through_batch: u64,
 }
 
 struct ListenerChannel {
@@ -128,6 +131,10 @@ pub(crate) struct Reactor {
     /// Small frames copied together for one write (at most
     /// `core::send::COALESCE_MAX` bytes; see `SendQueue::fill`).
     write_buf: Vec<u8>,
+    /// Numbers the inline batches ([`post_inline_batch`](Self::post_inline_batch)):
+    /// a channel written through once in a batch queues the rest of its
+    /// messages in it ([`Stream::through_batch`]).
+    through_batch: u64,
     /// Messages a flush wrote, returned to the pool together (at most the
     /// frames of one write; empty between flushes).
     spent: Vec<Message>,
@@ -184,6 +191,7 @@ impl Reactor {
             lifecycle: Lifecycle::new(),
             read_buf: vec![0u8; read_chunk],
             write_buf: Vec::new(),
+            through_batch: 0,
             spent: Vec::new(),
             dirty: WorkList::new(List::Dirty),
             again: WorkList::new(List::Again),
@@ -337,13 +345,25 @@ impl Reactor {
             return None;
         }
         let mut posts = 0;
-        while let Some(msg) = msgs.next() {
+        self.through_batch += 1;
+        let mut next = msgs.next();
+        while let Some(msg) = next.take() {
             // Small frames on an idle channel go straight into the write
-            // buffer; what does not is posted as by `post`.
-            if let Some(msg) = self.write_through(group, msg, msgs, &mut posts) {
-                posts += 1;
-                self.send(group, msg);
-            }
+            // buffer; what does not is posted as by `post`. A run that
+            // ended at a message for another channel hands that one back:
+            // it may be written through too (a batch of answers to many
+            // peers, one each, had every second one queued). A channel's
+            // messages after its run in this batch join its queue, which
+            // is written once, at the end.
+            let before = posts;
+            next = match self.write_through(group, msg, msgs, &mut posts) {
+                Some(msg) if posts == before => {
+                    posts += 1;
+                    self.send(group, msg);
+                    msgs.next()
+                }
+                other => other.or_else(|| msgs.next()),
+            };
         }
         Counters::add(&self.shared.counters.inline_posts, posts);
         self.flush_dirty_eagerly();
@@ -851,6 +871,7 @@ impl Stream {
             listed: Listed::default(),
             fallbacks: VecDeque::new(),
             last_inline_post: None,
+            through_batch: 0,
         })
     }
 }

@@ -44,6 +44,13 @@ impl Reactor {
         let Some(key) = self.through_key(group, number) else {
             return Some(first);
         };
+        let s = stream_of(&mut self.slab, key).expect("checked by through_key");
+        if s.through_batch == self.through_batch {
+            // Written through earlier in this batch: the rest of its
+            // messages are queued and go out together.
+            return Some(first);
+        }
+        s.through_batch = self.through_batch;
         let mut buf = std::mem::take(&mut self.write_buf);
         let mut held = std::mem::take(&mut self.spent);
         buf.clear();
