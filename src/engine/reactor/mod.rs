@@ -574,7 +574,9 @@ impl Reactor {
         if ev.is_read_closed() || ev.is_error() {
             s.read_closed = true;
         }
-        if ev.is_writable() && self.flush(key).is_break() {
+        // (A writable event with nothing to write — on a Unix-domain
+        // socket, one at every read the peer makes — costs nothing more.)
+        if ev.is_writable() && s.core.wants_write() && self.flush(key).is_break() {
             return;
         }
         if read {
