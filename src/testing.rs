@@ -72,13 +72,13 @@ pub fn short_reads_end_reading() -> bool {
 }
 
 /// The most bytes of small frames one write-through write carries on a
-/// Unix-domain socket: `Some` on Linux, where a larger write adds a page
-/// allocation to every write (see `docs/architecture.md`), `None` where
-/// only the engine's 64 KiB limit applies.
+/// Unix-domain socket: `Some` on Linux, where each write past a page
+/// adds a page allocation (see `docs/architecture.md`), `None` where only
+/// the engine's 64 KiB limit applies.
 ///
 /// ```
 /// if let Some(max) = tofu::testing::unix_write_through_max() {
-///     assert!(max < 4096);
+///     assert!(max < 64 * 1024);
 /// }
 /// ```
 pub fn unix_write_through_max() -> Option<usize> {

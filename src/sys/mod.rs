@@ -99,18 +99,20 @@ const SUN_PATH_LEN: usize = if cfg!(any(
 /// The most bytes of small frames one write-through write carries on a
 /// Unix-domain stream on Linux (elsewhere, and over TCP, no limit beyond
 /// the engine's own). Linux keeps a Unix-domain write of up to
-/// `SKB_MAX_HEAD(0)` bytes (a page less the socket buffer's shared info,
-/// about 3,776 on x86-64) in one slab-allocated buffer; a larger write puts
-/// the rest in page fragments, a page allocation for every write, which
-/// the reading side frees on its own CPU. On our 2-vCPU VM (free page
-/// reporting on) a stream of such writes falls at times into states about
-/// ten times slower: a bare socket pair (`tofu-probe pair`) did with
-/// 5,100 and 8,192-byte writes, never with 3,500; the sending thread then
-/// spent 35 % of its time in the kernel's copy into the socket buffer
-/// against 5 % otherwise (`perf record`). 3.5 KiB stays below the limit
-/// with room for a kernel whose shared info is larger.
+/// `SKB_MAX_HEAD(0)` bytes (about 3,776 on x86-64) in one slab-allocated
+/// buffer; a larger write puts the rest in page fragments, a page
+/// allocation for every write. On an earlier 2-vCPU VM (free page
+/// reporting on) a bare socket pair (`tofu-probe pair`) fell at times
+/// into states about ten times slower with 5,100 and 8,192-byte writes,
+/// never with 3,500, so this was 3.5 KiB. On the current one (Firecracker,
+/// AMD EPYC) 3,500-byte writes fall too (0.8–0.9 GB/s against 2.0–2.8 in
+/// another run), and 16 KiB took the 64 B Unix-domain stream from 8.3–9.9
+/// to 10.6–11.4 M messages/s (0.49–0.54× tokio's to 0.60–0.63×, four
+/// alternating pairs of `tofu-bench --runs 1 --workload stream --only
+/// tofu,tokio`); 64 KiB did no better than 16. A write of 16 KiB is
+/// about 200 frames of 64 B: the page allocation is shared by them.
 #[cfg(target_os = "linux")]
-pub(crate) const UNIX_WRITE_THROUGH_MAX: usize = 3584;
+pub(crate) const UNIX_WRITE_THROUGH_MAX: usize = 16 * 1024;
 
 /// A connected (or connecting) non-blocking stream.
 #[derive(Debug)]
