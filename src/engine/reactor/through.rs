@@ -31,8 +31,10 @@ impl Reactor {
     /// queued, in order, as if posted (the queue then writes it when the
     /// socket has room), and the run ends there; a failed write closes the
     /// channel, which gives those messages back. Returns the first message
-    /// not taken (`first` itself when the path does not apply), for the
-    /// ordinary path; `posts` counts the messages taken.
+    /// not taken (`first` itself when the path does not apply, or when the
+    /// channel was written through earlier in the same inline batch, so
+    /// that the rest of its messages go out together from its queue), for
+    /// the ordinary path; `posts` counts the messages taken.
     pub(super) fn write_through(
         &mut self,
         group: u32,
