@@ -357,6 +357,7 @@ impl Reactor {
             // is written once, at the end.
             let before = posts;
             next = match self.write_through(group, msg, msgs, &mut posts) {
+                // Nothing taken: `msg` itself came back.
                 Some(msg) if posts == before => {
                     posts += 1;
                     self.send(group, msg);
