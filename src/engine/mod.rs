@@ -388,7 +388,7 @@ impl Engine {
     /// written by this thread when nothing queued could be overtaken and
     /// the I/O thread does not hold the reactor, else queued with one lock
     /// and one wake-up.
-    pub(crate) fn send_batch(&self, group: u32, mut msgs: impl Iterator<Item = Message>) {
+    pub(crate) fn send_batch(&self, group: u32, mut msgs: std::vec::Drain<'_, Message>) {
         let inner = &*self.inner;
         let shared = &inner.shared;
         // A batch waits for the reactor when another thread holds it (for

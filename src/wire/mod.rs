@@ -193,6 +193,25 @@ pub fn encode_to_vec(msg: &Message, out: &mut Vec<u8>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Fills `msg` in place with the whole frame at the front of `input`, whose
+/// header is `fh` (from [`Decoder::whole_frame_ahead`]), and consumes it.
+/// The message's buffers keep their capacity.
+pub(crate) fn fill_whole(fh: &FrameHeader, input: &mut &[u8], msg: &mut Message) {
+    let text_len = fh.text_len as usize;
+    let text_bytes = &input[HEADER_LEN..HEADER_LEN + text_len];
+    let body_bytes = &input[HEADER_LEN + text_len..fh.frame_len()];
+    msg.header = fh.header;
+    if text_len > 0 || !msg.text_headers.is_empty() {
+        let mut text = msg.text_headers.take_buf();
+        text.clear();
+        text.extend_from_slice(text_bytes);
+        msg.text_headers = crate::message::TextHeaders::from_buf(text);
+    }
+    msg.body.clear();
+    msg.body.extend_from_slice(body_bytes);
+    *input = &input[fh.frame_len()..];
+}
+
 /// One step of [`Decoder::decode`].
 #[derive(Debug)]
 pub enum Decoded {
@@ -304,26 +323,10 @@ impl Decoder {
             // The common case: a whole frame at a boundary, decoded from
             // the input at once (no header copy, no partial state).
             let Some(mut msg) = alloc() else {
-                self.header.copy_from_slice(&input[..HEADER_LEN]);
-                self.header_len = HEADER_LEN;
-                self.pending = Some(fh);
-                *input = &input[HEADER_LEN..];
+                self.hold(fh, input);
                 return Ok(Decoded::NeedMessage);
             };
-            let (text_len, body_len) = (fh.text_len as usize, fh.body_len as usize);
-            let text_bytes = &input[HEADER_LEN..HEADER_LEN + text_len];
-            let body_bytes = &input[HEADER_LEN + text_len..fh.frame_len()];
-            msg.header = fh.header;
-            if text_len > 0 || !msg.text_headers.is_empty() {
-                let mut text = msg.text_headers.take_buf();
-                text.clear();
-                text.extend_from_slice(text_bytes);
-                msg.text_headers = crate::message::TextHeaders::from_buf(text);
-            }
-            msg.body.clear();
-            msg.body.reserve(body_len);
-            msg.body.extend_from_slice(body_bytes);
-            *input = &input[fh.frame_len()..];
+            fill_whole(&fh, input, &mut msg);
             return Ok(Decoded::Frame(msg));
         }
         if self.partial.is_none() {
@@ -388,14 +391,29 @@ impl Decoder {
     }
 
     /// At a frame boundary with a whole frame at the front of `input`: its
-    /// header (checked). `None` otherwise (nothing consumed).
-    fn whole_frame_ahead(&self, input: &[u8]) -> Result<Option<FrameHeader>, FrameError> {
+    /// header (checked). `None` otherwise (nothing consumed). The frame is
+    /// then decoded with [`fill_whole`], or its header held back with
+    /// [`hold`](Self::hold) when there is no message for it.
+    pub(crate) fn whole_frame_ahead(
+        &self,
+        input: &[u8],
+    ) -> Result<Option<FrameHeader>, FrameError> {
         if !self.is_idle() || input.len() < HEADER_LEN {
             return Ok(None);
         }
         let bytes: &[u8; HEADER_LEN] = input[..HEADER_LEN].try_into().expect("HEADER_LEN bytes");
         let fh = FrameHeader::decode(bytes)?;
         Ok((input.len() >= fh.frame_len()).then_some(fh))
+    }
+
+    /// The header `fh` at the front of `input` (from
+    /// [`whole_frame_ahead`](Self::whole_frame_ahead)) waits for a message:
+    /// it is consumed and kept, as [`Decoded::NeedMessage`] says.
+    pub(crate) fn hold(&mut self, fh: FrameHeader, input: &mut &[u8]) {
+        self.header.copy_from_slice(&input[..HEADER_LEN]);
+        self.header_len = HEADER_LEN;
+        self.pending = Some(fh);
+        *input = &input[HEADER_LEN..];
     }
 
     /// The body bytes still missing from the frame being decoded, when it is in

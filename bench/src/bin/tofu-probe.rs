@@ -193,13 +193,14 @@ fn main() -> Res<()> {
         cs.inline_posts, cs.polls, cs.waiter_polls, ss.polls, ss.waiter_polls
     );
     println!(
-        "client: writes {} ({} B each); server: reads {} ({} B each, {} % in place), empty {}",
+        "client: writes {} ({} B each); server: reads {} ({} B each, {} % in place), empty {}, pool empty {}",
         cs.write_calls,
         cs.bytes_sent / cs.write_calls.max(1),
         ss.read_calls,
         ss.bytes_received / ss.read_calls.max(1),
         ss.bytes_read_in_place * 100 / ss.bytes_received.max(1),
-        ss.empty_reads
+        ss.empty_reads,
+        ss.pool_empty_events
     );
     Ok(())
 }

@@ -15,7 +15,7 @@ use crate::error::Status;
 use crate::message::{Message, OpCode, Origin, Pool};
 
 use super::backpressure::StashBudget;
-use super::recv::{Decode, Receiver};
+use super::recv::{Decode, Receiver, Verdict};
 use super::send::{IoVec, Released, SendQueue, write_is_full};
 use super::{Cause, Close, End, Flow, Timeouts};
 
@@ -250,60 +250,56 @@ impl ChannelCore {
     /// A post on the write-through path (when
     /// [`may_write_through`](Self::may_write_through)), that fits in this
     /// write ([`write_is_full`](super::send::write_is_full)): its frame is
-    /// encoded into `buf` and the message kept in `held` until
-    /// [`handle_written_through`](Self::handle_written_through). `Err`
-    /// gives back a message that takes the ordinary path
+    /// encoded into `buf`, and the caller keeps the message until
+    /// [`handle_written_through`](Self::handle_written_through). `false`
+    /// (nothing encoded): the message takes the ordinary path
     /// ([`handle_post`](Self::handle_post)) instead: a Bye opcode, a large
     /// frame.
     #[inline]
-    pub(crate) fn encode_through(
-        &mut self,
-        msg: Message,
-        buf: &mut Vec<u8>,
-        held: &mut Vec<Message>,
-    ) -> Result<(), Message> {
-        if msg.header.proto.opcode == OpCode::ByeSignal {
-            return Err(msg);
+    pub(crate) fn encode_through(&mut self, msg: &Message, buf: &mut Vec<u8>) -> bool {
+        if msg.header.proto.opcode == OpCode::ByeSignal || !self.send.encode_through(msg, buf) {
+            return false;
         }
-        let id = msg.header.message_id;
-        self.send.encode_through(msg, buf, held)?;
         if self.first_id == 0 {
-            self.first_id = id;
+            self.first_id = msg.header.message_id;
         }
-        Ok(())
+        true
     }
 
-    /// One write of a write-through run: `first` and the messages after it
-    /// from `rest`, while they are on `first`'s channel, fit in `max` bytes
-    /// ([`write_is_full`]) and may go through
-    /// ([`encode_through`](Self::encode_through)). Returns the message that
-    /// stopped it, if any, and whether the run is over with it (another
-    /// channel, or a message for the ordinary path); otherwise the write
-    /// was full, and the message goes on in the next one if this one is
-    /// written whole.
+    /// One write of a write-through run: the messages at the front of
+    /// `msgs`, while they are on the first one's channel, fit in `max`
+    /// bytes ([`write_is_full`]) and may go through
+    /// ([`encode_through`](Self::encode_through)), are encoded into `buf`
+    /// and moved to `held` (each moved once: the others are only looked
+    /// at, and stay in `msgs`). Returns whether the run is over (the next
+    /// message is for another channel or takes the ordinary path, or none
+    /// is left); `false`: the write was full, and the messages go on in
+    /// the next one if this one is written whole.
     pub(crate) fn encode_write(
         &mut self,
-        first: Message,
-        rest: &mut impl Iterator<Item = Message>,
+        msgs: &mut std::vec::Drain<'_, Message>,
         buf: &mut Vec<u8>,
         held: &mut Vec<Message>,
         max: usize,
-    ) -> (Option<Message>, bool) {
-        let number = first.header.channel_number;
-        let mut next = Some(first);
-        while let Some(m) = next.take() {
+    ) -> bool {
+        let Some(number) = msgs.as_slice().first().map(|m| m.header.channel_number) else {
+            return true;
+        };
+        loop {
+            let Some(m) = msgs.as_slice().first() else {
+                return true;
+            };
             if m.header.channel_number != number {
-                return (Some(m), true);
+                return true;
             }
-            if write_is_full(buf.len(), &m, max) {
-                return (Some(m), false);
+            if write_is_full(buf.len(), m, max) {
+                return false;
             }
-            if let Err(m) = self.encode_through(m, buf, held) {
-                return (Some(m), true);
+            if !self.encode_through(m, buf) {
+                return true;
             }
-            next = rest.next();
+            held.extend(msgs.next());
         }
-        (None, true)
     }
 
     /// The socket took `n` bytes (0 when the write failed or would block)
@@ -448,31 +444,34 @@ impl ChannelCore {
             idle_at,
             ..
         } = self;
-        let mut on_frame = |msg| {
+        let mut on_frame = |msg: &mut Message| {
             let frames = Frames {
                 phase,
                 bye: *bye,
                 first_id,
                 number: *number,
-                deliveries,
                 received,
                 deadline,
                 idle_at,
             };
             match frames.frame(msg) {
-                Ok(()) => true,
-                Err(c) => {
+                Ok(()) => Verdict::Keep,
+                Err((c, delivered)) => {
                     close = Some(c);
-                    false
+                    if delivered {
+                        Verdict::KeepAndStop
+                    } else {
+                        Verdict::DropAndStop
+                    }
                 }
             }
         };
         let decoded = match read {
-            Some((0, buf, len)) => recv.read(buf, len, pool, &mut on_frame),
+            Some((0, buf, len)) => recv.read(buf, len, pool, deliveries, &mut on_frame),
             Some((into_body, buf, len)) => {
-                recv.read_direct(into_body, buf, len, pool, &mut on_frame)
+                recv.read_direct(into_body, buf, len, pool, deliveries, &mut on_frame)
             }
-            None => recv.resume(pool, &mut on_frame),
+            None => recv.resume(pool, deliveries, &mut on_frame),
         };
         self.flow(decoded, close)
     }
@@ -678,16 +677,17 @@ struct Frames<'a> {
     bye: Bye,
     first_id: &'a mut u64,
     number: u16,
-    deliveries: &'a mut VecDeque<Message>,
     received: &'a mut u64,
     deadline: &'a mut Option<Instant>,
     idle_at: &'a mut Option<Instant>,
 }
 
 impl Frames<'_> {
-    /// One valid frame from the peer.
+    /// One valid frame from the peer, at the back of the deliveries (where
+    /// the receiver filled it). `Err` closes the channel, with whether the
+    /// frame stays delivered.
     #[inline]
-    fn frame(self, mut msg: Message) -> Result<(), Close> {
+    fn frame(self, msg: &mut Message) -> Result<(), (Close, bool)> {
         let op = msg.header.proto.opcode;
         if *self.phase == Phase::AwaitHello {
             if op != OpCode::HelloRequest {
@@ -695,7 +695,8 @@ impl Frames<'_> {
                     channel = self.number,
                     "first frame is {op:?}, not HelloRequest"
                 );
-                return Err(Close::new(Status::InvalidMessage, false, Cause::NotHello));
+                let close = Close::new(Status::InvalidMessage, false, Cause::NotHello);
+                return Err((close, false));
             }
             *self.phase = Phase::Open;
             // The hello timeout no longer applies.
@@ -713,16 +714,19 @@ impl Frames<'_> {
         let ends = self.bye == Bye::RequestWritten
             && matches!(op, OpCode::ByeResponse | OpCode::ByeRequest);
         *self.received += 1;
-        self.deliveries.push_back(msg);
         if ends {
-            return Err(Close::new(Status::ChannelClosed, true, Cause::Handshake));
+            return Err((
+                Close::new(Status::ChannelClosed, true, Cause::Handshake),
+                true,
+            ));
         }
         if op == OpCode::ByeSignal {
             // The peer's abort (the original writes its application's
             // ByeSignal, then nothing more, and leaves the connection open):
             // delivered above, then closed as after a disconnect (SPEC §3).
             tracing::debug!(channel = self.number, "the peer aborted (ByeSignal)");
-            return Err(Close::new(Status::PeerDisconnected, true, Cause::PeerAbort));
+            let close = Close::new(Status::PeerDisconnected, true, Cause::PeerAbort);
+            return Err((close, true));
         }
         Ok(())
     }

@@ -152,18 +152,11 @@ impl Peer {
     ) -> Vec<usize> {
         assert!(self.closed.is_none(), "post on a closed channel");
         let mut written = Vec::new();
-        let mut rest = msgs.into_iter();
-        let mut next = rest.next();
-        let mut run_over;
-        while let Some(first) = next.take() {
-            if !self.core.may_write_through() {
-                next = Some(first);
-                break;
-            }
+        let mut msgs = msgs;
+        let mut rest = msgs.drain(..);
+        while !rest.as_slice().is_empty() && self.core.may_write_through() {
             let (mut buf, mut held) = (Vec::new(), Vec::new());
-            (next, run_over) = self
-                .core
-                .encode_write(first, &mut rest, &mut buf, &mut held, max);
+            let run_over = self.core.encode_write(&mut rest, &mut buf, &mut held, max);
             if held.is_empty() {
                 break;
             }
@@ -177,7 +170,7 @@ impl Peer {
                 break;
             }
         }
-        for msg in next.into_iter().chain(rest) {
+        for msg in rest {
             if self.closed.is_some() {
                 break;
             }

@@ -10,9 +10,10 @@
 //! bytes collect in the stash until it is complete.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 
 use crate::message::{Allocation, Message, Pool};
-use crate::wire::{Decoded, Decoder, FrameError, HEADER_LEN};
+use crate::wire::{Decoded, Decoder, FrameError, HEADER_LEN, fill_whole};
 
 use super::backpressure::{StashBudget, partial_reserve};
 
@@ -28,6 +29,44 @@ pub(crate) enum Decode {
     Stop,
     /// The peer broke the framing.
     Invalid(FrameError),
+}
+
+/// What the channel makes of a decoded frame, which waits at the back of
+/// the output queue (filled there, in place: a filled message is not
+/// moved again on its way in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Delivered; decoding goes on.
+    Keep,
+    /// Delivered, and decoding stops (the channel closes).
+    KeepAndStop,
+    /// Not delivered (it leaves the queue again), and decoding stops.
+    DropAndStop,
+}
+
+/// `msg` joins the back of `out`, where `on_frame` judges it (and may
+/// change it); `false`: decoding stops.
+fn deliver<F: FnMut(&mut Message) -> Verdict>(
+    out: &mut VecDeque<Message>,
+    msg: Message,
+    on_frame: &mut F,
+) -> bool {
+    out.push_back(msg);
+    judge(out, on_frame)
+}
+
+/// `on_frame` judges the frame at the back of `out`; `false`: decoding
+/// stops.
+fn judge<F: FnMut(&mut Message) -> Verdict>(out: &mut VecDeque<Message>, on_frame: &mut F) -> bool {
+    let msg = out.back_mut().expect("a frame waits");
+    match on_frame(msg) {
+        Verdict::Keep => true,
+        Verdict::KeepAndStop => false,
+        Verdict::DropAndStop => {
+            out.pop_back();
+            false
+        }
+    }
 }
 
 /// Decoder plus stash.
@@ -167,36 +206,39 @@ impl Receiver {
 
     /// `n` bytes were read into [`body_space`](Receiver::body_space), and
     /// `len` after them into `buf` (as [`read`](Receiver::read) takes them).
-    pub(crate) fn read_direct<F: FnMut(Message) -> bool>(
+    pub(crate) fn read_direct<F: FnMut(&mut Message) -> Verdict>(
         &mut self,
         n: usize,
         buf: &mut Vec<u8>,
         len: usize,
         pool: &Pool,
+        out: &mut VecDeque<Message>,
         on_frame: &mut F,
     ) -> Decode {
         if let Some(msg) = self.decoder.body_filled(n) {
-            if !on_frame(msg) {
+            if !deliver(out, msg, on_frame) {
                 return Decode::Stop;
             }
         }
         if len == 0 {
             return Decode::Continue;
         }
-        self.read(buf, len, pool, on_frame)
+        self.read(buf, len, pool, out, on_frame)
     }
 
     /// The first `len` bytes of `buf` were just read from the socket.
-    /// `on_frame` gets each complete frame and returns `false` to stop. A
+    /// Each complete frame joins the back of `out`, where `on_frame`
+    /// judges it (and may stop decoding). A
     /// large rest that must wait (the pool ran dry) is not copied: `buf`
     /// becomes the stash, and `buf` is given the stash's old memory
     /// instead, as long as `buf` was (initialised: no zeroing once every
     /// buffer has been that long).
-    pub(crate) fn read<F: FnMut(Message) -> bool>(
+    pub(crate) fn read<F: FnMut(&mut Message) -> Verdict>(
         &mut self,
         buf: &mut Vec<u8>,
         len: usize,
         pool: &Pool,
+        out: &mut VecDeque<Message>,
         on_frame: &mut F,
     ) -> Decode {
         // A frame whose message is held back collects in the stash until it
@@ -211,7 +253,7 @@ impl Receiver {
             self.start = 0;
             self.end = 0;
             let mut input = &buf[..len];
-            let d = self.decode(&mut input, pool, on_frame);
+            let d = self.decode(&mut input, pool, out, on_frame);
             let left = input.len();
             if matches!(d, Decode::Continue | Decode::Starved) && left > 0 {
                 if left >= SWAP_MIN {
@@ -231,24 +273,30 @@ impl Receiver {
         if held {
             return Decode::Continue;
         }
-        self.decode_stash(pool, on_frame)
+        self.decode_stash(pool, out, on_frame)
     }
 
     /// Decodes the backlog (after the pool refilled); the header may be all
     /// there is, with nothing left to read.
-    pub(crate) fn resume<F: FnMut(Message) -> bool>(
+    pub(crate) fn resume<F: FnMut(&mut Message) -> Verdict>(
         &mut self,
         pool: &Pool,
+        out: &mut VecDeque<Message>,
         on_frame: &mut F,
     ) -> Decode {
-        self.decode_stash(pool, on_frame)
+        self.decode_stash(pool, out, on_frame)
     }
 
     /// Decodes from the stash; what stays is still stashed (from `start`).
-    fn decode_stash<F: FnMut(Message) -> bool>(&mut self, pool: &Pool, on_frame: &mut F) -> Decode {
+    fn decode_stash<F: FnMut(&mut Message) -> Verdict>(
+        &mut self,
+        pool: &Pool,
+        out: &mut VecDeque<Message>,
+        on_frame: &mut F,
+    ) -> Decode {
         let stash = std::mem::take(&mut self.stash);
         let mut input = &stash[self.start..self.end];
-        let d = self.decode(&mut input, pool, on_frame);
+        let d = self.decode(&mut input, pool, out, on_frame);
         let left = input.len();
         self.stash = stash;
         if matches!(d, Decode::Continue | Decode::Starved) && left > 0 {
@@ -263,14 +311,15 @@ impl Receiver {
     /// Decodes every complete frame in `input`. On `Continue` and `Starved`,
     /// `input` holds what must wait in the stash (nothing, a frame still
     /// arriving, or what a dry pool left undecoded).
-    fn decode<F: FnMut(Message) -> bool>(
+    fn decode<F: FnMut(&mut Message) -> Verdict>(
         &mut self,
         input: &mut &[u8],
         pool: &Pool,
+        out: &mut VecDeque<Message>,
         on_frame: &mut F,
     ) -> Decode {
         let mut spare = std::mem::take(&mut self.spare);
-        let d = self.decode_with_spare(input, pool, on_frame, &mut spare);
+        let d = self.decode_with_spare(input, pool, (out, on_frame), &mut spare);
         if !spare.is_empty() {
             // Taken for frames that did not come to be decoded (the
             // channel stops): back together.
@@ -280,11 +329,11 @@ impl Receiver {
         d
     }
 
-    fn decode_with_spare<F: FnMut(Message) -> bool>(
+    fn decode_with_spare<F: FnMut(&mut Message) -> Verdict>(
         &mut self,
         input: &mut &[u8],
         pool: &Pool,
-        on_frame: &mut F,
+        (out, on_frame): (&mut VecDeque<Message>, &mut F),
         spare: &mut Vec<Message>,
     ) -> Decode {
         let reserve = partial_reserve(pool.capacity());
@@ -301,29 +350,50 @@ impl Receiver {
             None if self.decoder.is_idle() => whole_frames(input),
             None => 0,
         };
-        loop {
-            let step = self.decoder.decode(input, &mut || {
+        let mut alloc = || {
+            if let Some(m) = spare.pop() {
+                return Some(m);
+            }
+            if whole > 1 {
+                let got = pool.get_many_for_decode(Allocation::PoolOnly, whole, spare);
+                whole -= got;
                 if let Some(m) = spare.pop() {
                     return Some(m);
                 }
-                if whole > 1 {
-                    let got = pool.get_many_for_decode(Allocation::PoolOnly, whole, spare);
-                    whole -= got;
-                    if let Some(m) = spare.pop() {
-                        return Some(m);
+            }
+            whole = whole.saturating_sub(1);
+            if complete.get() || pool.len() > reserve {
+                pool.get_for_decode(Allocation::PoolOnly)
+            } else {
+                None
+            }
+        };
+        loop {
+            let step = match self.decoder.whole_frame_ahead(input) {
+                // The common case, a whole frame at a boundary: its message
+                // joins `out` as it came from the pool and is filled there.
+                Ok(Some(fh)) => match alloc() {
+                    Some(msg) => {
+                        complete.set(false);
+                        out.push_back(msg);
+                        fill_whole(&fh, input, out.back_mut().expect("just pushed"));
+                        if !judge(out, on_frame) {
+                            return Decode::Stop;
+                        }
+                        continue;
                     }
-                }
-                whole = whole.saturating_sub(1);
-                if complete.get() || pool.len() > reserve {
-                    pool.get_for_decode(Allocation::PoolOnly)
-                } else {
-                    None
-                }
-            });
+                    None => {
+                        self.decoder.hold(fh, input);
+                        Ok(Decoded::NeedMessage)
+                    }
+                },
+                Ok(None) => self.decoder.decode(input, &mut alloc),
+                Err(e) => Err(e),
+            };
             match step {
                 Ok(Decoded::Frame(msg)) => {
                     complete.set(false);
-                    if !on_frame(msg) {
+                    if !deliver(out, msg, on_frame) {
                         return Decode::Stop;
                     }
                 }
@@ -365,6 +435,10 @@ mod tests {
     use super::*;
     use crate::wire;
 
+    fn keep(_: &mut Message) -> Verdict {
+        Verdict::Keep
+    }
+
     fn frame(id: u64, body: &[u8]) -> Vec<u8> {
         let mut m = Message::new();
         m.header.proto.opcode = crate::message::OpCode::Signal;
@@ -397,11 +471,16 @@ mod tests {
         let pool = Pool::new(8, 8);
         let mut r = Receiver::default();
         let bytes: Vec<u8> = (1..=6).flat_map(|i| frame(i, b"body")).collect();
-        let mut got = Vec::new();
+        let mut got = VecDeque::new();
         let len = bytes.len();
-        let d = r.read(&mut bytes.clone(), len, &pool, &mut |m| {
-            got.push(m);
-            got.len() < 2
+        let mut seen = 0;
+        let d = r.read(&mut bytes.clone(), len, &pool, &mut got, &mut |_| {
+            seen += 1;
+            if seen < 2 {
+                Verdict::Keep
+            } else {
+                Verdict::KeepAndStop
+            }
         });
         assert_eq!(d, Decode::Stop);
         assert_eq!(got.len(), 2);
@@ -425,11 +504,8 @@ mod tests {
         buf.resize(64 * 1024, 0);
         let read_buf = buf.as_ptr();
         let mut ids = Vec::new();
-        let mut got = Vec::new();
-        let d = r.read(&mut buf, bytes.len(), &pool, &mut |m| {
-            got.push(m);
-            true
-        });
+        let mut got = VecDeque::new();
+        let d = r.read(&mut buf, bytes.len(), &pool, &mut got, &mut keep);
         assert_eq!(d, Decode::Starved);
         assert_eq!(buf.len(), 64 * 1024, "a buffer as long comes back");
         assert_ne!(buf.as_ptr(), read_buf, "the read buffer became the stash");
@@ -440,19 +516,13 @@ mod tests {
         let more: Vec<u8> = (1001..=1003).flat_map(|i| frame(i, b"x")).collect();
         ids.extend(got.drain(..).map(|m| m.header.message_id));
         buf[..more.len()].copy_from_slice(&more);
-        r.read(&mut buf, more.len(), &pool, &mut |m| {
-            got.push(m);
-            true
-        });
+        r.read(&mut buf, more.len(), &pool, &mut got, &mut keep);
         for _ in 0..1000 {
             ids.extend(got.drain(..).map(|m| m.header.message_id));
             if !r.has_backlog() {
                 break;
             }
-            r.resume(&pool, &mut |m| {
-                got.push(m);
-                true
-            });
+            r.resume(&pool, &mut got, &mut keep);
         }
         ids.extend(got.drain(..).map(|m| m.header.message_id));
         assert_eq!(ids, (1..=1003).collect::<Vec<u64>>());
@@ -468,21 +538,15 @@ mod tests {
         let pool = Pool::new(4, 4);
         let mut r = Receiver::default();
         let bytes: Vec<u8> = (1..=10).flat_map(|i| frame(i, b"0123456789")).collect();
-        let mut got = Vec::new();
+        let mut got = VecDeque::new();
         let len = bytes.len();
-        let d = r.read(&mut bytes.clone(), len, &pool, &mut |m| {
-            got.push(m);
-            true
-        });
+        let d = r.read(&mut bytes.clone(), len, &pool, &mut got, &mut keep);
         assert_eq!(d, Decode::Starved);
         assert_eq!(got.len(), 4);
         for round in 0..3 {
             let ids: Vec<u64> = got.drain(..).map(|m| m.header.message_id).collect();
             assert_eq!(ids.first(), Some(&(round * 4 + 1)));
-            let d = r.resume(&pool, &mut |m| {
-                got.push(m);
-                true
-            });
+            let d = r.resume(&pool, &mut got, &mut keep);
             if round < 1 {
                 assert_eq!(d, Decode::Starved);
             }

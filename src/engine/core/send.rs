@@ -248,37 +248,33 @@ impl SendQueue {
 
     /// Write-through (the posting thread's fast path for small frames):
     /// with nothing queued, a posted frame is encoded straight into the
-    /// engine's write buffer `buf` — header, text headers, body — and its
-    /// message is kept in `held` until the write says what became of it
+    /// engine's write buffer `buf` — header, text headers, body — and the
+    /// caller keeps its message until the write says what became of it
     /// ([`through_written`](Self::through_written)). The caller has
-    /// checked that it fits in this write ([`write_is_full`]). `Err`
-    /// gives back a message that must take the queue instead: a
+    /// checked that it fits in this write ([`write_is_full`]). `false`
+    /// (nothing encoded): the message must take the queue instead: a
     /// ByeRequest or ByeResponse (the handshake follows its write), a
     /// frame over [`COALESCE_MAX_FRAME`] (or a section too long, which
-    /// `post` refused).
+    /// `post` refused). The message is only looked at, so that the caller
+    /// moves it once, from the batch to where it goes.
     #[inline]
-    pub(crate) fn encode_through(
-        &self,
-        msg: Message,
-        buf: &mut Vec<u8>,
-        held: &mut Vec<Message>,
-    ) -> Result<(), Message> {
+    pub(crate) fn encode_through(&self, msg: &Message, buf: &mut Vec<u8>) -> bool {
         debug_assert!(self.queue.is_empty(), "write-through overtook the queue");
-        if ends_batch(&msg) {
-            return Err(msg);
+        if ends_batch(msg) {
+            return false;
         }
-        let Ok(fh) = FrameHeader::for_message(&msg) else {
-            return Err(msg);
+        let Ok(fh) = FrameHeader::for_message(msg) else {
+            return false;
         };
         let len = fh.frame_len();
         if len > COALESCE_MAX_FRAME || buf.len() + len > COALESCE_MAX {
-            return Err(msg);
+            return false;
         }
+        buf.reserve(len);
         buf.extend_from_slice(&fh.encode());
         buf.extend_from_slice(msg.text_headers.as_bytes());
         buf.extend_from_slice(&msg.body);
-        held.push(msg);
-        Ok(())
+        true
     }
 
     /// The socket took `written` bytes of the frames encoded from

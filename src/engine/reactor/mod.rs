@@ -336,7 +336,7 @@ impl Reactor {
     pub(crate) fn post_inline_batch(
         &mut self,
         group: u32,
-        msgs: &mut impl Iterator<Item = Message>,
+        msgs: &mut std::vec::Drain<'_, Message>,
     ) -> Option<bool> {
         self.now = Instant::now();
         let timers = self.timers.len();
@@ -346,25 +346,23 @@ impl Reactor {
         }
         let mut posts = 0;
         self.through_batch += 1;
-        let mut next = msgs.next();
-        while let Some(msg) = next.take() {
+        while !msgs.as_slice().is_empty() {
             // Small frames on an idle channel go straight into the write
-            // buffer; what does not is posted as by `post`. A run that
-            // ended at a message for another channel hands that one back:
-            // it may be written through too (a batch of answers to many
-            // peers, one each, had every second one queued). A channel's
-            // messages after its run in this batch join its queue, which
-            // is written once, at the end.
+            // buffer; what does not is posted as by `post`. A run ends at
+            // a message for another channel, which may start a run of its
+            // own (a batch of answers to many peers, one each, had every
+            // second one queued when it could not). A channel's messages
+            // after its run in this batch join its queue, which is written
+            // once, at the end.
             let before = posts;
-            next = match self.write_through(group, msg, msgs, &mut posts) {
-                // Nothing taken: `msg` itself came back.
-                Some(msg) if posts == before => {
+            self.write_through(group, msgs, &mut posts);
+            if posts == before {
+                // Nothing taken: the front message takes the ordinary path.
+                if let Some(msg) = msgs.next() {
                     posts += 1;
                     self.send(group, msg);
-                    msgs.next()
                 }
-                other => other.or_else(|| msgs.next()),
-            };
+            }
         }
         Counters::add(&self.shared.counters.inline_posts, posts);
         self.flush_dirty_eagerly();

@@ -22,51 +22,50 @@ use crate::sys;
 const RECYCLE_AT: usize = 256;
 
 impl Reactor {
-    /// The write-through path of a batch posted inline: `first` and the
-    /// messages after it on the same channel, as long as they are small
-    /// frames and the channel idle ([`ChannelCore::may_write_through`](super::super::core::channel::ChannelCore::may_write_through)),
+    /// The write-through path of a batch posted inline: the message at the
+    /// front of `msgs` and those after it on the same channel, as long as
+    /// they are small frames and the channel idle ([`ChannelCore::may_write_through`](super::super::core::channel::ChannelCore::may_write_through)),
     /// are encoded straight into the engine's write buffer and written
     /// with one system call per [`sys::Stream::write_through_max`] bytes —
     /// no send queue, no vectored slices. What the socket did not take is
     /// queued, in order, as if posted (the queue then writes it when the
     /// socket has room), and the run ends there; a failed write closes the
-    /// channel, which gives those messages back. Returns the first message
-    /// not taken (`first` itself when the path does not apply, or when the
-    /// channel was written through earlier in the same inline batch, so
-    /// that the rest of its messages go out together from its queue), for
-    /// the ordinary path; `posts` counts the messages taken.
+    /// channel, which gives those messages back. The messages taken leave
+    /// `msgs` (`posts` counts them); none are taken when the path does not
+    /// apply, or when the channel was written through earlier in the same
+    /// inline batch, so that the rest of its messages go out together from
+    /// its queue: then the front message takes the ordinary path.
     pub(super) fn write_through(
         &mut self,
         group: u32,
-        first: Message,
-        rest: &mut impl Iterator<Item = Message>,
+        msgs: &mut std::vec::Drain<'_, Message>,
         posts: &mut u64,
-    ) -> Option<Message> {
-        let number = first.header.channel_number;
+    ) {
+        let Some(number) = msgs.as_slice().first().map(|m| m.header.channel_number) else {
+            return;
+        };
         let Some(key) = self.through_key(group, number) else {
-            return Some(first);
+            return;
         };
         let s = stream_of(&mut self.slab, key).expect("checked by through_key");
         if s.through_batch == self.through_batch {
             // Written through earlier in this batch: the rest of its
             // messages are queued and go out together.
-            return Some(first);
+            return;
         }
         s.through_batch = self.through_batch;
         let mut buf = std::mem::take(&mut self.write_buf);
         let mut held = std::mem::take(&mut self.spent);
         buf.clear();
-        let mut next = Some(first);
         // One write per turn; a turn ends the run unless the write was
         // only full, the socket took everything and the channel may still
         // be written through.
-        let mut run_over;
-        while let Some(first) = next.take() {
+        loop {
             let s = stream_of(&mut self.slab, key).expect("checked by through_key");
             let sock = s.sock.as_mut().expect("checked by through_key");
             let max = sock.write_through_max();
             let from = held.len();
-            (next, run_over) = s.core.encode_write(first, rest, &mut buf, &mut held, max);
+            let run_over = s.core.encode_write(msgs, &mut buf, &mut held, max);
             let taken = held.len() - from;
             if taken == 0 {
                 break;
@@ -118,17 +117,13 @@ impl Reactor {
                 break;
             }
             self.deliver_from(key);
-            if !whole
-                || run_over
-                || (next.is_some() && self.through_key(group, number) != Some(key))
-            {
+            if !whole || run_over || self.through_key(group, number) != Some(key) {
                 break;
             }
         }
         self.write_buf = buf;
         self.shared.pool.recycle_many(&mut held);
         self.spent = held;
-        next
     }
 
     /// The channel `number` of `group`, when a post on it may be written
