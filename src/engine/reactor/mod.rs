@@ -365,6 +365,10 @@ impl Reactor {
             }
         }
         Counters::add(&self.shared.counters.inline_posts, posts);
+        // What the write-through runs wrote, back to the pool together.
+        let mut spent = std::mem::take(&mut self.spent);
+        self.shared.pool.recycle_many(&mut spent);
+        self.spent = spent;
         self.flush_dirty_eagerly();
         Some(
             self.timers.len() == timers

@@ -17,8 +17,8 @@ use super::{Counters, Reactor, stream_of};
 use crate::message::Message;
 use crate::sys;
 
-/// Written messages a write-through run keeps before it gives them back to
-/// the pool on the way (one lock per batch of them).
+/// Written messages the write-through runs of a batch keep before they give
+/// them back to the pool on the way (one lock per batch of them).
 const RECYCLE_AT: usize = 256;
 
 impl Reactor {
@@ -122,7 +122,10 @@ impl Reactor {
             }
         }
         self.write_buf = buf;
-        self.shared.pool.recycle_many(&mut held);
+        // The written messages stay in `spent` until the batch ends
+        // ([`post_inline_batch`](Self::post_inline_batch)), and go back to
+        // the pool together: a batch of one message for each of many
+        // channels otherwise returns them one lock at a time.
         self.spent = held;
     }
 
