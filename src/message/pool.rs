@@ -383,9 +383,14 @@ impl Pool {
             // list under the same lock, so nothing is kept after that.
             let closed = self.inner.closed.load(Ordering::SeqCst);
             let room = self.inner.free.cap.saturating_sub(bufs.len());
-            // Kept in one block (a copy of contiguous memory).
+            // Kept in one block (a copy of contiguous memory: `append`
+            // when all fit, the common case).
             let k = if closed { 0 } else { room.min(msgs.len()) };
-            bufs.extend(msgs.drain(..k));
+            if k == msgs.len() {
+                bufs.append(msgs);
+            } else {
+                bufs.extend(msgs.drain(..k));
+            }
             self.inner.free.len.store(bufs.len(), Ordering::Release);
         }
         // What did not fit is freed, detached first, outside the lock.

@@ -197,10 +197,9 @@ impl Reactor {
         };
         self.shared.pool.recycle_many(&mut spent);
         self.spent = spent;
-        let c = &self.shared.counters;
-        Counters::add(&c.messages_sent, sent_msgs);
-        Counters::add(&c.bytes_sent, sent_bytes);
-        Counters::add(&c.write_calls, writes);
+        self.tally.messages_sent += sent_msgs;
+        self.tally.bytes_sent += sent_bytes;
+        self.tally.write_calls += writes;
         self.release(number, released);
         match result {
             Ok(()) => ControlFlow::Continue(()),
@@ -445,8 +444,8 @@ impl Reactor {
                 }
             }
         };
-        Counters::add(&self.shared.counters.bytes_received, received);
-        Counters::add(&self.shared.counters.read_calls, reads);
+        self.tally.bytes_received += received;
+        self.tally.read_calls += reads;
         Counters::add(&self.shared.counters.bytes_read_in_place, in_place);
         Counters::add(&self.shared.counters.empty_reads, empty);
         stop

@@ -39,6 +39,7 @@ use super::core::{Cause, Close, Timeouts};
 use super::limits::charge_len;
 use super::resolver::Resolver;
 use super::slab::{Key, Slab, WAKER_TOKEN};
+use super::stats::Tally;
 use super::{Command, Counters, Delivery, GroupShared, IntMap, Shared};
 use crate::error::Status;
 use crate::message::{Message, Origin};
@@ -138,6 +139,8 @@ pub(crate) struct Reactor {
     /// Messages a flush wrote, returned to the pool together (at most the
     /// frames of one write; empty between flushes).
     spent: Vec<Message>,
+    /// The busiest counts, published when the lock is let go ([`Held`]).
+    tally: Tally,
     dirty: WorkList,
     again: WorkList,
     starved: WorkList,
@@ -193,6 +196,7 @@ impl Reactor {
             write_buf: Vec::new(),
             through_batch: 0,
             spent: Vec::new(),
+            tally: Tally::default(),
             dirty: WorkList::new(List::Dirty),
             again: WorkList::new(List::Again),
             starved: WorkList::new(List::Starved),
@@ -311,7 +315,7 @@ impl Reactor {
             return Err(msg);
         }
         let timers = self.timers.len();
-        Counters::add(&self.shared.counters.inline_posts, 1);
+        self.tally.inline_posts += 1;
         self.send(group, msg);
         self.flush_dirty();
         // The gap to the next post is the application's own time, not this
@@ -364,7 +368,7 @@ impl Reactor {
                 }
             }
         }
-        Counters::add(&self.shared.counters.inline_posts, posts);
+        self.tally.inline_posts += posts;
         // What the write-through runs wrote, back to the pool together.
         let mut spent = std::mem::take(&mut self.spent);
         self.shared.pool.recycle_many(&mut spent);
@@ -725,7 +729,7 @@ impl Reactor {
         } else {
             s.core.take_deliveries(&mut VecDeque::new());
         }
-        Counters::add(&self.shared.counters.messages_received, received);
+        self.tally.messages_received += received;
     }
 
     // ----- time --------------------------------------------------------------
@@ -817,6 +821,8 @@ impl<'a> Held<'a> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
+        let r = &mut *self.guard;
+        r.tally.publish(&r.shared.counters);
         HOLDING.with(|h| h.set(self.outer));
     }
 }

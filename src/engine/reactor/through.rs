@@ -13,7 +13,7 @@ use tracing::debug;
 use super::super::core::End;
 use super::super::slab::Key;
 use super::io::end_of;
-use super::{Counters, Reactor, stream_of};
+use super::{Reactor, stream_of};
 use crate::message::Message;
 use crate::sys;
 
@@ -99,10 +99,9 @@ impl Reactor {
                 // A partial write where the selector does not say "full".
                 self.dirty.add(key, &mut s.listed);
             }
-            let c = &self.shared.counters;
-            Counters::add(&c.messages_sent, done as u64);
-            Counters::add(&c.bytes_sent, n as u64);
-            Counters::add(&c.write_calls, 1);
+            self.tally.messages_sent += done as u64;
+            self.tally.bytes_sent += n as u64;
+            self.tally.write_calls += 1;
             self.release(number, released);
             if held.len() >= RECYCLE_AT {
                 // A long run: back to the pool on the way, so that `spent`
