@@ -141,6 +141,13 @@ pub(crate) struct Reactor {
     spent: Vec<Message>,
     /// The busiest counts, published when the lock is let go ([`Held`]).
     tally: Tally,
+    /// While a poll's events are handled: what their reads delivered to
+    /// one group (`outbox_group`), pushed to its queue together — one lock
+    /// and one wake-up for many reads. Bounded by [`OUTBOX_MAX`]; empty
+    /// outside [`handle_events`](Self::handle_events).
+    outbox: VecDeque<Message>,
+    outbox_group: Option<u32>,
+    collecting: bool,
     dirty: WorkList,
     again: WorkList,
     starved: WorkList,
@@ -176,6 +183,11 @@ pub(crate) struct Reactor {
     pending: VecDeque<Command>,
 }
 
+/// The most messages the outbox collects before it is pushed: a follower
+/// waiting on the group starts on them while the poll's other events are
+/// handled.
+const OUTBOX_MAX: usize = 64;
+
 impl Reactor {
     pub(crate) fn new(
         registry: Registry,
@@ -197,6 +209,9 @@ impl Reactor {
             through_batch: 0,
             spent: Vec::new(),
             tally: Tally::default(),
+            outbox: VecDeque::new(),
+            outbox_group: None,
+            collecting: false,
             dirty: WorkList::new(List::Dirty),
             again: WorkList::new(List::Again),
             starved: WorkList::new(List::Starved),
@@ -391,6 +406,7 @@ impl Reactor {
     /// What `poll` returned.
     fn handle_events(&mut self, events: &Events) {
         self.now = Instant::now();
+        self.collecting = true;
         for ev in events.iter() {
             if ev.token() == WAKER_TOKEN {
                 continue;
@@ -401,6 +417,8 @@ impl Reactor {
             };
             self.event(key, ev);
         }
+        self.collecting = false;
+        self.flush_outbox();
         // The poller may let go before its next `work` (leader/follower).
         self.publish_gauges();
     }
@@ -681,6 +699,7 @@ impl Reactor {
                 Close::new(Status::ShutdownStarted, false, Cause::Local),
             );
         }
+        self.flush_outbox();
         for g in self.groups.values() {
             let _ = g.shared.push(Delivery::Shutdown, &self.shared.wake);
         }
@@ -701,6 +720,8 @@ impl Reactor {
     // ----- delivering --------------------------------------------------------
 
     fn deliver(&mut self, group: u32, msg: Message) {
+        // Behind what the channel's reads delivered before it.
+        self.flush_outbox();
         if let Some(g) = self.groups.get(&group) {
             self.woke |= g.shared.push(Delivery::Message(msg), &self.shared.wake);
         }
@@ -708,6 +729,23 @@ impl Reactor {
 
     fn deliver_to(&mut self, d: ForGroup) {
         self.deliver(d.group, d.msg);
+    }
+
+    /// Pushes what the outbox collected to its group's queue.
+    fn flush_outbox(&mut self) {
+        let Some(group) = self.outbox_group.take() else {
+            return;
+        };
+        if self.outbox.is_empty() {
+            return;
+        }
+        let outbox = &mut self.outbox;
+        match self.groups.get(&group) {
+            Some(g) => self.woke |= g.shared.push_with(&self.shared.wake, |q| q.append(outbox)),
+            // Not reached: a group goes only by a command, and commands
+            // run outside `handle_events`.
+            None => outbox.clear(),
+        }
     }
 
     /// Delivers everything the channel's core queued for its group.
@@ -720,7 +758,15 @@ impl Reactor {
             return;
         };
         let received = s.core.take_received();
-        if let Some(g) = self.groups.get(&group) {
+        if self.collecting && s.core.has_deliveries() && self.groups.contains_key(&group) {
+            if self.outbox_group != Some(group) || self.outbox.len() >= OUTBOX_MAX {
+                self.flush_outbox();
+                self.outbox_group = Some(group);
+            }
+            // Looked up again: flushing needed the whole reactor.
+            let s = stream_of(&mut self.slab, key).expect("looked up above");
+            s.core.take_deliveries(&mut self.outbox);
+        } else if let Some(g) = self.groups.get(&group) {
             if s.core.has_deliveries() {
                 self.woke |= g
                     .shared
