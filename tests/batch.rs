@@ -378,3 +378,68 @@ fn a_batch_into_a_full_socket_arrives_whole_and_in_order(t: Transport) {
     assert_eq!(*returned.last().unwrap(), end2 - 1);
 }
 tcp_and_uds!(a_batch_into_a_full_socket_arrives_whole_and_in_order);
+
+/// Many channels, each sent frames and then aborted (ByeSignal) in one
+/// batch, so that the receiving engine's polls see many channels' reads at
+/// once and collect their frames for the group together: every channel's
+/// frames arrive in order (a prefix: an abort gives back what was not
+/// written yet), its ByeSignal (when it was written) after all of them, and
+/// its close report last — nothing of a channel arrives after its report,
+/// so a report never overtakes frames read before it.
+fn many_channels_aborting_at_once_report_after_their_frames(t: Transport) {
+    const CHANNELS: usize = 16;
+    const FRAMES: u32 = 20;
+    let (server_engine, client_engine) = (engine(), engine());
+    let server = server_engine.create_group().unwrap();
+    let client = client_engine.create_group().unwrap();
+    let (saddr, caddr) = addresses(t);
+    listen(&server_engine, &server, &saddr);
+    let pairs: Vec<(u16, u16)> = (0..CHANNELS)
+        .map(|_| connect_pair(&client_engine, &client, &server, &caddr))
+        .collect();
+    let mut batch = Vec::new();
+    for seq in 0..FRAMES {
+        for &(cch, _) in &pairs {
+            batch.push(numbered(&client_engine, cch, seq));
+        }
+    }
+    for &(cch, _) in &pairs {
+        batch.push(msg(&client_engine, cch, OpCode::ByeSignal, b""));
+    }
+    client
+        .post_batch_timeout(&mut batch, timeout())
+        .expect("post_batch");
+    // Per server channel: frames seen, ByeSignal seen, report seen.
+    let mut seen = std::collections::HashMap::new();
+    for &(_, sch) in &pairs {
+        seen.insert(sch, (0u32, false, false));
+    }
+    let mut reports = 0;
+    let mut got = Vec::new();
+    while reports < CHANNELS {
+        got.clear();
+        server
+            .receive_many(&mut got, 64, Some(timeout()))
+            .expect("receive_many");
+        assert!(!got.is_empty(), "timed out with {reports} reports");
+        for m in &got {
+            let ch = m.header.channel_number;
+            if m.is_from_engine() && m.status() == tofu::Status::PoolEmpty {
+                continue;
+            }
+            let s = seen.get_mut(&ch).unwrap_or_else(|| panic!("{m:?}"));
+            assert!(!s.2, "after channel {ch}'s report: {m:?}");
+            if m.is_from_engine() {
+                s.2 = true;
+                reports += 1;
+            } else if m.opcode() == OpCode::ByeSignal {
+                assert_eq!(s.0, FRAMES, "ByeSignal before the frames: {m:?}");
+                s.1 = true;
+            } else {
+                assert_eq!(seq_of(m), s.0, "channel {ch} out of order");
+                s.0 += 1;
+            }
+        }
+    }
+}
+tcp_and_uds!(many_channels_aborting_at_once_report_after_their_frames);
