@@ -369,6 +369,10 @@ impl Receiver {
             }
         };
         loop {
+            if input.is_empty() && self.decoder.is_idle() {
+                // Everything decoded, at a frame boundary (the usual end).
+                return Decode::Continue;
+            }
             let step = match self.decoder.whole_frame_ahead(input) {
                 // The common case, a whole frame at a boundary: its message
                 // joins `out` as it came from the pool and is filled there.
