@@ -298,7 +298,9 @@ impl ChannelCore {
             if !self.encode_through(m, buf) {
                 return true;
             }
-            held.extend(msgs.next());
+            if let Some(m) = msgs.next() {
+                held.push(m);
+            }
         }
     }
 
