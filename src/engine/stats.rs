@@ -115,9 +115,10 @@ pub(crate) struct Counters {
 
 /// The busiest counts, kept by the reactor in plain fields while its lock
 /// is held and added to the shared [`Counters`] when the lock is let go
-/// (`reactor::Held`): one atomic add per figure per lock instead of one
-/// per read, write or post. A [`Stats`] snapshot therefore never shows a
-/// lock holder's work half counted.
+/// (`reactor::Held`) and before anything is pushed to a group's queue: one
+/// atomic add per figure per lock or delivery instead of one per read,
+/// write or post. A thread that received a message, or whose post
+/// returned, sees the reads and writes before it counted in [`Stats`].
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     pub(crate) messages_sent: u64,

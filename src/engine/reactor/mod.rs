@@ -700,6 +700,7 @@ impl Reactor {
             );
         }
         self.flush_outbox();
+        self.tally.publish(&self.shared.counters);
         for g in self.groups.values() {
             let _ = g.shared.push(Delivery::Shutdown, &self.shared.wake);
         }
@@ -722,6 +723,8 @@ impl Reactor {
     fn deliver(&mut self, group: u32, msg: Message) {
         // Behind what the channel's reads delivered before it.
         self.flush_outbox();
+        // Counted before anyone can see it.
+        self.tally.publish(&self.shared.counters);
         if let Some(g) = self.groups.get(&group) {
             self.woke |= g.shared.push(Delivery::Message(msg), &self.shared.wake);
         }
@@ -739,6 +742,8 @@ impl Reactor {
         if self.outbox.is_empty() {
             return;
         }
+        // What brought them counted before anyone can see them.
+        self.tally.publish(&self.shared.counters);
         let outbox = &mut self.outbox;
         match self.groups.get(&group) {
             Some(g) => self.woke |= g.shared.push_with(&self.shared.wake, |q| q.append(outbox)),
@@ -757,7 +762,7 @@ impl Reactor {
         let State::Stream(s) = &mut ch.state else {
             return;
         };
-        let received = s.core.take_received();
+        self.tally.messages_received += s.core.take_received();
         if self.collecting && s.core.has_deliveries() && self.groups.contains_key(&group) {
             if self.outbox_group != Some(group) || self.outbox.len() >= OUTBOX_MAX {
                 self.flush_outbox();
@@ -768,6 +773,9 @@ impl Reactor {
             s.core.take_deliveries(&mut self.outbox);
         } else if let Some(g) = self.groups.get(&group) {
             if s.core.has_deliveries() {
+                // The reads that brought these counted before anyone can
+                // see them.
+                self.tally.publish(&self.shared.counters);
                 self.woke |= g
                     .shared
                     .push_with(&self.shared.wake, |q| s.core.take_deliveries(q));
@@ -775,7 +783,6 @@ impl Reactor {
         } else {
             s.core.take_deliveries(&mut VecDeque::new());
         }
-        self.tally.messages_received += received;
     }
 
     // ----- time --------------------------------------------------------------
