@@ -7,15 +7,13 @@
 //! the stack itself grows under it, towards its capacity), and its length is
 //! kept in an atomic for the checks that must not lock. The stack holds
 //! whole messages, cleared on the way in (the body on the way out: see
-//! [`tidy`]), so taking one and giving one back
-//! is a move each (no taking apart, no putting together). The most recently
-//! returned buffers go out first, warm in the cache.
+//! [`tidy`]), so taking one and giving one back is a move each (no taking
+//! apart, no putting together). The most recently returned buffers go out
+//! first, warm in the cache.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::{MAX_SECTION_LEN, Message};
 
@@ -218,9 +216,8 @@ impl Pool {
         out.reserve(n);
         let start = out.len();
         if self.inner.free.len() > keep {
-            // The top of the stack in one block (a copy of contiguous
-            // memory, not a move per message through the stack); the
-            // messages are finished outside the lock.
+            // The top of the stack under one lock (moved one by one:
+            // swapping the slices cost more); finished outside it.
             let mut bufs = self.inner.free.lock();
             let k = n.min(bufs.len().saturating_sub(keep));
             let from = bufs.len() - k;
@@ -383,8 +380,7 @@ impl Pool {
             // list under the same lock, so nothing is kept after that.
             let closed = self.inner.closed.load(Ordering::SeqCst);
             let room = self.inner.free.cap.saturating_sub(bufs.len());
-            // Kept in one block (a copy of contiguous memory: `append`
-            // when all fit, the common case).
+            // Kept in one block (a copy of contiguous memory).
             let k = if closed { 0 } else { room.min(msgs.len()) };
             if k == msgs.len() {
                 bufs.append(msgs);
