@@ -136,17 +136,21 @@ pub(crate) struct Reactor {
     /// a channel written through once in a batch queues the rest of its
     /// messages in it ([`Stream::through_batch`]).
     through_batch: u64,
-    /// Messages a flush wrote, returned to the pool together (at most the
-    /// frames of one write; empty between flushes).
+    /// Messages a flush or an inline batch's write-through runs wrote,
+    /// returned to the pool together (at most the frames of one flush, or
+    /// `RECYCLE_AT` plus one write's; empty between flushes and batches).
     spent: Vec<Message>,
-    /// The busiest counts, published when the lock is let go ([`Held`]).
+    /// The busiest counts, published when the lock is let go ([`Held`])
+    /// and before anything is pushed to a group's queue.
     tally: Tally,
     /// While a poll's events are handled: what their reads delivered to
     /// one group (`outbox_group`), pushed to its queue together — one lock
-    /// and one wake-up for many reads. Bounded by [`OUTBOX_MAX`]; empty
-    /// outside [`handle_events`](Self::handle_events).
+    /// and one wake-up for many reads. At most [`OUTBOX_MAX`] plus one
+    /// read's frames; empty outside [`handle_events`](Self::handle_events).
     outbox: VecDeque<Message>,
     outbox_group: Option<u32>,
+    /// Set while [`handle_events`](Self::handle_events) runs: deliveries
+    /// go to the outbox.
     collecting: bool,
     dirty: WorkList,
     again: WorkList,
