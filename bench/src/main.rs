@@ -67,6 +67,24 @@ fn systems() -> Vec<&'static str> {
     v
 }
 
+/// The order of one run's measurements: every block (the systems of one
+/// workload, size and transport) in turn, its systems rotated by `run`, so
+/// that over the runs each system follows each other one and no system
+/// always pays for what the one before it left behind (a machine that
+/// hands freed memory back to its host, say). The report keeps its order.
+fn run_order(blocks: &[Vec<usize>], run: usize) -> Vec<usize> {
+    let mut order = Vec::new();
+    for block in blocks {
+        let mut b = block.clone();
+        let n = b.len();
+        if n > 0 {
+            b.rotate_left(run % n);
+        }
+        order.extend(b);
+    }
+    order
+}
+
 /// The workloads, in report order: (workload, body size).
 pub(crate) const CASES: [(Workload, usize); 7] = [
     (Workload::Rtt, 16),
@@ -284,19 +302,26 @@ fn main() {
     let started = Instant::now();
     // samples[i] = the measurements of row i, one per run.
     let mut keys: Vec<(&str, Transport, Workload, usize)> = Vec::new();
+    // The rows of one workload, size and transport (indices into `keys`):
+    // measured one after another, in an order that rotates from run to run.
+    let mut blocks: Vec<Vec<usize>> = Vec::new();
     for &(w, size) in &cases {
         for t in [Transport::Tcp, Transport::Uds] {
+            let mut block = Vec::new();
             for &s in &systems {
                 if supports(s, t) {
+                    block.push(keys.len());
                     keys.push((s, t, w, size));
                 }
             }
+            blocks.push(block);
         }
     }
     let mut samples: Vec<Vec<Result<Measure, String>>> = vec![Vec::new(); keys.len()];
     for run in 0..args.runs {
         eprintln!("tofu-bench: run {} of {}", run + 1, args.runs);
-        for (i, &(s, t, w, size)) in keys.iter().enumerate() {
+        for i in run_order(&blocks, run) {
+            let (s, t, w, size) = keys[i];
             let t0 = Instant::now();
             let m = measure(s, t, w, size, &plan, args.processes).map_err(|e| e.to_string());
             match &m {
@@ -378,6 +403,15 @@ mod tests {
     #[test]
     fn command_is_well_formed() {
         command().debug_assert();
+    }
+
+    #[test]
+    fn run_order_rotates_each_block_and_covers_every_row_once() {
+        let blocks = vec![vec![0, 1, 2], vec![], vec![3, 4]];
+        assert_eq!(run_order(&blocks, 0), vec![0, 1, 2, 3, 4]);
+        assert_eq!(run_order(&blocks, 1), vec![1, 2, 0, 4, 3]);
+        assert_eq!(run_order(&blocks, 2), vec![2, 0, 1, 3, 4]);
+        assert_eq!(run_order(&blocks, 3), vec![0, 1, 2, 4, 3]);
     }
 
     #[test]

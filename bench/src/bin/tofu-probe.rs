@@ -4,7 +4,7 @@
 //! options unless `--pool` or `--spin` (`Options::receive_spin`, in µs).
 //!
 //! ```text
-//! tofu-probe stream [--count N] [--size B] [--uds] [--batch [--batch-size N]] [--pace N] [--pool I,M] [--spin US]
+//! tofu-probe stream [--count N] [--size B] [--uds] [--batch [--batch-size N]] [--pace N] [--pool I,M] [--spin US] [--recv-work N]
 //! tofu-probe rtt    [--count N] [--size B] [--uds] [--pool I,M] [--spin US]
 //! tofu-probe raw    [--count N] [--size B] [--uds] [--write-buffer B]
 //! tofu-probe pair   [--chunk B] [--mib N]
@@ -48,6 +48,7 @@ struct Args {
     pool: Option<(u16, u16)>,
     spin: Duration,
     write_buffer: usize,
+    recv_work: u64,
     chunk: usize,
     mib: usize,
 }
@@ -65,6 +66,7 @@ fn args() -> Res<Args> {
         pool: None,
         spin: Duration::ZERO,
         write_buffer: 128 * 1024,
+        recv_work: 0,
         chunk: 16 * 1024,
         mib: 640,
     };
@@ -80,6 +82,7 @@ fn args() -> Res<Args> {
             }
             "--chunk" => a.chunk = it.next().ok_or("--chunk B")?.parse()?,
             "--mib" => a.mib = it.next().ok_or("--mib N")?.parse()?,
+            "--recv-work" => a.recv_work = it.next().ok_or("--recv-work N")?.parse()?,
             "--pace" => a.pace = Some(it.next().ok_or("--pace N")?.parse()?),
             "--spin" => {
                 let us = it.next().ok_or("--spin US")?.parse()?;
@@ -151,11 +154,11 @@ fn main() -> Res<()> {
     connect.format(&mut hello)?;
     let ch = cgroup.post(hello).map_err(|e| e.error)?.channel_number;
 
-    let (count, size, batch, mode) = (a.count, a.size, a.batch, a.mode.clone());
+    let (count, size, batch, mode, work) = (a.count, a.size, a.batch, a.mode.clone(), a.recv_work);
     // The server's group comes back with its result and lives until the
     // client is done: destroying a group frees what it still has queued
     // (SPEC §5.9), the last answer included.
-    let srv = std::thread::spawn(move || (serve(&sgroup, &mode, count, batch), sgroup));
+    let srv = std::thread::spawn(move || (serve(&sgroup, &mode, count, batch, work), sgroup));
     let h = recv(&cgroup)?;
     if h.opcode() != OpCode::HelloResponse {
         return Err(format!("connect: {}", h.status()).into());
@@ -298,7 +301,7 @@ fn rtt(engine: &Engine, group: &ChannelGroup, ch: u16, count: usize, size: usize
 
 /// Receives until the stream's marker (answered) or `count` requests
 /// (each answered), then until the client's channel closes.
-fn serve(group: &ChannelGroup, mode: &str, count: usize, batch: bool) -> Res<()> {
+fn serve(group: &ChannelGroup, mode: &str, count: usize, batch: bool, work: u64) -> Res<()> {
     let mut signals = 0usize;
     let mut answered = 0usize;
     let mut got = Vec::with_capacity(64);
@@ -322,6 +325,7 @@ fn serve(group: &ChannelGroup, mode: &str, count: usize, batch: bool) -> Res<()>
                 }
                 OpCode::Signal => {
                     signals += 1;
+                    busy(work);
                     spent.push(m);
                 }
                 OpCode::Request => {
@@ -466,4 +470,14 @@ fn pair(chunk: usize, mib: usize) -> Res<()> {
 #[cfg(not(unix))]
 fn pair(_chunk: usize, _mib: usize) -> Res<()> {
     Err("pair: not applicable: Unix sockets only".into())
+}
+
+/// `--recv-work N`: N rounds of arithmetic per received Signal, a receiver
+/// slower than its sender (the socket between them stays full).
+fn busy(rounds: u64) {
+    let mut x = 0u64;
+    for i in 0..rounds {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+    }
+    std::hint::black_box(x);
 }
