@@ -28,8 +28,10 @@
 //! Every measurement starts its server side first — on a thread, or with
 //! `--processes` in a child process (this binary, re-executed with the hidden
 //! `--serve SYSTEM TRANSPORT ADDR WORKLOAD`) — and measures from the client
-//! side. See `docs/benchmarks.md` for what each workload does and the rules
-//! that keep the systems comparable.
+//! side. The systems of a row are measured one after another, in an order
+//! that rotates from run to run (`run_order`). See `docs/benchmarks.md`
+//! for what each workload does and the rules that keep the systems
+//! comparable.
 
 mod chart;
 mod common;

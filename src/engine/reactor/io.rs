@@ -264,11 +264,12 @@ impl Reactor {
             return None;
         }
         let pool = &self.shared.pool;
-        match self.refill.arm(pool.size(), Instant::now()) {
+        let now = Instant::now();
+        match self.refill.arm(pool.size(), now) {
             Arm::Any => pool.arm(),
             Arm::At(mark) => pool.arm_at(mark),
         }
-        self.refill.timeout(pool.len(), pool.size(), Instant::now())
+        self.refill.timeout(pool.len(), pool.size(), now)
     }
 
     /// Decodes the backlog, then reads the socket until it would block, the
