@@ -71,9 +71,11 @@ fn systems() -> Vec<&'static str> {
 
 /// The order of one run's measurements: every block (the systems of one
 /// workload, size and transport) in turn, its systems rotated by `run`, so
-/// that over the runs each system follows each other one and no system
-/// always pays for what the one before it left behind (a machine that
-/// hands freed memory back to its host, say). The report keeps its order.
+/// that over the runs each system also runs first in its block, and the
+/// one that ran first before no longer always starts on what the previous
+/// block left behind (a machine that hands freed memory back to its host,
+/// say). A rotation keeps each system's predecessor within the block. The
+/// report keeps its order.
 fn run_order(blocks: &[Vec<usize>], run: usize) -> Vec<usize> {
     let mut order = Vec::new();
     for block in blocks {
