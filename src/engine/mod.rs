@@ -302,7 +302,9 @@ impl Engine {
             empty_reads: get(&c.empty_reads),
             polls: get(&c.polls),
             waiter_polls: get(&c.waiter_polls),
-            open_channels: get(&c.open_channels),
+            // Pairs with `Counters::sub_open`: a close counted here has its
+            // partial frames out of `partial_frame_bytes` (read below).
+            open_channels: c.open_channels.load(Ordering::Acquire),
             accepted: get(&c.accepted),
             pool_free: pool.len() as u64,
             pool_outstanding: pool.outstanding() as u64,

@@ -151,7 +151,9 @@ impl Counters {
         }
     }
 
+    /// A channel closed. Release: the reactor publishes the gauges first
+    /// (`Reactor::close`), and a `stats()` that sees the close sees them.
     pub(crate) fn sub_open(&self) {
-        self.open_channels.fetch_sub(1, Ordering::Relaxed);
+        self.open_channels.fetch_sub(1, Ordering::Release);
     }
 }

@@ -626,7 +626,6 @@ impl Reactor {
         };
         let first_id = ch.first_id();
         self.by_number.remove(&ch.number);
-        Counters::sub_open(&self.shared.counters);
         self.shared.limits.free_slot();
         match ch.state {
             State::Listener(mut l) => {
@@ -660,6 +659,10 @@ impl Reactor {
             }
         }
         debug!(channel = ch.number, status = %close.status, cause = ?close.cause, "channel closed");
+        // Counted as closed only with its partial frames out of the gauge
+        // (a reader that sees one sees the other), before its report.
+        self.publish_gauges();
+        Counters::sub_open(&self.shared.counters);
         // A descriptor was freed: listeners that ran out can try again.
         self.retry_accept |= !self.accept_blocked.is_empty();
         self.retire(ch.number, ch.group, first_id, close);
